@@ -1,0 +1,269 @@
+//! The command table. Each command parses its own params (typed, via `proto::Params`),
+//! applies to the store and writes its result fields. Shared policy — revisions,
+//! permissions, memory refusal, batch rules — hangs off each command's flags here,
+//! not inside the commands. No mio, no tungstenite.
+
+mod keys;
+mod server;
+mod strings;
+
+use crate::proto::{Code, Error, Json, Params, Result};
+use crate::store::Store;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// The command reads data.
+pub const READ: u16 = 1;
+/// The command may change data: raises `rev`, is logged, needs the `write` role.
+pub const WRITE: u16 = 1 << 1;
+/// Needs the `admin` role (`server.flush`, `server.save`).
+pub const ADMIN: u16 = 1 << 2;
+/// May grow memory: refused with `oom` when over `DBX_MAXMEMORY` under `noeviction`.
+pub const DENYOOM: u16 = 1 << 3;
+/// Touches no key (server.*, pub/sub): key scopes do not apply.
+pub const KEYLESS: u16 = 1 << 4;
+/// Not allowed inside `batch`.
+pub const NO_BATCH: u16 = 1 << 5;
+
+pub type Handler = fn(&mut Ctx, &Params, &mut Json) -> Result<()>;
+
+pub struct Command {
+    pub name: &'static str,
+    pub flags: u16,
+    pub run: Handler,
+}
+
+impl Command {
+    pub fn is_write(&self) -> bool {
+        self.flags & WRITE != 0
+    }
+}
+
+/// One key-space change made by a command, for watchers (the `rev` is filled in by
+/// `execute` once the command has finished: one write = one rev).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// None: every key (`server.flush`).
+    pub key: Option<Box<str>>,
+    pub event: &'static str,
+    pub rev: u64,
+}
+
+/// Facts about the server that `server.info` and friends report; filled by the reactor.
+#[derive(Clone, Debug, Default)]
+pub struct ServerFacts {
+    pub version: &'static str,
+    pub uptime_s: u64,
+    pub connections: usize,
+    pub ops_total: u64,
+    pub epoch: String,
+    pub max_batch: usize,
+}
+
+/// What a command sees: the store, the clock, the server facts, and where it records
+/// the keys it changed.
+pub struct Ctx<'a> {
+    pub store: &'a mut Store,
+    pub now_ms: u64,
+    pub facts: &'a ServerFacts,
+    /// Changes of the current operation (drained by `execute`).
+    pending: Vec<(Option<Box<str>>, &'static str)>,
+    /// Whether anything changed in the current operation.
+    changed: bool,
+    /// Changes of all operations run through this context, with their revs.
+    pub changes: Vec<Change>,
+    /// Record per-key changes (only when someone watches; otherwise a flag is enough).
+    pub track_changes: bool,
+    /// Operations executed (a batch counts each of its operations).
+    pub ops: u64,
+    /// Set by `server.flush`: history is gone, the reactor starts a new epoch.
+    pub flushed: bool,
+    /// Set by `server.save`: the reactor should start a snapshot.
+    pub save_requested: bool,
+    method: &'static str,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(store: &'a mut Store, now_ms: u64, facts: &'a ServerFacts) -> Ctx<'a> {
+        Ctx {
+            store,
+            now_ms,
+            facts,
+            pending: Vec::new(),
+            changed: false,
+            changes: Vec::new(),
+            track_changes: false,
+            ops: 0,
+            flushed: false,
+            save_requested: false,
+            method: "",
+        }
+    }
+
+    /// Record that the current command changed `key`.
+    pub fn touched(&mut self, key: &str) {
+        self.changed = true;
+        if self.track_changes {
+            self.pending.push((Some(key.into()), self.method));
+        }
+    }
+
+    /// Record that the current command changed every key (`server.flush`).
+    pub fn touched_all(&mut self) {
+        self.changed = true;
+        if self.track_changes {
+            self.pending.push((None, self.method));
+        }
+    }
+}
+
+fn table() -> &'static HashMap<&'static str, Command> {
+    static TABLE: OnceLock<HashMap<&'static str, Command>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = HashMap::new();
+        for list in [strings::COMMANDS, keys::COMMANDS, server::COMMANDS] {
+            for c in list {
+                t.insert(c.name, Command { name: c.name, flags: c.flags, run: c.run });
+            }
+        }
+        t
+    })
+}
+
+pub fn lookup(method: &str) -> Option<&'static Command> {
+    table().get(method)
+}
+
+/// Every method name, sorted (metrics, docs).
+pub fn method_names() -> Vec<&'static str> {
+    let mut v: Vec<_> = table().keys().copied().chain(["batch"]).collect();
+    v.sort_unstable();
+    v
+}
+
+/// Tokens a request costs against the rate limit: one per operation, the `batch`
+/// envelope none (an unreadable batch costs one, so it cannot be free).
+pub fn cost(method: &str, params: &Params) -> u32 {
+    if method == "batch" {
+        match params.array("operations") {
+            Ok(ops) if !ops.is_empty() => ops.len().min(u32::MAX as usize) as u32,
+            _ => 1,
+        }
+    } else {
+        1
+    }
+}
+
+/// Run one request. The result's fields are written into `out` (whose `{` the caller
+/// has written); on error nothing useful is in `out` and the caller rolls it back.
+pub fn execute(ctx: &mut Ctx, method: &str, params: &Params, out: &mut Json) -> Result<()> {
+    if method == "batch" {
+        return batch(ctx, params, out);
+    }
+    let cmd = lookup(method).ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
+    run(ctx, cmd, params, out)
+}
+
+fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) -> Result<()> {
+    ctx.method = cmd.name;
+    ctx.changed = false;
+    ctx.pending.clear();
+    ctx.ops += 1;
+    let res = (cmd.run)(ctx, params, out);
+    if ctx.changed {
+        // One executed write that changed something = one rev, shared by all its events.
+        let rev = ctx.store.bump_rev();
+        for (key, event) in ctx.pending.drain(..) {
+            ctx.changes.push(Change { key, event, rev });
+        }
+        ctx.changed = false;
+    }
+    res?;
+    if cmd.is_write() {
+        out.u64("rev", ctx.store.rev());
+    }
+    Ok(())
+}
+
+/// `batch`: operations in order, nothing from another connection in between (we are
+/// single-threaded), each with its own result or error.
+fn batch(ctx: &mut Ctx, params: &Params, out: &mut Json) -> Result<()> {
+    let ops = params.array("operations")?;
+    if ops.is_empty() {
+        return Err(Error::invalid_params("Parameter 'operations' must be a non-empty array"));
+    }
+    if ops.len() > ctx.facts.max_batch {
+        return Err(Error::invalid_params(format!(
+            "Parameter 'operations' has {} operations, more than the limit of {}",
+            ops.len(),
+            ctx.facts.max_batch
+        )));
+    }
+    // Parse every operation first: a malformed one is that operation's error.
+    out.arr("results", |a| {
+        for raw in ops {
+            let buf = a.elem();
+            buf.push(b'{');
+            let mark = buf.len();
+            let res = batch_op(ctx, raw, buf);
+            if let Err(e) = res {
+                buf.truncate(mark);
+                buf.extend_from_slice(b"\"error\":");
+                crate::proto::write_error(buf, &e);
+            }
+            buf.push(b'}');
+        }
+    });
+    Ok(())
+}
+
+fn batch_op(ctx: &mut Ctx, raw: &serde_json::value::RawValue, buf: &mut Vec<u8>) -> Result<()> {
+    let bad = |m: &str| Error::new(Code::InvalidRequest, m.to_string());
+    let fields = crate::proto::object_fields(raw).ok_or_else(|| bad("Each operation must be an object"))?;
+    let op = Params::from_fields(fields);
+    let method = op.str("method").map_err(|_| bad("Each operation needs a string 'method'"))?;
+    if method == "batch" {
+        return Err(bad("A batch may not contain a batch"));
+    }
+    let params = match op.raw("params") {
+        None => Params::default(),
+        Some(p) => Params::parse(Some(p)).map_err(|m| bad(&m))?,
+    };
+    let cmd = lookup(&method).ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
+    if cmd.flags & NO_BATCH != 0 {
+        return Err(bad(&format!("'{method}' is not allowed inside a batch")));
+    }
+    buf.extend_from_slice(b"\"result\":{");
+    run(ctx, cmd, &params, &mut Json::fields(buf, true))?;
+    buf.push(b'}');
+    Ok(())
+}
+
+/// A relative TTL in seconds (integer or fractional, millisecond precision) as an
+/// absolute unix-ms deadline. `None` if absent.
+pub fn ttl_param(p: &Params, name: &str, now_ms: u64) -> Result<Option<f64>> {
+    let _ = now_ms;
+    p.opt_f64(name)
+}
+
+/// Seconds → ms, rounded to the millisecond, saturating.
+pub fn secs_to_ms(secs: f64) -> u64 {
+    let ms = (secs * 1000.0).round();
+    if ms >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        ms as u64
+    }
+}
+
+/// Remaining ms → whole seconds rounded up (PROTOCOL.md §8).
+pub fn ms_to_ttl_secs(ms: u64) -> i64 {
+    ms.div_ceil(1000) as i64
+}
+
+/// Pick a list of command definitions for the table (used by each command module).
+pub struct Def {
+    pub name: &'static str,
+    pub flags: u16,
+    pub run: Handler,
+}

@@ -1,0 +1,51 @@
+//! `server.*`: liveness, time, statistics and whole-store operations.
+
+use super::{Ctx, Def, ADMIN, KEYLESS, READ, WRITE};
+use crate::proto::{Json, Params, Result};
+
+pub const COMMANDS: &[Def] = &[
+    Def { name: "server.ping", flags: READ | KEYLESS, run: ping },
+    Def { name: "server.time", flags: READ | KEYLESS, run: time },
+    Def { name: "server.info", flags: READ | KEYLESS, run: info },
+    Def { name: "server.dbsize", flags: READ | KEYLESS, run: dbsize },
+    Def { name: "server.flush", flags: WRITE | ADMIN | KEYLESS, run: flush },
+];
+
+fn ping(_: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
+    out.bool("pong", true);
+    Ok(())
+}
+
+fn time(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
+    out.u64("unix_ms", ctx.now_ms);
+    Ok(())
+}
+
+fn info(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
+    let f = ctx.facts;
+    out.str("version", f.version)
+        .u64("uptime_s", f.uptime_s)
+        .u64("connections", f.connections as u64)
+        .u64("keys", ctx.store.len() as u64)
+        .u64("used_memory", ctx.store.used_memory() as u64)
+        .u64("ops_total", f.ops_total + ctx.ops)
+        .u64("rev", ctx.store.rev())
+        .str("epoch", &f.epoch)
+        .u64("expired_keys", ctx.store.expired_total)
+        .u64("evicted_keys", ctx.store.evicted_total);
+    Ok(())
+}
+
+fn dbsize(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
+    out.u64("keys", ctx.store.len() as u64);
+    Ok(())
+}
+
+fn flush(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
+    let n = ctx.store.flush();
+    // A flush is one write (one rev) even on an empty store: history is cut either way.
+    ctx.touched_all();
+    ctx.flushed = true;
+    out.u64("flushed", n as u64);
+    Ok(())
+}

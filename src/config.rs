@@ -1,0 +1,236 @@
+//! Every setting of the server: environment variable, command-line flag, default and
+//! validation in one table (clap derive with `env = "DBX_…"`). Flags win over the
+//! environment. No sockets here.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// How the server trades memory for writes once `DBX_MAXMEMORY` is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaxMemoryPolicy {
+    /// writes that would exceed the limit get `oom`
+    Noeviction,
+    /// evict approximately least-recently-used keys
+    #[value(name = "allkeys-lru")]
+    AllkeysLru,
+}
+
+/// When the append-only log is fsynced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppendFsync {
+    Always,
+    Everysec,
+    No,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// DBX: a low-latency WebSocket data store. Every flag can also be set through the
+/// environment variable shown; flags win.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "dbx", version, about, max_term_width = 100)]
+pub struct Config {
+    /// Listen address
+    #[arg(long, env = "DBX_HOST", default_value = "127.0.0.1", value_name = "DBX_HOST")]
+    pub host: String,
+    /// Listen port (1-65535)
+    #[arg(long, env = "DBX_PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..), value_name = "DBX_PORT")]
+    pub port: u16,
+    /// Serve the WebSocket path
+    #[arg(long, env = "DBX_WS_ENABLED", default_value = "true", value_parser = parse_bool, value_name = "DBX_WS_ENABLED")]
+    pub ws_enabled: bool,
+    /// WebSocket path
+    #[arg(long, env = "DBX_WS_PATH", default_value = "/ws", value_parser = parse_path, value_name = "DBX_WS_PATH")]
+    pub ws_path: String,
+    /// Maximum concurrent WebSocket connections
+    #[arg(long, env = "DBX_WS_MAX_CONNECTIONS", default_value_t = 1000, value_name = "DBX_WS_MAX_CONNECTIONS")]
+    pub ws_max_connections: usize,
+    /// Seconds between server heartbeats
+    #[arg(long, env = "DBX_WS_HEARTBEAT_INTERVAL", default_value = "30", value_parser = parse_positive_secs, value_name = "DBX_WS_HEARTBEAT_INTERVAL")]
+    pub ws_heartbeat_interval: f64,
+    /// Handshake and liveness timeout, seconds
+    #[arg(long, env = "DBX_WS_TIMEOUT", default_value = "30", value_parser = parse_positive_secs, value_name = "DBX_WS_TIMEOUT")]
+    pub ws_timeout: f64,
+    /// Requests per minute per connection (token bucket, burst the same); 0 = off
+    #[arg(long, env = "DBX_WS_RATE_LIMIT", default_value_t = 1000, value_name = "DBX_WS_RATE_LIMIT")]
+    pub ws_rate_limit: u32,
+    /// Largest accepted message, bytes (`1mb` etc. accepted); larger closes with 1009
+    #[arg(long, env = "DBX_MAX_MESSAGE_SIZE", default_value = "1048576", value_parser = parse_size, value_name = "DBX_MAX_MESSAGE_SIZE")]
+    pub max_message_size: u64,
+    /// Operations in one batch
+    #[arg(long, env = "DBX_MAX_BATCH", default_value_t = 1000, value_name = "DBX_MAX_BATCH")]
+    pub max_batch: usize,
+    /// Memory limit for the store in bytes (`512mb` etc.); 0 = off
+    #[arg(long, env = "DBX_MAXMEMORY", default_value = "0", value_parser = parse_size, value_name = "DBX_MAXMEMORY")]
+    pub maxmemory: u64,
+    /// What to do when DBX_MAXMEMORY is reached
+    #[arg(long, env = "DBX_MAXMEMORY_POLICY", default_value = "noeviction", value_name = "DBX_MAXMEMORY_POLICY")]
+    pub maxmemory_policy: MaxMemoryPolicy,
+    /// Queued outbound bytes per connection: above it reading stops, above twice it the connection is closed (1008)
+    #[arg(long, env = "DBX_WS_MAX_OUTBOUND", default_value = "8mb", value_parser = parse_size, value_name = "DBX_WS_MAX_OUTBOUND")]
+    pub ws_max_outbound: u64,
+    /// Changes kept for `key.watch` resume
+    #[arg(long, env = "DBX_WATCH_BACKLOG", default_value_t = 100_000, value_name = "DBX_WATCH_BACKLOG")]
+    pub watch_backlog: usize,
+    /// Where the append-only log and snapshots live
+    #[arg(long, env = "DBX_DATA_DIR", default_value = "./dbx-data", value_name = "DBX_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Persist to disk (false: memory only, no file written)
+    #[arg(long, env = "DBX_PERSIST", default_value = "true", value_parser = parse_bool, value_name = "DBX_PERSIST")]
+    pub persist: bool,
+    /// When the append-only log is fsynced
+    #[arg(long, env = "DBX_APPENDFSYNC", default_value = "everysec", value_name = "DBX_APPENDFSYNC")]
+    pub appendfsync: AppendFsync,
+    /// Rewrite (compact) the log when it has grown by this percentage over the last snapshot
+    #[arg(long, env = "DBX_AOF_REWRITE_PERCENTAGE", default_value_t = 100, value_name = "DBX_AOF_REWRITE_PERCENTAGE")]
+    pub aof_rewrite_percentage: u64,
+    /// ... and is at least this large (bytes, `64mb` etc.)
+    #[arg(long, env = "DBX_AOF_REWRITE_MIN_SIZE", default_value = "64mb", value_parser = parse_size, value_name = "DBX_AOF_REWRITE_MIN_SIZE")]
+    pub aof_rewrite_min_size: u64,
+    /// API keys, comma-separated, each optionally `key:role` (read|write|admin; bare = admin)
+    #[arg(long, env = "DBX_API_KEYS", value_name = "DBX_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// HS256 secret for JWTs
+    #[arg(long, env = "DBX_JWT_SECRET", value_name = "DBX_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for RS256 / ES256 / EdDSA JWTs (the algorithm follows the key)
+    #[arg(long, env = "DBX_JWT_PUBLIC_KEY", value_name = "DBX_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required JWT issuer (`iss`)
+    #[arg(long, env = "DBX_JWT_ISSUER", value_name = "DBX_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required JWT audience (`aud`)
+    #[arg(long, env = "DBX_JWT_AUDIENCE", value_name = "DBX_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock leeway for JWT `exp`/`nbf`, seconds
+    #[arg(long, env = "DBX_JWT_LEEWAY", default_value_t = 0, value_name = "DBX_JWT_LEEWAY")]
+    pub jwt_leeway: u64,
+    /// Allow clients without credentials on a non-loopback address
+    #[arg(long, env = "DBX_ALLOW_ANONYMOUS", default_value = "false", value_parser = parse_bool, value_name = "DBX_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Log level: error, warn, info, debug, trace
+    #[arg(long, env = "DBX_LOG", default_value = "info", value_name = "DBX_LOG")]
+    pub log: LogLevel,
+    /// Serve an RFC 6455 echo endpoint at this path (conformance testing only; off by default)
+    #[arg(long, env = "DBX_ECHO_PATH", value_parser = parse_path, value_name = "DBX_ECHO_PATH")]
+    pub echo_path: Option<String>,
+}
+
+impl Config {
+    /// Parse flags and environment. On a bad value, returns the one-line message that
+    /// names the variable (the caller prints it and exits 2); help and version are
+    /// printed by clap itself.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::try_parse_from(args)
+    }
+
+    /// A config for tests and benchmarks: defaults, memory only.
+    pub fn for_tests() -> Config {
+        let mut c = Config::parse_from(["dbx"]);
+        c.persist = false;
+        c
+    }
+
+    pub fn heartbeat_ms(&self) -> u64 {
+        (self.ws_heartbeat_interval * 1000.0) as u64
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        (self.ws_timeout * 1000.0) as u64
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected true or false, got '{s}'")),
+    }
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.contains(['?', '#', ' ']) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("expected a path starting with '/', got '{s}'"))
+    }
+}
+
+fn parse_positive_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("expected seconds > 0, got '{s}'")),
+    }
+}
+
+/// Sizes: plain bytes or a number with a unit (`kb`, `mb`, `gb`, binary multiples as
+/// Redis does, case-insensitive).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mul) = if let Some(n) = t.strip_suffix("gb") {
+        (n, 1u64 << 30)
+    } else if let Some(n) = t.strip_suffix("mb") {
+        (n, 1 << 20)
+    } else if let Some(n) = t.strip_suffix("kb") {
+        (n, 1 << 10)
+    } else if let Some(n) = t.strip_suffix('b') {
+        (n, 1)
+    } else {
+        (t.as_str(), 1)
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("expected a size such as 1048576 or 512mb, got '{s}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1048576));
+        assert_eq!(parse_size("512mb"), Ok(512 << 20));
+        assert_eq!(parse_size("8MB"), Ok(8 << 20));
+        assert_eq!(parse_size("2kb"), Ok(2048));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999gb").is_err());
+    }
+
+    #[test]
+    fn flags_win_and_defaults() {
+        let c = Config::try_parse_from(["dbx", "--port", "9000", "--ws-path=/x"]).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.ws_path, "/x");
+        assert_eq!(c.max_batch, 1000);
+        assert!(Config::try_parse_from(["dbx", "--port", "70000"]).is_err());
+        assert!(Config::try_parse_from(["dbx", "--port", "0"]).is_err());
+        assert!(Config::try_parse_from(["dbx", "--log", "loud"]).is_err());
+        assert!(Config::try_parse_from(["dbx", "--maxmemory-policy", "random"]).is_err());
+    }
+}

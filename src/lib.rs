@@ -1,0 +1,46 @@
+//! # DBX — a low-latency WebSocket data store on one core
+//!
+//! # Layout
+//! Dependencies point one way: `server` → `cmd` → `store`; `proto` is shared by the
+//! server and the commands; nothing imports upward.
+//!
+//! - [`config`]: every setting — environment variable, flag, default, validation.
+//! - [`server`]: the mio reactor (the only module that touches sockets):
+//!   - `server::handshake` — HTTP/1.1 upgrade parsing and responses (pure);
+//!   - `server::conn` — a connection's state machine and its outbound buffer;
+//!   - `server::wheel` — the hashed timing wheel (heartbeats, deadlines);
+//!   - `server::ratelimit` — the per-connection token bucket.
+//! - [`proto`]: the JSON envelope, typed parameters, error codes, the reply writer.
+//! - [`cmd`]: the command table with flags (read / write / admin / denyoom) and one
+//!   module per data type; commands know nothing of sockets.
+//! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
+//! - [`auth`]: API keys and JWTs, roles and key scopes (pure).
+//! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod auth;
+pub mod cmd;
+pub mod config;
+pub mod glob;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod logging;
+
+/// Start the server with `cfg` and serve until SIGTERM/SIGINT.
+pub fn run(cfg: config::Config) -> Result<(), String> {
+    let auth_cfg = auth::AuthConfig {
+        api_keys: cfg.api_keys.clone(),
+        jwt_secret: cfg.jwt_secret.clone(),
+        jwt_public_key_path: cfg.jwt_public_key.clone(),
+        jwt_issuer: cfg.jwt_issuer.clone(),
+        jwt_audience: cfg.jwt_audience.clone(),
+        jwt_leeway: cfg.jwt_leeway,
+    };
+    let authn = auth::Authenticator::new(&auth_cfg)?;
+    auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host)?;
+    let mut srv = server::Server::bind(cfg.clone()).map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
+    srv.install_signals().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    log::info!("dbx {} listening on ws://{}{}", env!("CARGO_PKG_VERSION"), srv.local_addr(), cfg.ws_path);
+    srv.run().map_err(|e| format!("event loop failed: {e}"))
+}

@@ -1,0 +1,30 @@
+//! The `dbx` binary: flags and environment → `Config` → bind → run.
+
+use dbx::config::Config;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cfg = match Config::from_args(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line naming the variable/flag, exit status 2 (PROTOCOL.md §8).
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid configuration");
+            eprintln!("dbx: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    dbx::logging::init(cfg.log.filter());
+    match dbx::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dbx: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! One connection's state: HTTP head → WebSocket → closing, and its byte pipes.
+//!
+//! `Wire` sits between tungstenite and the socket. Reads go straight to the socket;
+//! writes land in our own outbound buffer and reach the socket only when the reactor
+//! flushes at the end of a loop turn. That gives one write syscall per connection per
+//! turn, an exact count of queued outbound bytes (for backpressure), and lets replies
+//! and fan-out events be framed by us and appended without a `Message` per reply.
+
+use super::ratelimit::TokenBucket;
+use super::wheel::TimerId;
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use tungstenite::WebSocket;
+
+/// Outbound buffers larger than this are released once drained, so an idle connection
+/// does not keep the memory of its largest reply.
+const KEEP_OUT_CAPACITY: usize = 16 * 1024;
+
+pub struct Wire {
+    pub sock: TcpStream,
+    out: Vec<u8>,
+    sent: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Wire {
+    pub fn new(sock: TcpStream) -> Wire {
+        Wire { sock, out: Vec::new(), sent: 0, bytes_in: 0, bytes_out: 0 }
+    }
+
+    /// Bytes queued for the socket.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Append one unmasked text frame (server → client) holding `payload`.
+    pub fn queue_text_frame(&mut self, payload: &[u8]) {
+        let n = payload.len();
+        self.out.reserve(n + 10);
+        self.out.push(0x81);
+        if n < 126 {
+            self.out.push(n as u8);
+        } else if n <= u16::MAX as usize {
+            self.out.push(126);
+            self.out.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.out.push(127);
+            self.out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        self.out.extend_from_slice(payload);
+    }
+
+    /// Write queued bytes until done or the socket would block. Ok(true) = all sent.
+    pub fn send(&mut self) -> io::Result<bool> {
+        while self.sent < self.out.len() {
+            let chunk = self.out.get(self.sent..).unwrap_or_default();
+            match self.sock.write(chunk) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    self.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        if self.out.capacity() > KEEP_OUT_CAPACITY {
+            self.out = Vec::new();
+        }
+        Ok(true)
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.bytes_in += n as u64;
+        Ok(n)
+    }
+}
+
+/// tungstenite's writes (pongs, close frames, echo replies) are queued, never blocked.
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub enum Phase {
+    /// Reading the HTTP request head.
+    Http { wire: Wire, head: Vec<u8> },
+    /// A refusal or an HTTP answer is queued; after it is sent the socket is shut down
+    /// for writing and drained until the peer closes (so our answer is not lost to an RST).
+    Answered { wire: Wire },
+    /// An open WebSocket.
+    Ws(Box<WebSocket<Wire>>),
+    /// Transitional (only while moving between phases).
+    Gone,
+}
+
+/// Why a connection ended (logs and metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    PeerClosed,
+    PeerReset,
+    HttpDone,
+    HandshakeTimeout,
+    IdleTimeout,
+    SlowConsumer,
+    MessageTooBig,
+    InvalidUtf8,
+    ProtocolError,
+    TokenExpired,
+    Shutdown,
+    IoError,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerReset => "peer_reset",
+            CloseReason::HttpDone => "http_done",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IoError => "io_error",
+        }
+    }
+}
+
+pub struct Conn {
+    pub phase: Phase,
+    pub peer: SocketAddr,
+    /// Unique for the life of the process (the slab slot is reused).
+    pub serial: u64,
+    pub client_id: Option<String>,
+    /// Echo endpoint (conformance testing): messages are echoed, not executed.
+    pub echo: bool,
+    /// Counted against `DBX_WS_MAX_CONNECTIONS`.
+    pub counted: bool,
+    pub last_seen_ms: u64,
+    pub bucket: TokenBucket,
+    /// Heartbeat, liveness/handshake deadline and credential expiry timers.
+    pub timers: Timers,
+    /// In the reactor's dirty list (output to flush this turn).
+    pub dirty: bool,
+    /// Input may remain unprocessed (budget spent or reading paused by backpressure).
+    pub more_input: bool,
+    /// Reading stopped until the outbound queue drains below the mark.
+    pub paused: bool,
+    /// Set once: the connection is going away; freed at the end of the turn.
+    pub dead: Option<CloseReason>,
+    /// We sent a close frame; waiting for the peer's (bounded by a timer).
+    pub closing: Option<CloseReason>,
+}
+
+#[derive(Default)]
+pub struct Timers {
+    pub heartbeat: Option<TimerId>,
+    pub deadline: Option<TimerId>,
+    pub expiry: Option<TimerId>,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, now_ms: u64, rate: u32) -> Conn {
+        Conn {
+            phase: Phase::Http { wire: Wire::new(sock), head: Vec::new() },
+            peer,
+            serial,
+            client_id: None,
+            echo: false,
+            counted: false,
+            last_seen_ms: now_ms,
+            bucket: TokenBucket::new(rate, now_ms),
+            timers: Timers::default(),
+            dirty: false,
+            more_input: false,
+            paused: false,
+            dead: None,
+            closing: None,
+        }
+    }
+
+    pub fn wire(&mut self) -> Option<&mut Wire> {
+        match &mut self.phase {
+            Phase::Http { wire, .. } | Phase::Answered { wire } => Some(wire),
+            Phase::Ws(ws) => Some(ws.get_mut()),
+            Phase::Gone => None,
+        }
+    }
+
+    pub fn wire_ref(&self) -> Option<&Wire> {
+        match &self.phase {
+            Phase::Http { wire, .. } | Phase::Answered { wire } => Some(wire),
+            Phase::Ws(ws) => Some(ws.get_ref()),
+            Phase::Gone => None,
+        }
+    }
+
+    pub fn is_ws(&self) -> bool {
+        matches!(self.phase, Phase::Ws(_))
+    }
+
+    pub fn pending_out(&self) -> usize {
+        self.wire_ref().map_or(0, Wire::pending)
+    }
+}

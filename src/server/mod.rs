@@ -1,0 +1,973 @@
+//! The reactor: one thread, one mio `Poll`, the listener, a `Slab<Conn>`, one timing
+//! wheel. The only module that touches the mio registry.
+//!
+//! A loop turn (Redis's `ae` loop):
+//! 1. poll, with the timeout taken from the nearest timer or key expiry (0 when input
+//!    is left over from a previous turn);
+//! 2. accept, read and execute; replies are queued in each connection's `Wire`;
+//! 3. fire due timers (heartbeats, liveness, handshake and credential deadlines);
+//! 4. `before_sleep`: active expiry, then one flush per dirty connection, then free the
+//!    connections that died this turn (so a reused slab slot never sees a stale event).
+//!
+//! Sockets are registered once, edge-triggered, for both read and write; bytes left
+//! unread (budget spent, backpressure) put the connection on the `more_input` list
+//! because no new edge will come for them.
+
+pub mod conn;
+pub mod handshake;
+pub mod ratelimit;
+pub mod wheel;
+
+use crate::cmd::{self, Ctx, ServerFacts};
+use crate::config::Config;
+use crate::proto::{self, Code, Incoming, Json};
+use crate::store::Store;
+use conn::{CloseReason, Conn, Phase};
+use handshake::{Parse, Paths, Refusal, Route};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+use wheel::Wheel;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+/// Messages handled per connection per readable event before others get their turn.
+const READ_BUDGET: usize = 256;
+/// Keys removed per loop turn by active expiry; the rest wait for the next turn.
+const EXPIRE_BUDGET: usize = 1000;
+/// How long a closing handshake or a drained HTTP answer may take.
+const CLOSE_GRACE_MS: u64 = 2000;
+/// How long to stop accepting after EMFILE/ENFILE.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+/// Graceful shutdown waits at most this long for close handshakes.
+const SHUTDOWN_GRACE_MS: u64 = 2000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    Heartbeat(usize, u64),
+    Deadline(usize, u64),
+    Expiry(usize, u64),
+    ResumeAccept,
+}
+
+/// A handle to stop a running server from another thread (tests, signal handlers).
+#[derive(Clone)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Counters the reactor keeps (for `server.info`, `/health` and `/metrics`).
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    pub accepted: u64,
+    pub refused_overloaded: u64,
+    pub refused_http: u64,
+    pub closed_idle: u64,
+    pub closed_slow: u64,
+    pub rate_limited: u64,
+    pub ops_total: u64,
+}
+
+pub struct Server {
+    cfg: Config,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    wheel: Wheel<Timer>,
+    store: Store,
+    facts: ServerFacts,
+    stats: Stats,
+    started: Instant,
+    next_serial: u64,
+    ws_count: usize,
+    /// Reused reply buffer.
+    buf: Vec<u8>,
+    dirty: Vec<usize>,
+    more_input: Vec<usize>,
+    dead: Vec<usize>,
+    /// Current turn's unix ms and its RFC 3339 text, formatted once per turn.
+    unix_ms: u64,
+    stamp: String,
+    stamp_ms: u64,
+    shutdown_flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    shutting_down: Option<u64>,
+    rng: u64,
+    accept_paused: bool,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random-enough 64-bit seed without a crate: /dev/urandom, else time and pid.
+pub fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
+        return u64::from_le_bytes(b) | 1;
+    }
+    (unix_ms_now() ^ ((std::process::id() as u64) << 32)) | 1
+}
+
+impl Server {
+    /// Bind the configured address.
+    pub fn bind(cfg: Config) -> io::Result<Server> {
+        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
+            .parse()
+            .or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(cfg.host.as_str(), cfg.port))?
+                    .next()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))
+            })?;
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        Server::with_listener(cfg, std_listener)
+    }
+
+    /// Serve on an already-bound listener (tests bind 127.0.0.1:0).
+    pub fn with_listener(cfg: Config, listener: std::net::TcpListener) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let rng = seed();
+        let now = unix_ms_now();
+        let facts = ServerFacts {
+            version: env!("CARGO_PKG_VERSION"),
+            epoch: format!("{:016x}", rng),
+            max_batch: cfg.max_batch,
+            ..ServerFacts::default()
+        };
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            conns: Slab::with_capacity(1024),
+            wheel: Wheel::new(10, 1024, 0),
+            store: Store::new(),
+            facts,
+            stats: Stats::default(),
+            started: Instant::now(),
+            next_serial: 1,
+            ws_count: 0,
+            buf: Vec::with_capacity(64 * 1024),
+            dirty: Vec::new(),
+            more_input: Vec::new(),
+            dead: Vec::new(),
+            unix_ms: now,
+            stamp: proto::rfc3339_ms(now),
+            stamp_ms: now,
+            shutdown_flag: Arc::new(AtomicBool::new(false)),
+            waker,
+            shutting_down: None,
+            rng,
+            accept_paused: false,
+            signals: None,
+            cfg,
+        })
+    }
+
+    /// SIGTERM / SIGINT start a graceful shutdown; they arrive through the same Poll.
+    pub fn install_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
+        self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> Shutdown {
+        Shutdown { flag: self.shutdown_flag.clone(), waker: self.waker.clone() }
+    }
+
+    /// Monotonic ms since start: the wheel's clock (immune to wall-clock jumps).
+    fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Run until shut down. Returns after every connection is closed (or the grace
+    /// period ran out).
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut fired = Vec::new();
+        loop {
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.tick_clock();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    SIGNALS => {
+                        if let Some(sig) = self.signals.as_mut() {
+                            for s in sig.pending() {
+                                log::info!("signal {s} received");
+                                self.shutdown_flag.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    Token(t) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(t);
+                        }
+                        if ev.is_writable() {
+                            self.mark_dirty(t);
+                        }
+                    }
+                }
+            }
+            // Input left over from earlier turns (no new edge will come for it).
+            let again = std::mem::take(&mut self.more_input);
+            for t in again {
+                if let Some(c) = self.conns.get_mut(t) {
+                    c.more_input = false;
+                    if !c.paused {
+                        self.on_readable(t);
+                    } else {
+                        c.more_input = true;
+                        self.more_input.push(t);
+                    }
+                }
+            }
+            let now = self.mono_ms();
+            self.wheel.poll(now, &mut fired);
+            for timer in fired.drain(..) {
+                self.on_timer(timer);
+            }
+            if self.shutdown_flag.load(Ordering::SeqCst) && self.shutting_down.is_none() {
+                self.begin_shutdown();
+            }
+            self.before_sleep();
+            if let Some(deadline) = self.shutting_down {
+                if self.conns.is_empty() || self.mono_ms() >= deadline {
+                    log::info!("shutdown complete ({} connections left)", self.conns.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.more_input.iter().all(|&t| self.conns.get(t).is_none_or(|c| c.paused)) {
+            return Some(Duration::ZERO);
+        }
+        let now = self.mono_ms();
+        let mut ms = self.wheel.next_deadline_ms(now);
+        if let Some(at) = self.store.next_expiry() {
+            let wall = unix_ms_now();
+            let d = at.saturating_sub(wall);
+            ms = Some(ms.map_or(d, |m| m.min(d)));
+        }
+        if let Some(deadline) = self.shutting_down {
+            let d = deadline.saturating_sub(now);
+            ms = Some(ms.map_or(d, |m| m.min(d)));
+        }
+        ms.map(Duration::from_millis)
+    }
+
+    fn tick_clock(&mut self) {
+        self.unix_ms = unix_ms_now();
+        if self.unix_ms != self.stamp_ms {
+            self.stamp_ms = self.unix_ms;
+            self.stamp = proto::rfc3339_ms(self.unix_ms);
+        }
+    }
+
+    fn mark_dirty(&mut self, t: usize) {
+        if let Some(c) = self.conns.get_mut(t) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(t);
+            }
+        }
+    }
+
+    fn kill(&mut self, t: usize, why: CloseReason) {
+        if let Some(c) = self.conns.get_mut(t) {
+            if c.dead.is_none() {
+                c.dead = Some(why);
+                self.dead.push(t);
+            }
+        }
+    }
+
+    // ---- accepting ----
+
+    fn accept_all(&mut self) {
+        if self.accept_paused || self.shutting_down.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((sock, peer)) => self.add_conn(sock, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE/ENFILE (or ENOBUFS): the pending connection stays in the
+                    // backlog and the listener would report readable forever. Back off
+                    // instead of spinning; the timer resumes accepting.
+                    log::warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms");
+                    self.accept_paused = true;
+                    let at = self.mono_ms() + ACCEPT_BACKOFF_MS;
+                    self.wheel.insert(at, Timer::ResumeAccept);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        let _ = sock.set_nodelay(true);
+        let now = self.mono_ms();
+        let entry = self.conns.vacant_entry();
+        let t = entry.key();
+        if self.poll.registry().register(&mut sock, Token(t), Interest::READABLE | Interest::WRITABLE).is_err() {
+            return;
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let mut c = Conn::new(sock, peer, serial, self.unix_ms, self.cfg.ws_rate_limit);
+        // The whole HTTP request must arrive within DBX_WS_TIMEOUT (slowloris).
+        c.timers.deadline = Some(self.wheel.insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)));
+        entry.insert(c);
+        self.stats.accepted += 1;
+        log::debug!("accepted {peer} as #{serial}");
+    }
+
+    // ---- reading ----
+
+    fn on_readable(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(t) else { return };
+        if c.dead.is_some() {
+            return;
+        }
+        match &c.phase {
+            Phase::Http { .. } => self.read_http(t),
+            Phase::Answered { .. } => self.drain_answered(t),
+            Phase::Ws(_) => self.read_ws(t),
+            Phase::Gone => {}
+        }
+    }
+
+    fn read_http(&mut self, t: usize) {
+        let paths_ws = if self.cfg.ws_enabled { Some(self.cfg.ws_path.clone()) } else { None };
+        let echo = self.cfg.echo_path.clone();
+        let Some(c) = self.conns.get_mut(t) else { return };
+        let Phase::Http { wire, head } = &mut c.phase else { return };
+        let mut chunk = [0u8; 4096];
+        let parsed = loop {
+            match wire.read(&mut chunk) {
+                Ok(0) => {
+                    self.kill(t, CloseReason::PeerClosed);
+                    return;
+                }
+                Ok(n) => {
+                    head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref() };
+                    match handshake::parse(head, &paths) {
+                        Parse::Partial => continue,
+                        Parse::Done(route, len) => break (route, len),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.kill(t, CloseReason::PeerReset);
+                    return;
+                }
+            }
+        };
+        let (route, len) = parsed;
+        match route {
+            Route::Upgrade(up) => self.upgrade(t, up, len, false),
+            Route::Echo(up) => self.upgrade(t, up, len, true),
+            Route::Health => {
+                let body = self.health_json();
+                self.answer(t, handshake::response(200, "application/json", &body, ""));
+            }
+            Route::Metrics => {
+                let body = self.metrics_text();
+                self.answer(t, handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""));
+            }
+            Route::Refuse(r) => {
+                self.stats.refused_http += 1;
+                log::debug!("refused #{t}: {} {}", r.status, r.code);
+                self.answer(t, handshake::refusal_response(&r));
+            }
+        }
+    }
+
+    /// Queue a complete HTTP answer; the connection ends once it is sent.
+    fn answer(&mut self, t: usize, bytes: Vec<u8>) {
+        let Some(c) = self.conns.get_mut(t) else { return };
+        let phase = std::mem::replace(&mut c.phase, Phase::Gone);
+        let (Phase::Http { mut wire, .. } | Phase::Answered { mut wire }) = phase else {
+            c.phase = phase;
+            return;
+        };
+        wire.queue(&bytes);
+        c.phase = Phase::Answered { wire };
+        self.mark_dirty(t);
+    }
+
+    /// After an answer was sent and the write side shut: read and discard until EOF.
+    fn drain_answered(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(t) else { return };
+        let Phase::Answered { wire } = &mut c.phase else { return };
+        let mut sink = [0u8; 4096];
+        loop {
+            match wire.sock.read(&mut sink) {
+                Ok(0) => return self.kill(t, CloseReason::HttpDone),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.kill(t, CloseReason::HttpDone),
+            }
+        }
+    }
+
+    fn ws_config(&self, echo: bool) -> WebSocketConfig {
+        let max = if echo { (self.cfg.max_message_size as usize).max(64 << 20) } else { self.cfg.max_message_size as usize };
+        let mut c = WebSocketConfig::default();
+        // Small per-connection buffers: 10,000 idle connections must stay cheap.
+        c.read_buffer_size = 4096;
+        // Our Wire queues every write, so tungstenite never needs to hold frames back.
+        c.write_buffer_size = 0;
+        c.max_write_buffer_size = usize::MAX;
+        c.max_message_size = Some(max);
+        c.max_frame_size = Some(max);
+        c
+    }
+
+    fn upgrade(&mut self, t: usize, up: handshake::Upgrade, head_len: usize, echo: bool) {
+        if !echo && self.ws_count >= self.cfg.ws_max_connections {
+            self.stats.refused_overloaded += 1;
+            let r = Refusal::new(503, "overloaded", format!("Connection limit of {} reached", self.cfg.ws_max_connections));
+            return self.answer(t, handshake::refusal_response(&r));
+        }
+        let protocol: Option<&str> = None;
+        let config = self.ws_config(echo);
+        let now = self.mono_ms();
+        let hb = self.cfg.heartbeat_ms();
+        let first_beat = now + 1 + self.rand() % hb.max(1);
+        let live_ms = hb + self.cfg.timeout_ms();
+        let Some(c) = self.conns.get_mut(t) else { return };
+        let phase = std::mem::replace(&mut c.phase, Phase::Gone);
+        let Phase::Http { mut wire, head } = phase else {
+            c.phase = phase;
+            return;
+        };
+        wire.queue(&handshake::switching_protocols(&up.accept, protocol));
+        // Bytes after the request head are the start of the first frame.
+        let rest = head.get(head_len..).unwrap_or_default().to_vec();
+        let ws = WebSocket::from_partially_read(wire, rest, Role::Server, Some(config));
+        c.phase = Phase::Ws(Box::new(ws));
+        c.echo = echo;
+        c.client_id = up.client_id;
+        c.counted = !echo;
+        c.last_seen_ms = now;
+        let serial = c.serial;
+        if let Some(id) = c.timers.deadline.take() {
+            self.wheel.cancel(id);
+        }
+        let hb_id = self.wheel.insert(first_beat, Timer::Heartbeat(t, serial));
+        let dl_id = self.wheel.insert(now + live_ms, Timer::Deadline(t, serial));
+        if let Some(c) = self.conns.get_mut(t) {
+            c.timers.heartbeat = Some(hb_id);
+            c.timers.deadline = Some(dl_id);
+        }
+        if !echo {
+            self.ws_count += 1;
+            self.send_hello(t);
+        }
+        log::info!(
+            "open #{serial} peer={} client_id={} path={}",
+            self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
+            self.conns.get(t).and_then(|c| c.client_id.clone()).unwrap_or_else(|| "-".into()),
+            up.target.split('?').next().unwrap_or("")
+        );
+        self.mark_dirty(t);
+        // The first frame may already be buffered: no new edge will announce it.
+        self.read_ws(t);
+    }
+
+    fn send_hello(&mut self, t: usize) {
+        let Some(c) = self.conns.get(t) else { return };
+        let serial = c.serial;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.push(b'{');
+        Json::fields(&mut buf, true)
+            .str("type", "hello")
+            .str("version", "1.0")
+            .str("connection_id", &format!("c{serial}"))
+            .f64("heartbeat_interval", self.cfg.ws_heartbeat_interval)
+            .u64("rate_limit", self.cfg.ws_rate_limit as u64)
+            .u64("max_message_size", self.cfg.max_message_size)
+            .str("epoch", &self.facts.epoch)
+            .u64("rev", self.store.rev())
+            .str("timestamp", &self.stamp);
+        buf.push(b'}');
+        self.push_frame(t, &buf);
+        self.buf = buf;
+    }
+
+    /// Queue one text frame to a connection (replies, events, heartbeats).
+    pub fn push_frame(&mut self, t: usize, payload: &[u8]) {
+        let Some(c) = self.conns.get_mut(t) else { return };
+        if c.closing.is_some() || c.dead.is_some() {
+            return;
+        }
+        let Phase::Ws(ws) = &mut c.phase else { return };
+        if !ws.can_write() {
+            return;
+        }
+        ws.get_mut().queue_text_frame(payload);
+        self.mark_dirty(t);
+    }
+
+    fn read_ws(&mut self, t: usize) {
+        let max_out = self.cfg.ws_max_outbound as usize;
+        let mut handled = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(t) else { return };
+            if c.dead.is_some() {
+                return;
+            }
+            // Backpressure: stop reading while the peer is not taking our output.
+            if !c.echo && c.pending_out() > max_out {
+                c.paused = true;
+                if !c.more_input {
+                    c.more_input = true;
+                    self.more_input.push(t);
+                }
+                break;
+            }
+            if handled >= READ_BUDGET {
+                if !c.more_input {
+                    c.more_input = true;
+                    self.more_input.push(t);
+                }
+                break;
+            }
+            let Phase::Ws(ws) = &mut c.phase else { return };
+            let msg = ws.read();
+            match msg {
+                Ok(msg) => {
+                    handled += 1;
+                    c.last_seen_ms = self.started.elapsed().as_millis() as u64;
+                    self.on_message(t, msg);
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.on_ws_error(t, e);
+                    break;
+                }
+            }
+        }
+        // Pongs and close replies that tungstenite queued during reads.
+        if let Some(c) = self.conns.get_mut(t) {
+            if let Phase::Ws(ws) = &mut c.phase {
+                if ws.get_ref().pending() == 0 {
+                    let _ = ws.flush();
+                }
+                match ws.flush() {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::ConnectionClosed) => {
+                        let why = c.closing.unwrap_or(CloseReason::PeerClosed);
+                        self.mark_dirty(t);
+                        self.kill(t, why);
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                if ws.get_ref().pending() > 0 {
+                    self.mark_dirty(t);
+                }
+            }
+        }
+    }
+
+    fn on_ws_error(&mut self, t: usize, e: tungstenite::Error) {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        match e {
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                let why = self.conns.get(t).and_then(|c| c.closing).unwrap_or(CloseReason::PeerClosed);
+                self.mark_dirty(t);
+                self.kill(t, why);
+            }
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
+                self.close_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig)
+            }
+            tungstenite::Error::Capacity(_) => self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig),
+            tungstenite::Error::Utf8(_) => {
+                self.close_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
+            }
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => self.kill(t, CloseReason::PeerReset),
+            tungstenite::Error::Protocol(p) => {
+                log::debug!("protocol error on #{t}: {p}");
+                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+            }
+            tungstenite::Error::Io(_) => self.kill(t, CloseReason::IoError),
+            other => {
+                log::debug!("websocket error on #{t}: {other}");
+                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+            }
+        }
+    }
+
+    /// Start the closing handshake; the peer gets `CLOSE_GRACE_MS` to answer.
+    fn close_ws(&mut self, t: usize, code: CloseCode, reason: &'static str, why: CloseReason) {
+        let now = self.mono_ms();
+        let Some(c) = self.conns.get_mut(t) else { return };
+        if c.closing.is_some() || c.dead.is_some() {
+            return;
+        }
+        let Phase::Ws(ws) = &mut c.phase else { return self.kill(t, why) };
+        c.closing = Some(why);
+        let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
+        let serial = c.serial;
+        if let Some(id) = c.timers.deadline.take() {
+            self.wheel.cancel(id);
+        }
+        let id = self.wheel.insert(now + CLOSE_GRACE_MS, Timer::Deadline(t, serial));
+        if let Some(c) = self.conns.get_mut(t) {
+            c.timers.deadline = Some(id);
+        }
+        self.mark_dirty(t);
+    }
+
+    fn on_message(&mut self, t: usize, msg: Message) {
+        let echo = self.conns.get(t).is_some_and(|c| c.echo);
+        match msg {
+            Message::Text(text) if echo => self.echo(t, Message::Text(text)),
+            Message::Binary(data) if echo => self.echo(t, Message::Binary(data)),
+            Message::Text(text) => self.on_text(t, text.as_str()),
+            Message::Binary(_) => {
+                let e = proto::Error::new(Code::InvalidRequest, "Binary frames are not supported; send JSON in text frames");
+                self.reply_error(t, None, &e);
+            }
+            // tungstenite answers pings and close frames itself (flushed after reads).
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(_) => {
+                if let Some(c) = self.conns.get_mut(t) {
+                    c.closing.get_or_insert(CloseReason::PeerClosed);
+                }
+            }
+        }
+    }
+
+    fn echo(&mut self, t: usize, msg: Message) {
+        if let Some(Phase::Ws(ws)) = self.conns.get_mut(t).map(|c| &mut c.phase) {
+            let _ = ws.write(msg);
+            self.mark_dirty(t);
+        }
+    }
+
+    fn on_text(&mut self, t: usize, text: &str) {
+        let req = match proto::parse_incoming(text) {
+            Incoming::Heartbeat => return,
+            Incoming::Invalid { id, message } => {
+                let e = proto::Error::new(Code::InvalidRequest, message);
+                return self.reply_error(t, id.map(|r| r.get()), &e);
+            }
+            Incoming::Request(r) => r,
+        };
+        let id = req.id.map(|r| r.get());
+        let cost = cmd::cost(&req.method, &req.params);
+        let now_mono = self.mono_ms();
+        if let Some(c) = self.conns.get_mut(t) {
+            if let Err(wait) = c.bucket.try_take(cost, now_mono) {
+                self.stats.rate_limited += 1;
+                let mut e = proto::Error::new(Code::RateLimited, format!("Rate limit of {} requests per minute exceeded", self.cfg.ws_rate_limit));
+                e.retry_after_ms = Some(wait);
+                return self.reply_error(t, id, &e);
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.extend_from_slice(b"{\"id\":");
+        buf.extend_from_slice(id.unwrap_or("null").as_bytes());
+        buf.push(b',');
+        let mark = buf.len();
+        buf.extend_from_slice(b"\"result\":{");
+        self.facts.uptime_s = self.started.elapsed().as_secs();
+        self.facts.connections = self.ws_count;
+        self.facts.ops_total = self.stats.ops_total;
+        let mut ctx = Ctx::new(&mut self.store, self.unix_ms, &self.facts);
+        let res = cmd::execute(&mut ctx, &req.method, &req.params, &mut Json::fields(&mut buf, true));
+        let ops = ctx.ops;
+        let flushed = ctx.flushed;
+        drop(ctx);
+        self.stats.ops_total += ops;
+        match res {
+            Ok(()) => buf.push(b'}'),
+            Err(e) => {
+                if e.code == Code::Internal {
+                    log::error!("internal error for request id {}: {}", id.unwrap_or("null"), e.message);
+                }
+                buf.truncate(mark);
+                buf.extend_from_slice(b"\"error\":");
+                proto::write_error(&mut buf, &e);
+            }
+        }
+        buf.extend_from_slice(b",\"timestamp\":\"");
+        buf.extend_from_slice(self.stamp.as_bytes());
+        buf.extend_from_slice(b"\"}");
+        self.push_frame(t, &buf);
+        self.buf = buf;
+        if flushed {
+            // History is gone: a new epoch (PROTOCOL.md §5).
+            self.facts.epoch = format!("{:016x}", self.rand());
+        }
+    }
+
+    fn reply_error(&mut self, t: usize, id: Option<&str>, e: &proto::Error) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.extend_from_slice(b"{\"id\":");
+        buf.extend_from_slice(id.unwrap_or("null").as_bytes());
+        buf.extend_from_slice(b",\"error\":");
+        proto::write_error(&mut buf, e);
+        buf.extend_from_slice(b",\"timestamp\":\"");
+        buf.extend_from_slice(self.stamp.as_bytes());
+        buf.extend_from_slice(b"\"}");
+        self.push_frame(t, &buf);
+        self.buf = buf;
+    }
+
+    // ---- timers ----
+
+    fn on_timer(&mut self, timer: Timer) {
+        let now = self.mono_ms();
+        match timer {
+            Timer::ResumeAccept => {
+                self.accept_paused = false;
+                self.accept_all();
+            }
+            Timer::Heartbeat(t, serial) => {
+                let Some(c) = self.conns.get_mut(t) else { return };
+                if c.serial != serial {
+                    return;
+                }
+                c.timers.heartbeat = None;
+                if c.closing.is_some() || c.dead.is_some() {
+                    return;
+                }
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.clear();
+                buf.extend_from_slice(b"{\"type\":\"heartbeat\",\"timestamp\":\"");
+                buf.extend_from_slice(self.stamp.as_bytes());
+                buf.extend_from_slice(b"\"}");
+                self.push_frame(t, &buf);
+                self.buf = buf;
+                if let Some(Phase::Ws(ws)) = self.conns.get_mut(t).map(|c| &mut c.phase) {
+                    let _ = ws.write(Message::Ping(Default::default()));
+                }
+                let id = self.wheel.insert(now + self.cfg.heartbeat_ms(), Timer::Heartbeat(t, serial));
+                if let Some(c) = self.conns.get_mut(t) {
+                    c.timers.heartbeat = Some(id);
+                }
+            }
+            Timer::Deadline(t, serial) => {
+                let Some(c) = self.conns.get_mut(t) else { return };
+                if c.serial != serial {
+                    return;
+                }
+                c.timers.deadline = None;
+                match (&c.phase, c.closing) {
+                    (Phase::Http { .. }, _) => self.kill(t, CloseReason::HandshakeTimeout),
+                    (Phase::Answered { .. }, _) => self.kill(t, CloseReason::HttpDone),
+                    (Phase::Ws(_), Some(why)) => self.kill(t, why),
+                    (Phase::Ws(_), None) => {
+                        // Liveness: nothing arrived for interval + timeout → 1001.
+                        let limit = self.cfg.heartbeat_ms() + self.cfg.timeout_ms();
+                        let idle = now.saturating_sub(c.last_seen_ms);
+                        if idle >= limit {
+                            self.stats.closed_idle += 1;
+                            self.close_ws(t, CloseCode::Away, "idle timeout", CloseReason::IdleTimeout);
+                        } else {
+                            let at = c.last_seen_ms + limit;
+                            let id = self.wheel.insert(at, Timer::Deadline(t, serial));
+                            if let Some(c) = self.conns.get_mut(t) {
+                                c.timers.deadline = Some(id);
+                            }
+                        }
+                    }
+                    (Phase::Gone, _) => self.kill(t, CloseReason::IoError),
+                }
+            }
+            Timer::Expiry(t, serial) => {
+                let Some(c) = self.conns.get(t) else { return };
+                if c.serial == serial {
+                    self.close_ws(t, CloseCode::Library(4001), "token expired", CloseReason::TokenExpired);
+                }
+            }
+        }
+    }
+
+    // ---- end of turn ----
+
+    fn before_sleep(&mut self) {
+        // Active expiry with a per-turn budget; anything left is picked up next turn
+        // (the poll timeout is then 0 because the next expiry is already due).
+        self.store.expire_cycle(self.unix_ms, EXPIRE_BUDGET);
+        let _ = self.store.take_gone();
+        self.flush_dirty();
+        self.free_dead();
+    }
+
+    fn flush_dirty(&mut self) {
+        let max_out = self.cfg.ws_max_outbound as usize;
+        let dirty = std::mem::take(&mut self.dirty);
+        for t in dirty {
+            let Some(c) = self.conns.get_mut(t) else { continue };
+            c.dirty = false;
+            if let Phase::Ws(ws) = &mut c.phase {
+                let _ = ws.flush();
+            }
+            let Some(wire) = c.wire() else { continue };
+            match wire.send() {
+                Ok(true) => {
+                    if let Phase::Answered { wire } = &mut c.phase {
+                        // Answer sent: half-close and wait (bounded) for the peer's EOF.
+                        let _ = wire.sock.shutdown(std::net::Shutdown::Write);
+                        if c.dead.is_none() {
+                            self.drain_answered(t);
+                        }
+                    } else if c.paused {
+                        c.paused = false;
+                        if !c.more_input {
+                            c.more_input = true;
+                            self.more_input.push(t);
+                        }
+                    }
+                }
+                Ok(false) => {
+                    // The writable edge will bring us back. A consumer that falls more
+                    // than twice the mark behind is cut off.
+                    if !c.echo && c.is_ws() && c.pending_out() > 2 * max_out && c.dead.is_none() {
+                        log::warn!("closing #{} ({}): {} bytes of output queued, more than twice DBX_WS_MAX_OUTBOUND", c.serial, c.peer, c.pending_out());
+                        self.stats.closed_slow += 1;
+                        self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
+                        // It is not reading: do not wait for its close reply.
+                        self.kill(t, CloseReason::SlowConsumer);
+                    }
+                }
+                Err(_) => self.kill(t, CloseReason::IoError),
+            }
+        }
+    }
+
+    fn free_dead(&mut self) {
+        for t in std::mem::take(&mut self.dead) {
+            if !self.conns.contains(t) {
+                continue;
+            }
+            let mut c = self.conns.remove(t);
+            for id in [c.timers.heartbeat.take(), c.timers.deadline.take(), c.timers.expiry.take()].into_iter().flatten() {
+                self.wheel.cancel(id);
+            }
+            if c.counted {
+                self.ws_count -= 1;
+                log::info!(
+                    "close #{} peer={} client_id={} reason={}",
+                    c.serial,
+                    c.peer,
+                    c.client_id.as_deref().unwrap_or("-"),
+                    c.dead.map_or("unknown", CloseReason::as_str)
+                );
+            }
+            if let Some(wire) = c.wire() {
+                // Last chance for queued bytes (a close frame); never blocks.
+                let _ = wire.send();
+                let _ = self.poll.registry().deregister(&mut wire.sock);
+            }
+        }
+    }
+
+    // ---- shutdown ----
+
+    fn begin_shutdown(&mut self) {
+        log::info!("shutting down: closing {} connections", self.conns.len());
+        self.shutting_down = Some(self.mono_ms() + SHUTDOWN_GRACE_MS);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
+        for t in tokens {
+            if self.conns.get(t).is_some_and(Conn::is_ws) {
+                self.close_ws(t, CloseCode::Away, "server shutting down", CloseReason::Shutdown);
+            } else {
+                self.kill(t, CloseReason::Shutdown);
+            }
+        }
+    }
+
+    // ---- HTTP endpoints ----
+
+    fn health_json(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(256);
+        b.push(b'{');
+        Json::fields(&mut b, true)
+            .str("status", "ok")
+            .str("version", env!("CARGO_PKG_VERSION"))
+            .u64("uptime_s", self.started.elapsed().as_secs())
+            .u64("connections", self.ws_count as u64)
+            .u64("keys", self.store.len() as u64)
+            .u64("used_memory", self.store.used_memory() as u64)
+            .str("persistence", if self.cfg.persist { "unavailable" } else { "off" });
+        b.push(b'}');
+        b
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut m = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+            m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        };
+        gauge("dbx_connections", "Open WebSocket connections", "gauge", self.ws_count as u64);
+        gauge("dbx_connections_accepted_total", "TCP connections accepted", "counter", self.stats.accepted);
+        gauge("dbx_keys", "Keys in the store", "gauge", self.store.len() as u64);
+        gauge("dbx_used_memory_bytes", "Estimated store memory", "gauge", self.store.used_memory() as u64);
+        gauge("dbx_ops_total", "Operations executed", "counter", self.stats.ops_total);
+        m
+    }
+}
