@@ -3,13 +3,16 @@
 //! permissions, memory refusal, batch rules — hangs off each command's flags here,
 //! not inside the commands. No mio, no tungstenite.
 
+mod auth;
 mod keys;
 mod server;
 mod strings;
 
+use crate::auth::{Authenticator, Identity, Role};
 use crate::proto::{Code, Error, Json, Params, Result};
 use crate::store::Store;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 /// The command reads data.
@@ -24,6 +27,8 @@ pub const DENYOOM: u16 = 1 << 3;
 pub const KEYLESS: u16 = 1 << 4;
 /// Not allowed inside `batch`.
 pub const NO_BATCH: u16 = 1 << 5;
+/// Needs the `write` role without changing data (`pubsub.publish`).
+pub const PUBLISH: u16 = 1 << 6;
 
 pub type Handler = fn(&mut Ctx, &Params, &mut Json) -> Result<()>;
 
@@ -37,7 +42,24 @@ impl Command {
     pub fn is_write(&self) -> bool {
         self.flags & WRITE != 0
     }
+
+    /// The weakest role allowed to call this command.
+    pub fn required_role(&self) -> Role {
+        if self.flags & ADMIN != 0 {
+            Role::Admin
+        } else if self.flags & (WRITE | PUBLISH) != 0 {
+            Role::Write
+        } else {
+            Role::Read
+        }
+    }
 }
+
+/// Parameters that name keys, checked against a credential's key scope before any
+/// command runs (one place instead of in every command).
+const KEY_PARAMS: [&str; 2] = ["key", "new_key"];
+const KEY_LIST_PARAMS: [&str; 1] = ["keys"];
+const KEY_OBJECT_PARAMS: [&str; 1] = ["pairs"];
 
 /// One key-space change made by a command, for watchers (the `rev` is filled in by
 /// `execute` once the command has finished: one write = one rev).
@@ -80,6 +102,11 @@ pub struct Ctx<'a> {
     pub flushed: bool,
     /// Set by `server.save`: the reactor should start a snapshot.
     pub save_requested: bool,
+    /// Who is calling: role and key scope.
+    pub identity: Rc<Identity>,
+    /// Set by `auth.refresh`: the reactor re-arms the credential's expiry timer.
+    pub identity_changed: bool,
+    pub auth: Option<&'a Authenticator>,
     method: &'static str,
 }
 
@@ -96,8 +123,16 @@ impl<'a> Ctx<'a> {
             ops: 0,
             flushed: false,
             save_requested: false,
+            identity: Rc::new(Identity::anonymous()),
+            identity_changed: false,
+            auth: None,
             method: "",
         }
+    }
+
+    /// Whether the caller's key scope includes `key`.
+    pub fn key_allowed(&self, key: &str) -> bool {
+        self.identity.key_allowed(key)
     }
 
     /// Record that the current command changed `key`.
@@ -121,9 +156,21 @@ fn table() -> &'static HashMap<&'static str, Command> {
     static TABLE: OnceLock<HashMap<&'static str, Command>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = HashMap::new();
-        for list in [strings::COMMANDS, keys::COMMANDS, server::COMMANDS] {
+        for list in [
+            strings::COMMANDS,
+            keys::COMMANDS,
+            server::COMMANDS,
+            auth::COMMANDS,
+        ] {
             for c in list {
-                t.insert(c.name, Command { name: c.name, flags: c.flags, run: c.run });
+                t.insert(
+                    c.name,
+                    Command {
+                        name: c.name,
+                        flags: c.flags,
+                        run: c.run,
+                    },
+                );
             }
         }
         t
@@ -160,11 +207,61 @@ pub fn execute(ctx: &mut Ctx, method: &str, params: &Params, out: &mut Json) -> 
     if method == "batch" {
         return batch(ctx, params, out);
     }
-    let cmd = lookup(method).ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
+    let cmd = lookup(method)
+        .ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
     run(ctx, cmd, params, out)
 }
 
+/// Refuse a call the credential may not make: the role on the command's flags, the key
+/// scope on every key-naming parameter. A refused call changes nothing.
+fn check_access(ctx: &Ctx, cmd: &Command, params: &Params) -> Result<()> {
+    let need = cmd.required_role();
+    if ctx.identity.role < need {
+        return Err(Error::new(
+            Code::Forbidden,
+            format!(
+                "Role '{}' may not call '{}' (needs '{}')",
+                ctx.identity.role.as_str(),
+                cmd.name,
+                need.as_str()
+            ),
+        ));
+    }
+    if ctx.identity.key_globs.is_none() || cmd.flags & KEYLESS != 0 {
+        return Ok(());
+    }
+    let outside = |k: &str| {
+        Error::new(
+            Code::Forbidden,
+            format!("Key '{k}' is outside this credential's scope"),
+        )
+    };
+    for name in KEY_PARAMS {
+        if let Ok(Some(k)) = params.opt_str(name) {
+            if !ctx.key_allowed(&k) {
+                return Err(outside(&k));
+            }
+        }
+    }
+    for name in KEY_LIST_PARAMS {
+        if let Ok(keys) = params.str_list(name) {
+            if let Some(k) = keys.iter().find(|k| !ctx.key_allowed(k)) {
+                return Err(outside(k));
+            }
+        }
+    }
+    for name in KEY_OBJECT_PARAMS {
+        if let Ok(pairs) = params.object(name) {
+            if let Some((k, _)) = pairs.iter().find(|(k, _)| !ctx.key_allowed(k)) {
+                return Err(outside(k));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) -> Result<()> {
+    check_access(ctx, cmd, params)?;
     ctx.method = cmd.name;
     ctx.changed = false;
     ctx.pending.clear();
@@ -190,7 +287,9 @@ fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) ->
 fn batch(ctx: &mut Ctx, params: &Params, out: &mut Json) -> Result<()> {
     let ops = params.array("operations")?;
     if ops.is_empty() {
-        return Err(Error::invalid_params("Parameter 'operations' must be a non-empty array"));
+        return Err(Error::invalid_params(
+            "Parameter 'operations' must be a non-empty array",
+        ));
     }
     if ops.len() > ctx.facts.max_batch {
         return Err(Error::invalid_params(format!(
@@ -219,9 +318,12 @@ fn batch(ctx: &mut Ctx, params: &Params, out: &mut Json) -> Result<()> {
 
 fn batch_op(ctx: &mut Ctx, raw: &serde_json::value::RawValue, buf: &mut Vec<u8>) -> Result<()> {
     let bad = |m: &str| Error::new(Code::InvalidRequest, m.to_string());
-    let fields = crate::proto::object_fields(raw).ok_or_else(|| bad("Each operation must be an object"))?;
+    let fields =
+        crate::proto::object_fields(raw).ok_or_else(|| bad("Each operation must be an object"))?;
     let op = Params::from_fields(fields);
-    let method = op.str("method").map_err(|_| bad("Each operation needs a string 'method'"))?;
+    let method = op
+        .str("method")
+        .map_err(|_| bad("Each operation needs a string 'method'"))?;
     if method == "batch" {
         return Err(bad("A batch may not contain a batch"));
     }
@@ -229,7 +331,8 @@ fn batch_op(ctx: &mut Ctx, raw: &serde_json::value::RawValue, buf: &mut Vec<u8>)
         None => Params::default(),
         Some(p) => Params::parse(Some(p)).map_err(|m| bad(&m))?,
     };
-    let cmd = lookup(&method).ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
+    let cmd = lookup(&method)
+        .ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
     if cmd.flags & NO_BATCH != 0 {
         return Err(bad(&format!("'{method}' is not allowed inside a batch")));
     }

@@ -8,9 +8,11 @@
 
 use super::ratelimit::TokenBucket;
 use super::wheel::TimerId;
+use crate::auth::Identity;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use tungstenite::WebSocket;
 
 /// Outbound buffers larger than this are released once drained, so an idle connection
@@ -27,7 +29,13 @@ pub struct Wire {
 
 impl Wire {
     pub fn new(sock: TcpStream) -> Wire {
-        Wire { sock, out: Vec::new(), sent: 0, bytes_in: 0, bytes_out: 0 }
+        Wire {
+            sock,
+            out: Vec::new(),
+            sent: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
     }
 
     /// Bytes queued for the socket.
@@ -153,6 +161,8 @@ pub struct Conn {
     /// Unique for the life of the process (the slab slot is reused).
     pub serial: u64,
     pub client_id: Option<String>,
+    /// The credential's role, scope and expiry.
+    pub identity: Rc<Identity>,
     /// Echo endpoint (conformance testing): messages are echoed, not executed.
     pub echo: bool,
     /// Counted against `DBX_WS_MAX_CONNECTIONS`.
@@ -183,10 +193,14 @@ pub struct Timers {
 impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, now_ms: u64, rate: u32) -> Conn {
         Conn {
-            phase: Phase::Http { wire: Wire::new(sock), head: Vec::new() },
+            phase: Phase::Http {
+                wire: Wire::new(sock),
+                head: Vec::new(),
+            },
             peer,
             serial,
             client_id: None,
+            identity: Rc::new(Identity::anonymous()),
             echo: false,
             counted: false,
             last_seen_ms: now_ms,

@@ -18,6 +18,7 @@ pub mod handshake;
 pub mod ratelimit;
 pub mod wheel;
 
+use crate::auth::{self, AuthConfig, AuthError, Authenticator, Identity};
 use crate::cmd::{self, Ctx, ServerFacts};
 use crate::config::Config;
 use crate::proto::{self, Code, Incoming, Json};
@@ -29,6 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -87,6 +89,7 @@ pub struct Stats {
 
 pub struct Server {
     cfg: Config,
+    auth: Authenticator,
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
@@ -116,13 +119,18 @@ pub struct Server {
 }
 
 fn unix_ms_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A random-enough 64-bit seed without a crate: /dev/urandom, else time and pid.
 pub fn seed() -> u64 {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
         return u64::from_le_bytes(b) | 1;
     }
     (unix_ms_now() ^ ((std::process::id() as u64) << 32)) | 1
@@ -131,24 +139,32 @@ pub fn seed() -> u64 {
 impl Server {
     /// Bind the configured address.
     pub fn bind(cfg: Config) -> io::Result<Server> {
-        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
-            .parse()
-            .or_else(|_| {
-                std::net::ToSocketAddrs::to_socket_addrs(&(cfg.host.as_str(), cfg.port))?
-                    .next()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))
-            })?;
+        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port).parse().or_else(|_| {
+            std::net::ToSocketAddrs::to_socket_addrs(&(cfg.host.as_str(), cfg.port))?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))
+        })?;
         let std_listener = std::net::TcpListener::bind(addr)?;
         Server::with_listener(cfg, std_listener)
     }
 
     /// Serve on an already-bound listener (tests bind 127.0.0.1:0).
     pub fn with_listener(cfg: Config, listener: std::net::TcpListener) -> io::Result<Server> {
+        let auth = Authenticator::new(&AuthConfig {
+            api_keys: cfg.api_keys.clone(),
+            jwt_secret: cfg.jwt_secret.clone(),
+            jwt_public_key_path: cfg.jwt_public_key.clone(),
+            jwt_issuer: cfg.jwt_issuer.clone(),
+            jwt_audience: cfg.jwt_audience.clone(),
+            jwt_leeway: cfg.jwt_leeway,
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let rng = seed();
         let now = unix_ms_now();
@@ -183,6 +199,7 @@ impl Server {
             rng,
             accept_paused: false,
             signals: None,
+            auth,
             cfg,
         })
     }
@@ -191,7 +208,9 @@ impl Server {
     pub fn install_signals(&mut self) -> io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
-        self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
     }
@@ -201,7 +220,10 @@ impl Server {
     }
 
     pub fn shutdown_handle(&self) -> Shutdown {
-        Shutdown { flag: self.shutdown_flag.clone(), waker: self.waker.clone() }
+        Shutdown {
+            flag: self.shutdown_flag.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     /// Monotonic ms since start: the wheel's clock (immune to wall-clock jumps).
@@ -283,7 +305,11 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.more_input.iter().all(|&t| self.conns.get(t).is_none_or(|c| c.paused)) {
+        if !self
+            .more_input
+            .iter()
+            .all(|&t| self.conns.get(t).is_none_or(|c| c.paused))
+        {
             return Some(Duration::ZERO);
         }
         let now = self.mono_ms();
@@ -333,7 +359,9 @@ impl Server {
             return;
         }
         loop {
-            let Some(listener) = self.listener.as_ref() else { return };
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((sock, peer)) => self.add_conn(sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -357,14 +385,22 @@ impl Server {
         let now = self.mono_ms();
         let entry = self.conns.vacant_entry();
         let t = entry.key();
-        if self.poll.registry().register(&mut sock, Token(t), Interest::READABLE | Interest::WRITABLE).is_err() {
+        if self
+            .poll
+            .registry()
+            .register(&mut sock, Token(t), Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
             return;
         }
         let serial = self.next_serial;
         self.next_serial += 1;
         let mut c = Conn::new(sock, peer, serial, self.unix_ms, self.cfg.ws_rate_limit);
         // The whole HTTP request must arrive within DBX_WS_TIMEOUT (slowloris).
-        c.timers.deadline = Some(self.wheel.insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)));
+        c.timers.deadline = Some(
+            self.wheel
+                .insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)),
+        );
         entry.insert(c);
         self.stats.accepted += 1;
         log::debug!("accepted {peer} as #{serial}");
@@ -373,7 +409,9 @@ impl Server {
     // ---- reading ----
 
     fn on_readable(&mut self, t: usize) {
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if c.dead.is_some() {
             return;
         }
@@ -386,10 +424,18 @@ impl Server {
     }
 
     fn read_http(&mut self, t: usize) {
-        let paths_ws = if self.cfg.ws_enabled { Some(self.cfg.ws_path.clone()) } else { None };
+        let paths_ws = if self.cfg.ws_enabled {
+            Some(self.cfg.ws_path.clone())
+        } else {
+            None
+        };
         let echo = self.cfg.echo_path.clone();
-        let Some(c) = self.conns.get_mut(t) else { return };
-        let Phase::Http { wire, head } = &mut c.phase else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        let Phase::Http { wire, head } = &mut c.phase else {
+            return;
+        };
         let mut chunk = [0u8; 4096];
         let parsed = loop {
             match wire.read(&mut chunk) {
@@ -399,7 +445,10 @@ impl Server {
                 }
                 Ok(n) => {
                     head.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref() };
+                    let paths = Paths {
+                        ws: paths_ws.as_deref(),
+                        echo: echo.as_deref(),
+                    };
                     match handshake::parse(head, &paths) {
                         Parse::Partial => continue,
                         Parse::Done(route, len) => break (route, len),
@@ -423,7 +472,10 @@ impl Server {
             }
             Route::Metrics => {
                 let body = self.metrics_text();
-                self.answer(t, handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""));
+                self.answer(
+                    t,
+                    handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""),
+                );
             }
             Route::Refuse(r) => {
                 self.stats.refused_http += 1;
@@ -435,7 +487,9 @@ impl Server {
 
     /// Queue a complete HTTP answer; the connection ends once it is sent.
     fn answer(&mut self, t: usize, bytes: Vec<u8>) {
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         let phase = std::mem::replace(&mut c.phase, Phase::Gone);
         let (Phase::Http { mut wire, .. } | Phase::Answered { mut wire }) = phase else {
             c.phase = phase;
@@ -448,8 +502,12 @@ impl Server {
 
     /// After an answer was sent and the write side shut: read and discard until EOF.
     fn drain_answered(&mut self, t: usize) {
-        let Some(c) = self.conns.get_mut(t) else { return };
-        let Phase::Answered { wire } = &mut c.phase else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        let Phase::Answered { wire } = &mut c.phase else {
+            return;
+        };
         let mut sink = [0u8; 4096];
         loop {
             match wire.sock.read(&mut sink) {
@@ -463,7 +521,11 @@ impl Server {
     }
 
     fn ws_config(&self, echo: bool) -> WebSocketConfig {
-        let max = if echo { (self.cfg.max_message_size as usize).max(64 << 20) } else { self.cfg.max_message_size as usize };
+        let max = if echo {
+            (self.cfg.max_message_size as usize).max(64 << 20)
+        } else {
+            self.cfg.max_message_size as usize
+        };
         let mut c = WebSocketConfig::default();
         // Small per-connection buffers: 10,000 idle connections must stay cheap.
         c.read_buffer_size = 4096;
@@ -478,16 +540,52 @@ impl Server {
     fn upgrade(&mut self, t: usize, up: handshake::Upgrade, head_len: usize, echo: bool) {
         if !echo && self.ws_count >= self.cfg.ws_max_connections {
             self.stats.refused_overloaded += 1;
-            let r = Refusal::new(503, "overloaded", format!("Connection limit of {} reached", self.cfg.ws_max_connections));
+            let r = Refusal::new(
+                503,
+                "overloaded",
+                format!(
+                    "Connection limit of {} reached",
+                    self.cfg.ws_max_connections
+                ),
+            );
             return self.answer(t, handshake::refusal_response(&r));
         }
-        let protocol: Option<&str> = None;
+        let (credential, protocol) = auth::extract_credential(
+            up.api_key.as_deref(),
+            up.authorization.as_deref(),
+            up.protocols.as_deref(),
+        );
+        let identity = if echo {
+            Identity::anonymous()
+        } else {
+            match self.auth.authenticate(credential, self.unix_ms / 1000) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.stats.refused_http += 1;
+                    let message = match e {
+                        AuthError::Missing => "Missing credential: pass api_key, an Authorization bearer token or a bearer.<token> subprotocol".to_string(),
+                        AuthError::Invalid(m) => format!("Invalid credential: {m}"),
+                    };
+                    log::info!(
+                        "refused {} target={}: unauthorized",
+                        self.conns
+                            .get(t)
+                            .map_or_else(|| "?".into(), |c| c.peer.to_string()),
+                        auth::redact_query(&up.target)
+                    );
+                    let r = Refusal::new(401, "unauthorized", message);
+                    return self.answer(t, handshake::refusal_response(&r));
+                }
+            }
+        };
         let config = self.ws_config(echo);
         let now = self.mono_ms();
         let hb = self.cfg.heartbeat_ms();
         let first_beat = now + 1 + self.rand() % hb.max(1);
         let live_ms = hb + self.cfg.timeout_ms();
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         let phase = std::mem::replace(&mut c.phase, Phase::Gone);
         let Phase::Http { mut wire, head } = phase else {
             c.phase = phase;
@@ -500,6 +598,7 @@ impl Server {
         c.phase = Phase::Ws(Box::new(ws));
         c.echo = echo;
         c.client_id = up.client_id;
+        c.identity = Rc::new(identity);
         c.counted = !echo;
         c.last_seen_ms = now;
         let serial = c.serial;
@@ -512,19 +611,49 @@ impl Server {
             c.timers.heartbeat = Some(hb_id);
             c.timers.deadline = Some(dl_id);
         }
+        self.arm_expiry(t);
         if !echo {
             self.ws_count += 1;
             self.send_hello(t);
         }
         log::info!(
-            "open #{serial} peer={} client_id={} path={}",
-            self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
-            self.conns.get(t).and_then(|c| c.client_id.clone()).unwrap_or_else(|| "-".into()),
+            "open #{serial} peer={} client_id={} role={} path={}",
+            self.conns
+                .get(t)
+                .map_or_else(|| "?".into(), |c| c.peer.to_string()),
+            self.conns
+                .get(t)
+                .and_then(|c| c.client_id.clone())
+                .unwrap_or_else(|| "-".into()),
+            self.conns.get(t).map_or("-", |c| c.identity.role.as_str()),
             up.target.split('?').next().unwrap_or("")
         );
         self.mark_dirty(t);
         // The first frame may already be buffered: no new edge will announce it.
         self.read_ws(t);
+    }
+
+    /// (Re)arm the timer that closes the connection with 4001 when its JWT expires.
+    fn arm_expiry(&mut self, t: usize) {
+        let now = self.mono_ms();
+        let leeway = self.auth.leeway();
+        let unix = self.unix_ms;
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        if let Some(id) = c.timers.expiry.take() {
+            self.wheel.cancel(id);
+        }
+        let Some(exp) = c.identity.expires_at else {
+            return;
+        };
+        let at_unix_ms = exp.saturating_add(leeway).saturating_mul(1000);
+        let at = now + at_unix_ms.saturating_sub(unix);
+        let serial = c.serial;
+        let id = self.wheel.insert(at, Timer::Expiry(t, serial));
+        if let Some(c) = self.conns.get_mut(t) {
+            c.timers.expiry = Some(id);
+        }
     }
 
     fn send_hello(&mut self, t: usize) {
@@ -550,7 +679,9 @@ impl Server {
 
     /// Queue one text frame to a connection (replies, events, heartbeats).
     pub fn push_frame(&mut self, t: usize, payload: &[u8]) {
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if c.closing.is_some() || c.dead.is_some() {
             return;
         }
@@ -566,7 +697,9 @@ impl Server {
         let max_out = self.cfg.ws_max_outbound as usize;
         let mut handled = 0;
         loop {
-            let Some(c) = self.conns.get_mut(t) else { return };
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
             if c.dead.is_some() {
                 return;
             }
@@ -629,26 +762,50 @@ impl Server {
         use tungstenite::error::{CapacityError, ProtocolError};
         match e {
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                let why = self.conns.get(t).and_then(|c| c.closing).unwrap_or(CloseReason::PeerClosed);
+                let why = self
+                    .conns
+                    .get(t)
+                    .and_then(|c| c.closing)
+                    .unwrap_or(CloseReason::PeerClosed);
                 self.mark_dirty(t);
                 self.kill(t, why);
             }
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
-                self.close_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig)
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => self.close_ws(
+                t,
+                CloseCode::Size,
+                "message too big",
+                CloseReason::MessageTooBig,
+            ),
+            tungstenite::Error::Capacity(_) => {
+                self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig)
             }
-            tungstenite::Error::Capacity(_) => self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig),
-            tungstenite::Error::Utf8(_) => {
-                self.close_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
+            tungstenite::Error::Utf8(_) => self.close_ws(
+                t,
+                CloseCode::Invalid,
+                "invalid UTF-8",
+                CloseReason::InvalidUtf8,
+            ),
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                self.kill(t, CloseReason::PeerReset)
             }
-            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => self.kill(t, CloseReason::PeerReset),
             tungstenite::Error::Protocol(p) => {
                 log::debug!("protocol error on #{t}: {p}");
-                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+                self.close_ws(
+                    t,
+                    CloseCode::Protocol,
+                    "protocol error",
+                    CloseReason::ProtocolError,
+                )
             }
             tungstenite::Error::Io(_) => self.kill(t, CloseReason::IoError),
             other => {
                 log::debug!("websocket error on #{t}: {other}");
-                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+                self.close_ws(
+                    t,
+                    CloseCode::Protocol,
+                    "protocol error",
+                    CloseReason::ProtocolError,
+                )
             }
         }
     }
@@ -656,18 +813,27 @@ impl Server {
     /// Start the closing handshake; the peer gets `CLOSE_GRACE_MS` to answer.
     fn close_ws(&mut self, t: usize, code: CloseCode, reason: &'static str, why: CloseReason) {
         let now = self.mono_ms();
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if c.closing.is_some() || c.dead.is_some() {
             return;
         }
-        let Phase::Ws(ws) = &mut c.phase else { return self.kill(t, why) };
+        let Phase::Ws(ws) = &mut c.phase else {
+            return self.kill(t, why);
+        };
         c.closing = Some(why);
-        let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
+        let _ = ws.close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
         let serial = c.serial;
         if let Some(id) = c.timers.deadline.take() {
             self.wheel.cancel(id);
         }
-        let id = self.wheel.insert(now + CLOSE_GRACE_MS, Timer::Deadline(t, serial));
+        let id = self
+            .wheel
+            .insert(now + CLOSE_GRACE_MS, Timer::Deadline(t, serial));
         if let Some(c) = self.conns.get_mut(t) {
             c.timers.deadline = Some(id);
         }
@@ -681,7 +847,10 @@ impl Server {
             Message::Binary(data) if echo => self.echo(t, Message::Binary(data)),
             Message::Text(text) => self.on_text(t, text.as_str()),
             Message::Binary(_) => {
-                let e = proto::Error::new(Code::InvalidRequest, "Binary frames are not supported; send JSON in text frames");
+                let e = proto::Error::new(
+                    Code::InvalidRequest,
+                    "Binary frames are not supported; send JSON in text frames",
+                );
                 self.reply_error(t, None, &e);
             }
             // tungstenite answers pings and close frames itself (flushed after reads).
@@ -716,7 +885,13 @@ impl Server {
         if let Some(c) = self.conns.get_mut(t) {
             if let Err(wait) = c.bucket.try_take(cost, now_mono) {
                 self.stats.rate_limited += 1;
-                let mut e = proto::Error::new(Code::RateLimited, format!("Rate limit of {} requests per minute exceeded", self.cfg.ws_rate_limit));
+                let mut e = proto::Error::new(
+                    Code::RateLimited,
+                    format!(
+                        "Rate limit of {} requests per minute exceeded",
+                        self.cfg.ws_rate_limit
+                    ),
+                );
                 e.retry_after_ms = Some(wait);
                 return self.reply_error(t, id, &e);
             }
@@ -731,17 +906,39 @@ impl Server {
         self.facts.uptime_s = self.started.elapsed().as_secs();
         self.facts.connections = self.ws_count;
         self.facts.ops_total = self.stats.ops_total;
+        let identity = self
+            .conns
+            .get(t)
+            .map_or_else(|| Rc::new(Identity::anonymous()), |c| c.identity.clone());
         let mut ctx = Ctx::new(&mut self.store, self.unix_ms, &self.facts);
-        let res = cmd::execute(&mut ctx, &req.method, &req.params, &mut Json::fields(&mut buf, true));
+        ctx.identity = identity;
+        ctx.auth = Some(&self.auth);
+        let res = cmd::execute(
+            &mut ctx,
+            &req.method,
+            &req.params,
+            &mut Json::fields(&mut buf, true),
+        );
         let ops = ctx.ops;
         let flushed = ctx.flushed;
+        let new_identity = ctx.identity_changed.then(|| ctx.identity.clone());
         drop(ctx);
+        if let Some(id) = new_identity {
+            if let Some(c) = self.conns.get_mut(t) {
+                c.identity = id;
+            }
+            self.arm_expiry(t);
+        }
         self.stats.ops_total += ops;
         match res {
             Ok(()) => buf.push(b'}'),
             Err(e) => {
                 if e.code == Code::Internal {
-                    log::error!("internal error for request id {}: {}", id.unwrap_or("null"), e.message);
+                    log::error!(
+                        "internal error for request id {}: {}",
+                        id.unwrap_or("null"),
+                        e.message
+                    );
                 }
                 buf.truncate(mark);
                 buf.extend_from_slice(b"\"error\":");
@@ -783,7 +980,9 @@ impl Server {
                 self.accept_all();
             }
             Timer::Heartbeat(t, serial) => {
-                let Some(c) = self.conns.get_mut(t) else { return };
+                let Some(c) = self.conns.get_mut(t) else {
+                    return;
+                };
                 if c.serial != serial {
                     return;
                 }
@@ -801,13 +1000,17 @@ impl Server {
                 if let Some(Phase::Ws(ws)) = self.conns.get_mut(t).map(|c| &mut c.phase) {
                     let _ = ws.write(Message::Ping(Default::default()));
                 }
-                let id = self.wheel.insert(now + self.cfg.heartbeat_ms(), Timer::Heartbeat(t, serial));
+                let id = self
+                    .wheel
+                    .insert(now + self.cfg.heartbeat_ms(), Timer::Heartbeat(t, serial));
                 if let Some(c) = self.conns.get_mut(t) {
                     c.timers.heartbeat = Some(id);
                 }
             }
             Timer::Deadline(t, serial) => {
-                let Some(c) = self.conns.get_mut(t) else { return };
+                let Some(c) = self.conns.get_mut(t) else {
+                    return;
+                };
                 if c.serial != serial {
                     return;
                 }
@@ -822,7 +1025,12 @@ impl Server {
                         let idle = now.saturating_sub(c.last_seen_ms);
                         if idle >= limit {
                             self.stats.closed_idle += 1;
-                            self.close_ws(t, CloseCode::Away, "idle timeout", CloseReason::IdleTimeout);
+                            self.close_ws(
+                                t,
+                                CloseCode::Away,
+                                "idle timeout",
+                                CloseReason::IdleTimeout,
+                            );
                         } else {
                             let at = c.last_seen_ms + limit;
                             let id = self.wheel.insert(at, Timer::Deadline(t, serial));
@@ -837,7 +1045,12 @@ impl Server {
             Timer::Expiry(t, serial) => {
                 let Some(c) = self.conns.get(t) else { return };
                 if c.serial == serial {
-                    self.close_ws(t, CloseCode::Library(4001), "token expired", CloseReason::TokenExpired);
+                    self.close_ws(
+                        t,
+                        CloseCode::Library(4001),
+                        "token expired",
+                        CloseReason::TokenExpired,
+                    );
                 }
             }
         }
@@ -858,7 +1071,9 @@ impl Server {
         let max_out = self.cfg.ws_max_outbound as usize;
         let dirty = std::mem::take(&mut self.dirty);
         for t in dirty {
-            let Some(c) = self.conns.get_mut(t) else { continue };
+            let Some(c) = self.conns.get_mut(t) else {
+                continue;
+            };
             c.dirty = false;
             if let Phase::Ws(ws) = &mut c.phase {
                 let _ = ws.flush();
@@ -886,7 +1101,12 @@ impl Server {
                     if !c.echo && c.is_ws() && c.pending_out() > 2 * max_out && c.dead.is_none() {
                         log::warn!("closing #{} ({}): {} bytes of output queued, more than twice DBX_WS_MAX_OUTBOUND", c.serial, c.peer, c.pending_out());
                         self.stats.closed_slow += 1;
-                        self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
+                        self.close_ws(
+                            t,
+                            CloseCode::Policy,
+                            "slow consumer",
+                            CloseReason::SlowConsumer,
+                        );
                         // It is not reading: do not wait for its close reply.
                         self.kill(t, CloseReason::SlowConsumer);
                     }
@@ -902,7 +1122,14 @@ impl Server {
                 continue;
             }
             let mut c = self.conns.remove(t);
-            for id in [c.timers.heartbeat.take(), c.timers.deadline.take(), c.timers.expiry.take()].into_iter().flatten() {
+            for id in [
+                c.timers.heartbeat.take(),
+                c.timers.deadline.take(),
+                c.timers.expiry.take(),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 self.wheel.cancel(id);
             }
             if c.counted {
@@ -934,7 +1161,12 @@ impl Server {
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
         for t in tokens {
             if self.conns.get(t).is_some_and(Conn::is_ws) {
-                self.close_ws(t, CloseCode::Away, "server shutting down", CloseReason::Shutdown);
+                self.close_ws(
+                    t,
+                    CloseCode::Away,
+                    "server shutting down",
+                    CloseReason::Shutdown,
+                );
             } else {
                 self.kill(t, CloseReason::Shutdown);
             }
@@ -953,7 +1185,14 @@ impl Server {
             .u64("connections", self.ws_count as u64)
             .u64("keys", self.store.len() as u64)
             .u64("used_memory", self.store.used_memory() as u64)
-            .str("persistence", if self.cfg.persist { "unavailable" } else { "off" });
+            .str(
+                "persistence",
+                if self.cfg.persist {
+                    "unavailable"
+                } else {
+                    "off"
+                },
+            );
         b.push(b'}');
         b
     }
@@ -961,13 +1200,40 @@ impl Server {
     fn metrics_text(&self) -> String {
         let mut m = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            m.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
         };
-        gauge("dbx_connections", "Open WebSocket connections", "gauge", self.ws_count as u64);
-        gauge("dbx_connections_accepted_total", "TCP connections accepted", "counter", self.stats.accepted);
-        gauge("dbx_keys", "Keys in the store", "gauge", self.store.len() as u64);
-        gauge("dbx_used_memory_bytes", "Estimated store memory", "gauge", self.store.used_memory() as u64);
-        gauge("dbx_ops_total", "Operations executed", "counter", self.stats.ops_total);
+        gauge(
+            "dbx_connections",
+            "Open WebSocket connections",
+            "gauge",
+            self.ws_count as u64,
+        );
+        gauge(
+            "dbx_connections_accepted_total",
+            "TCP connections accepted",
+            "counter",
+            self.stats.accepted,
+        );
+        gauge(
+            "dbx_keys",
+            "Keys in the store",
+            "gauge",
+            self.store.len() as u64,
+        );
+        gauge(
+            "dbx_used_memory_bytes",
+            "Estimated store memory",
+            "gauge",
+            self.store.used_memory() as u64,
+        );
+        gauge(
+            "dbx_ops_total",
+            "Operations executed",
+            "counter",
+            self.stats.ops_total,
+        );
         m
     }
 }

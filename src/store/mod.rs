@@ -98,7 +98,9 @@ impl Store {
 
     /// Estimated bytes held by keys and values (`server.info.used_memory`).
     pub fn used_memory(&self) -> usize {
-        self.used + self.slots.capacity() * std::mem::size_of::<Option<Item>>() + self.table.capacity() * 5
+        self.used
+            + self.slots.capacity() * std::mem::size_of::<Option<Item>>()
+            + self.table.capacity() * 5
     }
 
     pub fn rev(&self) -> u64 {
@@ -124,7 +126,12 @@ impl Store {
         let h = self.hash(key);
         let slots = &self.slots;
         self.table
-            .find(h, |&i| slots.get(i as usize).and_then(|s| s.as_ref()).is_some_and(|it| &*it.key == key))
+            .find(h, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|it| &*it.key == key)
+            })
             .copied()
     }
 
@@ -191,7 +198,12 @@ impl Store {
             self.ttl_changed(idx, old_exp, expires_at);
             return Some(old);
         }
-        let item = Item { key: key.into(), value, expires_at, lru: lru_clock(now_ms) };
+        let item = Item {
+            key: key.into(),
+            value,
+            expires_at,
+            lru: lru_clock(now_ms),
+        };
         self.insert_new(item);
         None
     }
@@ -215,7 +227,12 @@ impl Store {
         let slots = &self.slots;
         let hasher = &self.hasher;
         self.table.insert_unique(h, idx, |&i| {
-            hasher.hash_one(slots.get(i as usize).and_then(|s| s.as_ref()).map_or("", |it| &*it.key))
+            hasher.hash_one(
+                slots
+                    .get(i as usize)
+                    .and_then(|s| s.as_ref())
+                    .map_or("", |it| &*it.key),
+            )
         });
         self.ttl_changed(idx, 0, exp);
         idx
@@ -241,7 +258,11 @@ impl Store {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.as_ref().filter(|it| it.expires_at != 0).map(|it| Reverse((it.expires_at, i as u32))))
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .filter(|it| it.expires_at != 0)
+                    .map(|it| Reverse((it.expires_at, i as u32)))
+            })
             .collect();
         self.expiries = BinaryHeap::from(heap);
     }
@@ -283,8 +304,12 @@ impl Store {
 
     /// Set or clear the expiry of an existing key. Returns false if the key is missing.
     pub fn set_expiry(&mut self, key: &str, expires_at: u64, now_ms: u64) -> bool {
-        let Some(idx) = self.live(key, now_ms) else { return false };
-        let Some(it) = self.item_mut(idx) else { return false };
+        let Some(idx) = self.live(key, now_ms) else {
+            return false;
+        };
+        let Some(it) = self.item_mut(idx) else {
+            return false;
+        };
         let old = std::mem::replace(&mut it.expires_at, expires_at);
         self.ttl_changed(idx, old, expires_at);
         true
@@ -297,23 +322,23 @@ impl Store {
     }
 
     /// Move `key` to `new_key` (keeping its TTL), replacing `new_key` unless `nx`.
-    /// Err(()) if `key` is missing; Ok(false) if `nx` and `new_key` exists.
-    pub fn rename(&mut self, key: &str, new_key: &str, nx: bool, now_ms: u64) -> Result<bool, ()> {
-        let idx = self.live(key, now_ms).ok_or(())?;
+    /// None if `key` is missing; Some(false) if `nx` and `new_key` exists.
+    pub fn rename(&mut self, key: &str, new_key: &str, nx: bool, now_ms: u64) -> Option<bool> {
+        let idx = self.live(key, now_ms)?;
         if key == new_key {
-            return Ok(!nx);
+            return Some(!nx);
         }
         if self.live(new_key, now_ms).is_some() {
             if nx {
-                return Ok(false);
+                return Some(false);
             }
             self.remove(new_key, now_ms);
         }
-        let mut item = self.remove_slot(idx, None).ok_or(())?;
+        let mut item = self.remove_slot(idx, None)?;
         item.key = new_key.into();
         item.lru = lru_clock(now_ms);
         self.insert_new(item);
-        Ok(true)
+        Some(true)
     }
 
     /// Delete everything; returns how many keys there were.
@@ -333,12 +358,16 @@ impl Store {
     pub fn expire_cycle(&mut self, now_ms: u64, budget: usize) -> usize {
         let mut n = 0;
         while n < budget {
-            let Some(&Reverse((at, idx))) = self.expiries.peek() else { break };
+            let Some(&Reverse((at, idx))) = self.expiries.peek() else {
+                break;
+            };
             if at > now_ms {
                 break;
             }
             self.expiries.pop();
-            let due = self.item(idx).is_some_and(|it| it.expires_at != 0 && it.expires_at <= now_ms);
+            let due = self
+                .item(idx)
+                .is_some_and(|it| it.expires_at != 0 && it.expires_at <= now_ms);
             if due {
                 self.remove_slot(idx, Some(Gone::Expired));
                 n += 1;
@@ -397,7 +426,13 @@ impl Store {
 
     /// Scan from slot `cursor`, visiting up to `count` slots; calls `f` for each live
     /// key. Returns the next cursor, 0 when done.
-    pub fn scan(&mut self, cursor: u64, count: usize, now_ms: u64, mut f: impl FnMut(&Item)) -> u64 {
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        count: usize,
+        now_ms: u64,
+        mut f: impl FnMut(&Item),
+    ) -> u64 {
         let mut i = cursor as usize;
         let end = i.saturating_add(count.max(1)).min(self.slots.len());
         while i < end {
@@ -485,10 +520,10 @@ mod tests {
         let mut st = Store::new();
         st.set("a", s("1"), 5000, 0);
         st.set("b", s("2"), 0, 0);
-        assert_eq!(st.rename("a", "b", true, 0), Ok(false));
-        assert_eq!(st.rename("a", "b", false, 0), Ok(true));
+        assert_eq!(st.rename("a", "b", true, 0), Some(false));
+        assert_eq!(st.rename("a", "b", false, 0), Some(true));
         assert_eq!(st.ttl_ms("b", 0), Some(Some(5000)));
-        assert_eq!(st.rename("zz", "b", false, 0), Err(()));
+        assert_eq!(st.rename("zz", "b", false, 0), None);
         assert_eq!(st.len(), 1);
     }
 
@@ -535,8 +570,13 @@ mod tests {
         for _ in 0..50 {
             assert!(st.evict_one(5, &mut rng));
         }
-        let new_left = (0..100).filter(|i| st.contains(&format!("new{i}"), 100_000)).count();
-        assert!(new_left > 80, "sampling LRU should mostly evict old keys, new left {new_left}");
+        let new_left = (0..100)
+            .filter(|i| st.contains(&format!("new{i}"), 100_000))
+            .count();
+        assert!(
+            new_left > 80,
+            "sampling LRU should mostly evict old keys, new left {new_left}"
+        );
         assert_eq!(st.evicted_total, 50);
         assert_eq!(st.take_gone().len(), 50);
     }
