@@ -36,9 +36,7 @@ pub enum Role {
 impl Role {
     /// `read`, `write` or `admin` (ASCII case-insensitive).
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Read, Role::Write, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+        [Role::Read, Role::Write, Role::Admin].into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -89,21 +87,11 @@ pub struct Identity {
 impl Identity {
     /// Anonymous client (no credential configured): admin, no expiry, all keys.
     pub fn anonymous() -> Identity {
-        Identity {
-            role: Role::Admin,
-            subject: None,
-            expires_at: None,
-            key_globs: None,
-        }
+        Identity { role: Role::Admin, subject: None, expires_at: None, key_globs: None }
     }
 
     fn api_key(role: Role) -> Identity {
-        Identity {
-            role,
-            subject: None,
-            expires_at: None,
-            key_globs: None,
-        }
+        Identity { role, subject: None, expires_at: None, key_globs: None }
     }
 
     /// Whether `key` is inside the connection's key scope.
@@ -116,8 +104,7 @@ impl Identity {
 
     /// Whether the credential has expired at `now_s` given the clock `leeway`.
     pub fn is_expired(&self, now_s: u64, leeway: u64) -> bool {
-        self.expires_at
-            .is_some_and(|exp| now_s >= exp.saturating_add(leeway))
+        self.expires_at.is_some_and(|exp| now_s >= exp.saturating_add(leeway))
     }
 }
 
@@ -137,10 +124,7 @@ impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
             .field("api_keys", &self.api_keys.as_ref().map(|_| "<redacted>"))
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("jwt_public_key_path", &self.jwt_public_key_path)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
@@ -226,14 +210,7 @@ impl Authenticator {
         };
         let issuer = non_empty("DBX_JWT_ISSUER", cfg.jwt_issuer.as_deref())?;
         let audience = non_empty("DBX_JWT_AUDIENCE", cfg.jwt_audience.as_deref())?;
-        Ok(Authenticator {
-            api_keys,
-            hmac,
-            public,
-            issuer,
-            audience,
-            leeway: cfg.jwt_leeway,
-        })
+        Ok(Authenticator { api_keys, hmac, public, issuer, audience, leeway: cfg.jwt_leeway })
     }
 
     /// True if any credential is configured (API keys, secret or public key).
@@ -253,11 +230,7 @@ impl Authenticator {
 
     /// Verifies a credential (an API key or a JWT) at unix time `now_s`.
     /// With no credential configured, anything (or nothing) is the anonymous admin.
-    pub fn authenticate(
-        &self,
-        credential: Option<&str>,
-        now_s: u64,
-    ) -> Result<Identity, AuthError> {
+    pub fn authenticate(&self, credential: Option<&str>, now_s: u64) -> Result<Identity, AuthError> {
         if !self.enabled() {
             return Ok(Identity::anonymous());
         }
@@ -280,19 +253,12 @@ impl Authenticator {
     /// scope (the new `keys` globs must be a subset of the current ones when the
     /// current identity is confined). With no credential configured it returns
     /// the current identity unchanged.
-    pub fn refresh(
-        &self,
-        current: &Identity,
-        token: &str,
-        now_s: u64,
-    ) -> Result<Identity, AuthError> {
+    pub fn refresh(&self, current: &Identity, token: &str, now_s: u64) -> Result<Identity, AuthError> {
         if !self.enabled() {
             return Ok(current.clone());
         }
         if !self.jwt_enabled() {
-            return Err(invalid(
-                "token refresh needs JWT authentication (DBX_JWT_SECRET or DBX_JWT_PUBLIC_KEY)",
-            ));
+            return Err(invalid("token refresh needs JWT authentication (DBX_JWT_SECRET or DBX_JWT_PUBLIC_KEY)"));
         }
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -305,9 +271,7 @@ impl Authenticator {
             return Err(invalid("token is for another subject"));
         }
         if new.role < current.role {
-            return Err(invalid(
-                "token has a lower role than the current credential",
-            ));
+            return Err(invalid("token has a lower role than the current credential"));
         }
         let within = match (&new.key_globs, &current.key_globs) {
             (_, None) => true,
@@ -315,9 +279,7 @@ impl Authenticator {
             (Some(n), Some(c)) => n.iter().all(|g| c.contains(g)),
         };
         if !within {
-            return Err(invalid(
-                "token has a wider key scope than the current credential",
-            ));
+            return Err(invalid("token has a wider key scope than the current credential"));
         }
         Ok(new)
     }
@@ -373,15 +335,10 @@ impl Authenticator {
         }
         validation.set_required_spec_claims(&required);
 
-        let data = jsonwebtoken::decode::<Value>(token, key, &validation)
-            .map_err(|e| jwt_error(e.kind()))?;
-        let claims = data
-            .claims
-            .as_object()
-            .ok_or_else(|| invalid("malformed token claims"))?;
+        let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| jwt_error(e.kind()))?;
+        let claims = data.claims.as_object().ok_or_else(|| invalid("malformed token claims"))?;
 
-        let exp = numeric_date(claims.get("exp"), false)
-            .ok_or_else(|| invalid("token has no valid exp claim"))?;
+        let exp = numeric_date(claims.get("exp"), false).ok_or_else(|| invalid("token has no valid exp claim"))?;
         if now_s >= exp.saturating_add(self.leeway) {
             return Err(invalid("token expired"));
         }
@@ -401,9 +358,7 @@ impl Authenticator {
         };
         let role = match claims.get("role") {
             None | Some(Value::Null) => Role::Write,
-            Some(Value::String(s)) => {
-                Role::parse(s).ok_or_else(|| invalid("invalid role claim"))?
-            }
+            Some(Value::String(s)) => Role::parse(s).ok_or_else(|| invalid("invalid role claim"))?,
             Some(_) => return Err(invalid("invalid role claim")),
         };
         let key_globs = match claims.get("keys") {
@@ -417,12 +372,7 @@ impl Authenticator {
             ),
             Some(_) => return Err(invalid("invalid keys claim")),
         };
-        Ok(Identity {
-            role,
-            subject,
-            expires_at: Some(exp),
-            key_globs,
-        })
+        Ok(Identity { role, subject, expires_at: Some(exp), key_globs })
     }
 }
 
@@ -445,9 +395,7 @@ fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
             None => (entry, Role::Admin),
             Some((k, r)) => {
                 let role = Role::parse(r.trim()).ok_or_else(|| {
-                    format!(
-                        "DBX_API_KEYS: entry {n} has an unknown role after ':' (expected read, write or admin)"
-                    )
+                    format!("DBX_API_KEYS: entry {n} has an unknown role after ':' (expected read, write or admin)")
                 })?;
                 (k.trim(), role)
             }
@@ -458,10 +406,7 @@ fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
         if !seen.insert(key) {
             return Err(format!("DBX_API_KEYS: entry {n} repeats an earlier key"));
         }
-        keys.push(ApiKey {
-            digest: Sha256::digest(key.as_bytes()).into(),
-            role,
-        });
+        keys.push(ApiKey { digest: Sha256::digest(key.as_bytes()).into(), role });
     }
     Ok(keys)
 }
@@ -470,46 +415,27 @@ fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
 /// RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA.
 fn load_public_key(path: &Path) -> Result<PublicKey, String> {
     let shown = path.display();
-    let pem =
-        std::fs::read(path).map_err(|e| format!("DBX_JWT_PUBLIC_KEY: cannot read {shown}: {e}"))?;
-    let text = std::str::from_utf8(&pem)
-        .map_err(|_| format!("DBX_JWT_PUBLIC_KEY: {shown} is not a PEM file"))?;
-    let (label, der) = first_pem_block(text)
-        .ok_or_else(|| format!("DBX_JWT_PUBLIC_KEY: {shown} is not a PEM file"))?;
+    let pem = std::fs::read(path).map_err(|e| format!("DBX_JWT_PUBLIC_KEY: cannot read {shown}: {e}"))?;
+    let text = std::str::from_utf8(&pem).map_err(|_| format!("DBX_JWT_PUBLIC_KEY: {shown} is not a PEM file"))?;
+    let (label, der) = first_pem_block(text).ok_or_else(|| format!("DBX_JWT_PUBLIC_KEY: {shown} is not a PEM file"))?;
     if label != "PUBLIC KEY" && label != "RSA PUBLIC KEY" {
         return Err(format!(
             "DBX_JWT_PUBLIC_KEY: {shown} holds a \"{label}\" block; expected a public key (BEGIN PUBLIC KEY)"
         ));
     }
     if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-        return Ok(PublicKey {
-            alg: Algorithm::RS256,
-            alg_name: "RS256",
-            key,
-        });
+        return Ok(PublicKey { alg: Algorithm::RS256, alg_name: "RS256", key });
     }
     if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
         if !der.windows(P256_OID_DER.len()).any(|w| w == P256_OID_DER) {
-            return Err(format!(
-                "DBX_JWT_PUBLIC_KEY: {shown}: only P-256 EC keys (ES256) are supported"
-            ));
+            return Err(format!("DBX_JWT_PUBLIC_KEY: {shown}: only P-256 EC keys (ES256) are supported"));
         }
-        return Ok(PublicKey {
-            alg: Algorithm::ES256,
-            alg_name: "ES256",
-            key,
-        });
+        return Ok(PublicKey { alg: Algorithm::ES256, alg_name: "ES256", key });
     }
     if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
-        return Ok(PublicKey {
-            alg: Algorithm::EdDSA,
-            alg_name: "EdDSA",
-            key,
-        });
+        return Ok(PublicKey { alg: Algorithm::EdDSA, alg_name: "EdDSA", key });
     }
-    Err(format!(
-        "DBX_JWT_PUBLIC_KEY: {shown} is not an RSA, EC P-256 or Ed25519 public key"
-    ))
+    Err(format!("DBX_JWT_PUBLIC_KEY: {shown} is not an RSA, EC P-256 or Ed25519 public key"))
 }
 
 /// The label and decoded body of the first PEM block in `text`.
@@ -519,9 +445,7 @@ fn first_pem_block(text: &str) -> Option<(String, Vec<u8>)> {
     let mut body = String::new();
     for line in lines {
         if line.starts_with("-----END ") {
-            let der = base64::engine::general_purpose::STANDARD
-                .decode(body.as_bytes())
-                .ok()?;
+            let der = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).ok()?;
             return Some((label.to_string(), der));
         }
         body.push_str(line);
@@ -530,8 +454,7 @@ fn first_pem_block(text: &str) -> Option<(String, Vec<u8>)> {
 }
 
 fn is_b64url(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Three dot-separated base64url parts (the signature may be empty, as in `alg: none`).
@@ -548,9 +471,7 @@ fn looks_like_jwt(s: &str) -> bool {
 /// The `alg` of a JWT header, read without trusting anything else.
 fn header_alg(token: &str) -> Option<String> {
     let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     v.get("alg")?.as_str().map(str::to_string)
 }
@@ -608,9 +529,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// The token of an `Authorization: Bearer <token>` header value.
 fn bearer_token(header: &str) -> Option<&str> {
-    let (scheme, rest) = header
-        .trim()
-        .split_once(|c: char| c.is_ascii_whitespace())?;
+    let (scheme, rest) = header.trim().split_once(|c: char| c.is_ascii_whitespace())?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
@@ -641,34 +560,23 @@ pub fn extract_credential<'a>(
             }
         }
     }
-    let credential = api_key
-        .filter(|k| !k.is_empty())
-        .or_else(|| authorization.and_then(bearer_token))
-        .or(from_protocol);
+    let credential =
+        api_key.filter(|k| !k.is_empty()).or_else(|| authorization.and_then(bearer_token)).or(from_protocol);
     (credential, answer)
 }
 
 fn is_loopback_host(host: &str) -> bool {
     let h = host.trim();
-    let h = h
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .unwrap_or(h);
+    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
     if h.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    h.parse::<IpAddr>()
-        .map(|ip| ip.to_canonical().is_loopback())
-        .unwrap_or(false)
+    h.parse::<IpAddr>().map(|ip| ip.to_canonical().is_loopback()).unwrap_or(false)
 }
 
 /// Protected mode: with no credential configured, the server may listen only on
 /// a loopback address unless anonymous access is allowed explicitly.
-pub fn check_protected_mode(
-    auth_enabled: bool,
-    allow_anonymous: bool,
-    host: &str,
-) -> Result<(), String> {
+pub fn check_protected_mode(auth_enabled: bool, allow_anonymous: bool, host: &str) -> Result<(), String> {
     if auth_enabled || allow_anonymous || is_loopback_host(host) {
         return Ok(());
     }
@@ -727,10 +635,7 @@ pub fn redact_query(target: &str) -> String {
         }
         let name = pair.split_once('=').map_or(pair, |(n, _)| n);
         let decoded = percent_decode_lossy(name);
-        if SECRET_PARAMS
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(&decoded))
-        {
+        if SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(&decoded)) {
             out.push_str(name);
             out.push_str("=REDACTED");
         } else {
@@ -768,9 +673,7 @@ mod tests {
     const SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 
     fn fixture_path(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
     }
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -782,11 +685,7 @@ mod tests {
     }
 
     fn hs(claims: Value) -> String {
-        tok(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-            claims,
-        )
+        tok(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), claims)
     }
 
     fn rs(claims: Value) -> String {
@@ -817,17 +716,11 @@ mod tests {
     }
 
     fn hs_auth() -> Authenticator {
-        auth(AuthConfig {
-            jwt_secret: Some(SECRET.into()),
-            ..cfg()
-        })
+        auth(AuthConfig { jwt_secret: Some(SECRET.into()), ..cfg() })
     }
 
     fn pub_auth(file: &str) -> Authenticator {
-        auth(AuthConfig {
-            jwt_public_key_path: Some(fixture_path(file)),
-            ..cfg()
-        })
+        auth(AuthConfig { jwt_public_key_path: Some(fixture_path(file)), ..cfg() })
     }
 
     fn err(msg: &str) -> Result<Identity, AuthError> {
@@ -846,17 +739,10 @@ mod tests {
     fn valid_hs256() {
         let a = hs_auth();
         assert!(a.enabled() && a.jwt_enabled());
-        let id = a
-            .authenticate(Some(&hs(json!({"sub":"alice","exp":NOW+60}))), NOW)
-            .expect("valid");
+        let id = a.authenticate(Some(&hs(json!({"sub":"alice","exp":NOW+60}))), NOW).expect("valid");
         assert_eq!(
             id,
-            Identity {
-                role: Role::Write,
-                subject: Some("alice".into()),
-                expires_at: Some(NOW + 60),
-                key_globs: None
-            }
+            Identity { role: Role::Write, subject: Some("alice".into()), expires_at: Some(NOW + 60), key_globs: None }
         );
     }
 
@@ -890,25 +776,15 @@ mod tests {
         // RS384 with the right RSA key: still only RS256 is allowed.
         let k = EncodingKey::from_rsa_pem(&fixture("rsa_private.pem")).expect("rsa");
         let t = tok(Algorithm::RS384, &k, claims.clone());
-        assert_eq!(
-            pub_auth("rsa_public.pem").authenticate(Some(&t), NOW),
-            err("token algorithm not allowed")
-        );
+        assert_eq!(pub_auth("rsa_public.pem").authenticate(Some(&t), NOW), err("token algorithm not allowed"));
         // HS256 when only a public key is configured.
         assert_eq!(
             pub_auth("rsa_public.pem").authenticate(Some(&hs(claims.clone())), NOW),
             err("token algorithm not allowed")
         );
         // HS384 with the right secret: only HS256.
-        let t = tok(
-            Algorithm::HS384,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-            claims,
-        );
-        assert_eq!(
-            hs_auth().authenticate(Some(&t), NOW),
-            err("token algorithm not allowed")
-        );
+        let t = tok(Algorithm::HS384, &EncodingKey::from_secret(SECRET.as_bytes()), claims);
+        assert_eq!(hs_auth().authenticate(Some(&t), NOW), err("token algorithm not allowed"));
     }
 
     #[test]
@@ -921,10 +797,7 @@ mod tests {
         let claims = json!({"exp":NOW+60});
         assert!(a.authenticate(Some(&hs(claims.clone())), NOW).is_ok());
         assert!(a.authenticate(Some(&es(claims.clone())), NOW).is_ok());
-        assert_eq!(
-            a.authenticate(Some(&rs(claims)), NOW),
-            err("token algorithm not allowed")
-        );
+        assert_eq!(a.authenticate(Some(&rs(claims)), NOW), err("token algorithm not allowed"));
     }
 
     // ---- JWT: time ----
@@ -932,77 +805,38 @@ mod tests {
     #[test]
     fn expired() {
         let a = hs_auth();
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW-1}))), NOW),
-            err("token expired")
-        );
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW}))), NOW),
-            err("token expired")
-        );
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW-1}))), NOW), err("token expired"));
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW}))), NOW), err("token expired"));
         assert!(a.authenticate(Some(&hs(json!({"exp":NOW+1}))), NOW).is_ok());
         // fractional NumericDate rounds down for exp
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW as f64 + 0.5}))), NOW),
-            err("token expired")
-        );
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW as f64 + 0.5}))), NOW), err("token expired"));
     }
 
     #[test]
     fn not_yet_valid() {
         let a = hs_auth();
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW+1}))), NOW),
-            err("token not yet valid")
-        );
-        assert!(a
-            .authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW}))), NOW)
-            .is_ok());
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":"soon"}))), NOW),
-            err("invalid nbf claim")
-        );
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW+1}))), NOW), err("token not yet valid"));
+        assert!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW}))), NOW).is_ok());
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":"soon"}))), NOW), err("invalid nbf claim"));
     }
 
     #[test]
     fn leeway() {
-        let a = auth(AuthConfig {
-            jwt_secret: Some(SECRET.into()),
-            jwt_leeway: 30,
-            ..cfg()
-        });
+        let a = auth(AuthConfig { jwt_secret: Some(SECRET.into()), jwt_leeway: 30, ..cfg() });
         assert_eq!(a.leeway(), 30);
-        let id = a
-            .authenticate(Some(&hs(json!({"exp":NOW-10}))), NOW)
-            .expect("within leeway");
+        let id = a.authenticate(Some(&hs(json!({"exp":NOW-10}))), NOW).expect("within leeway");
         assert!(!id.is_expired(NOW, a.leeway()));
         assert!(id.is_expired(NOW + 20, a.leeway()));
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW-30}))), NOW),
-            err("token expired")
-        );
-        assert!(a
-            .authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW+30}))), NOW)
-            .is_ok());
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW+31}))), NOW),
-            err("token not yet valid")
-        );
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW-30}))), NOW), err("token expired"));
+        assert!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW+30}))), NOW).is_ok());
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"nbf":NOW+31}))), NOW), err("token not yet valid"));
     }
 
     #[test]
     fn missing_or_bad_exp() {
         let a = hs_auth();
-        for claims in [
-            json!({"sub":"x"}),
-            json!({"exp":"tomorrow"}),
-            json!({"exp":null}),
-        ] {
-            assert_eq!(
-                a.authenticate(Some(&hs(claims.clone())), NOW),
-                err("token has no valid exp claim"),
-                "{claims}"
-            );
+        for claims in [json!({"sub":"x"}), json!({"exp":"tomorrow"}), json!({"exp":null})] {
+            assert_eq!(a.authenticate(Some(&hs(claims.clone())), NOW), err("token has no valid exp claim"), "{claims}");
         }
         assert_eq!(
             pub_auth("rsa_public.pem").authenticate(Some(&rs(json!({"sub":"x"}))), NOW),
@@ -1014,41 +848,23 @@ mod tests {
 
     #[test]
     fn wrong_secret() {
-        let t = tok(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(b"another-secret"),
-            json!({"exp":NOW+60}),
-        );
-        assert_eq!(
-            hs_auth().authenticate(Some(&t), NOW),
-            err("invalid token signature")
-        );
+        let t = tok(Algorithm::HS256, &EncodingKey::from_secret(b"another-secret"), json!({"exp":NOW+60}));
+        assert_eq!(hs_auth().authenticate(Some(&t), NOW), err("invalid token signature"));
     }
 
     #[test]
     fn wrong_key() {
         let k = EncodingKey::from_rsa_pem(&fixture("rsa_other_private.pem")).expect("rsa");
         let t = tok(Algorithm::RS256, &k, json!({"exp":NOW+60}));
-        assert_eq!(
-            pub_auth("rsa_public.pem").authenticate(Some(&t), NOW),
-            err("invalid token signature")
-        );
+        assert_eq!(pub_auth("rsa_public.pem").authenticate(Some(&t), NOW), err("invalid token signature"));
     }
 
     #[test]
     fn tampered_payload() {
         let t = rs(json!({"exp":NOW+60,"role":"read"}));
         let parts: Vec<&str> = t.split('.').collect();
-        let forged = format!(
-            "{}.{}.{}",
-            parts[0],
-            b64(&json!({"exp":NOW+60,"role":"admin"})),
-            parts[2]
-        );
-        assert_eq!(
-            pub_auth("rsa_public.pem").authenticate(Some(&forged), NOW),
-            err("invalid token signature")
-        );
+        let forged = format!("{}.{}.{}", parts[0], b64(&json!({"exp":NOW+60,"role":"admin"})), parts[2]);
+        assert_eq!(pub_auth("rsa_public.pem").authenticate(Some(&forged), NOW), err("invalid token signature"));
     }
 
     #[test]
@@ -1056,77 +872,41 @@ mod tests {
         let payload = b64(&json!({"sub":"eve","exp":NOW+60,"role":"admin"}));
         for alg in ["none", "None", "NONE"] {
             let header = b64(&json!({"alg":alg,"typ":"JWT"}));
-            for t in [
-                format!("{header}.{payload}."),
-                format!("{header}.{payload}.c2ln"),
-            ] {
-                assert_eq!(
-                    hs_auth().authenticate(Some(&t), NOW),
-                    err("token algorithm not allowed")
-                );
-                assert_eq!(
-                    pub_auth("rsa_public.pem").authenticate(Some(&t), NOW),
-                    err("token algorithm not allowed")
-                );
+            for t in [format!("{header}.{payload}."), format!("{header}.{payload}.c2ln")] {
+                assert_eq!(hs_auth().authenticate(Some(&t), NOW), err("token algorithm not allowed"));
+                assert_eq!(pub_auth("rsa_public.pem").authenticate(Some(&t), NOW), err("token algorithm not allowed"));
             }
         }
         // The classic hand-written form.
         let t = format!("eyJhbGciOiJub25lIn0.{payload}.");
-        assert_eq!(
-            hs_auth().authenticate(Some(&t), NOW),
-            err("token algorithm not allowed")
-        );
+        assert_eq!(hs_auth().authenticate(Some(&t), NOW), err("token algorithm not allowed"));
     }
 
     #[test]
     fn hs_rs_confusion() {
         // HS256 signed with the RSA public key PEM as the HMAC secret.
         let pem = fixture("rsa_public.pem");
-        let t = tok(
-            Algorithm::HS256,
-            &EncodingKey::from_secret(&pem),
-            json!({"exp":NOW+60,"role":"admin"}),
-        );
-        assert_eq!(
-            pub_auth("rsa_public.pem").authenticate(Some(&t), NOW),
-            err("token algorithm not allowed")
-        );
+        let t = tok(Algorithm::HS256, &EncodingKey::from_secret(&pem), json!({"exp":NOW+60,"role":"admin"}));
+        assert_eq!(pub_auth("rsa_public.pem").authenticate(Some(&t), NOW), err("token algorithm not allowed"));
         // With a (different) secret configured too, the header's HS256 picks the secret.
         let a = auth(AuthConfig {
             jwt_secret: Some(SECRET.into()),
             jwt_public_key_path: Some(fixture_path("rsa_public.pem")),
             ..cfg()
         });
-        assert_eq!(
-            a.authenticate(Some(&t), NOW),
-            err("invalid token signature")
-        );
+        assert_eq!(a.authenticate(Some(&t), NOW), err("invalid token signature"));
     }
 
     #[test]
     fn malformed_tokens() {
         let a = hs_auth();
-        assert_eq!(
-            a.authenticate(Some("not-a-jwt"), NOW),
-            err("invalid credential")
-        );
+        assert_eq!(a.authenticate(Some("not-a-jwt"), NOW), err("invalid credential"));
         assert_eq!(a.authenticate(Some("a.b"), NOW), err("invalid credential"));
-        assert_eq!(
-            a.authenticate(Some("a.b.c.d"), NOW),
-            err("invalid credential")
-        );
-        assert_eq!(
-            a.authenticate(Some("a b.c.d"), NOW),
-            err("invalid credential")
-        );
-        assert_eq!(
-            a.authenticate(Some("abc.def.ghi"), NOW),
-            err("malformed token")
-        );
+        assert_eq!(a.authenticate(Some("a.b.c.d"), NOW), err("invalid credential"));
+        assert_eq!(a.authenticate(Some("a b.c.d"), NOW), err("invalid credential"));
+        assert_eq!(a.authenticate(Some("abc.def.ghi"), NOW), err("malformed token"));
         let header = b64(&json!({"alg":"HS256"}));
-        assert!(a
-            .authenticate(Some(&format!("{header}.bm90anNvbg.c2ln")), NOW)
-            .is_err());
+        assert!(a.authenticate(Some(&format!("{header}.bm90anNvbg.c2ln")), NOW).is_err());
     }
 
     // ---- JWT: issuer and audience ----
@@ -1144,20 +924,10 @@ mod tests {
     fn issuer() {
         let a = iss_aud_auth();
         assert!(a
-            .authenticate(
-                Some(&hs(
-                    json!({"exp":NOW+60,"iss":"https://issuer.example","aud":"dbx"})
-                )),
-                NOW
-            )
+            .authenticate(Some(&hs(json!({"exp":NOW+60,"iss":"https://issuer.example","aud":"dbx"}))), NOW)
             .is_ok());
         assert_eq!(
-            a.authenticate(
-                Some(&hs(
-                    json!({"exp":NOW+60,"iss":"https://evil.example","aud":"dbx"})
-                )),
-                NOW
-            ),
+            a.authenticate(Some(&hs(json!({"exp":NOW+60,"iss":"https://evil.example","aud":"dbx"}))), NOW),
             err("token issuer not accepted")
         );
         assert_eq!(
@@ -1170,24 +940,13 @@ mod tests {
     fn audience() {
         let a = iss_aud_auth();
         let iss = "https://issuer.example";
-        assert!(a
-            .authenticate(
-                Some(&hs(json!({"exp":NOW+60,"iss":iss,"aud":["other","dbx"]}))),
-                NOW
-            )
-            .is_ok());
+        assert!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"iss":iss,"aud":["other","dbx"]}))), NOW).is_ok());
         assert_eq!(
-            a.authenticate(
-                Some(&hs(json!({"exp":NOW+60,"iss":iss,"aud":"other"}))),
-                NOW
-            ),
+            a.authenticate(Some(&hs(json!({"exp":NOW+60,"iss":iss,"aud":"other"}))), NOW),
             err("token audience not accepted")
         );
         assert_eq!(
-            a.authenticate(
-                Some(&hs(json!({"exp":NOW+60,"iss":iss,"aud":["other"]}))),
-                NOW
-            ),
+            a.authenticate(Some(&hs(json!({"exp":NOW+60,"iss":iss,"aud":["other"]}))), NOW),
             err("token audience not accepted")
         );
         assert_eq!(
@@ -1195,9 +954,7 @@ mod tests {
             err("token has no valid aud claim")
         );
         // No audience configured: aud is not checked; no issuer configured: iss is not.
-        assert!(hs_auth()
-            .authenticate(Some(&hs(json!({"exp":NOW+60,"iss":"x","aud":"y"}))), NOW)
-            .is_ok());
+        assert!(hs_auth().authenticate(Some(&hs(json!({"exp":NOW+60,"iss":"x","aud":"y"}))), NOW).is_ok());
     }
 
     // ---- JWT: claims ----
@@ -1215,52 +972,30 @@ mod tests {
             role(json!({"exp":NOW+60,"role":"superuser"})),
             Err(AuthError::Invalid("invalid role claim".into()))
         );
-        assert_eq!(
-            role(json!({"exp":NOW+60,"role":2})),
-            Err(AuthError::Invalid("invalid role claim".into()))
-        );
+        assert_eq!(role(json!({"exp":NOW+60,"role":2})), Err(AuthError::Invalid("invalid role claim".into())));
     }
 
     #[test]
     fn keys_claim() {
         let a = hs_auth();
-        let id = a
-            .authenticate(
-                Some(&hs(json!({"exp":NOW+60,"keys":["user:*","cfg"]}))),
-                NOW,
-            )
-            .expect("valid");
-        assert_eq!(
-            id.key_globs,
-            Some(vec!["user:*".to_string(), "cfg".to_string()])
-        );
+        let id = a.authenticate(Some(&hs(json!({"exp":NOW+60,"keys":["user:*","cfg"]}))), NOW).expect("valid");
+        assert_eq!(id.key_globs, Some(vec!["user:*".to_string(), "cfg".to_string()]));
         assert!(id.key_allowed("user:1"));
         assert!(id.key_allowed("cfg"));
         assert!(!id.key_allowed("admin:1"));
-        let none = a
-            .authenticate(Some(&hs(json!({"exp":NOW+60,"keys":[]}))), NOW)
-            .expect("valid");
+        let none = a.authenticate(Some(&hs(json!({"exp":NOW+60,"keys":[]}))), NOW).expect("valid");
         assert!(!none.key_allowed("anything"));
         assert!(Identity::anonymous().key_allowed("anything"));
         for bad in [json!("user:*"), json!([1]), json!({"a":1})] {
-            assert_eq!(
-                a.authenticate(Some(&hs(json!({"exp":NOW+60,"keys":bad}))), NOW),
-                err("invalid keys claim")
-            );
+            assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"keys":bad}))), NOW), err("invalid keys claim"));
         }
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW+60,"sub":42}))), NOW),
-            err("invalid sub claim")
-        );
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"sub":42}))), NOW), err("invalid sub claim"));
     }
 
     // ---- API keys ----
 
     fn keys_auth(raw: &str) -> Authenticator {
-        auth(AuthConfig {
-            api_keys: Some(raw.into()),
-            ..cfg()
-        })
+        auth(AuthConfig { api_keys: Some(raw.into()), ..cfg() })
     }
 
     #[test]
@@ -1275,45 +1010,22 @@ mod tests {
         assert_eq!(role("k-adm2"), Ok(Role::Admin));
         assert_eq!(role("a.b.c"), Ok(Role::Admin));
         let id = a.authenticate(Some("k-read"), NOW).expect("ok");
-        assert_eq!(
-            (id.subject, id.expires_at, id.key_globs),
-            (None, None, None)
-        );
-        assert_eq!(
-            role("k-read:read"),
-            Err(AuthError::Invalid("invalid credential".into()))
-        );
-        assert_eq!(
-            role("k-rea"),
-            Err(AuthError::Invalid("invalid credential".into()))
-        );
-        assert_eq!(
-            role("K-READ"),
-            Err(AuthError::Invalid("invalid credential".into()))
-        );
+        assert_eq!((id.subject, id.expires_at, id.key_globs), (None, None, None));
+        assert_eq!(role("k-read:read"), Err(AuthError::Invalid("invalid credential".into())));
+        assert_eq!(role("k-rea"), Err(AuthError::Invalid("invalid credential".into())));
+        assert_eq!(role("K-READ"), Err(AuthError::Invalid("invalid credential".into())));
         assert_eq!(a.authenticate(None, NOW), Err(AuthError::Missing));
         assert_eq!(a.authenticate(Some(""), NOW), Err(AuthError::Missing));
         // A JWT is not accepted when only API keys are configured.
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW+60}))), NOW),
-            err("invalid credential")
-        );
+        assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60}))), NOW), err("invalid credential"));
     }
 
     #[test]
     fn api_keys_and_jwt_together() {
-        let a = auth(AuthConfig {
-            api_keys: Some("k1:read".into()),
-            jwt_secret: Some(SECRET.into()),
-            ..cfg()
-        });
+        let a = auth(AuthConfig { api_keys: Some("k1:read".into()), jwt_secret: Some(SECRET.into()), ..cfg() });
+        assert_eq!(a.authenticate(Some("k1"), NOW).map(|i| i.role), Ok(Role::Read));
         assert_eq!(
-            a.authenticate(Some("k1"), NOW).map(|i| i.role),
-            Ok(Role::Read)
-        );
-        assert_eq!(
-            a.authenticate(Some(&hs(json!({"exp":NOW+60,"role":"admin"}))), NOW)
-                .map(|i| i.role),
+            a.authenticate(Some(&hs(json!({"exp":NOW+60,"role":"admin"}))), NOW).map(|i| i.role),
             Ok(Role::Admin)
         );
         assert_eq!(a.authenticate(Some("k2"), NOW), err("invalid credential"));
@@ -1322,18 +1034,10 @@ mod tests {
     #[test]
     fn api_key_config_errors() {
         let e = |raw: &str| {
-            Authenticator::new(&AuthConfig {
-                api_keys: Some(raw.into()),
-                ..cfg()
-            })
-            .err()
-            .unwrap_or_default()
+            Authenticator::new(&AuthConfig { api_keys: Some(raw.into()), ..cfg() }).err().unwrap_or_default()
         };
         let m = e("sekrit:owner");
-        assert!(
-            m.starts_with("DBX_API_KEYS:") && m.contains("unknown role"),
-            "{m}"
-        );
+        assert!(m.starts_with("DBX_API_KEYS:") && m.contains("unknown role"), "{m}");
         assert!(!m.contains("sekrit") && !m.contains("owner"), "{m}");
         assert!(e("a,,b").contains("entry 2 has an empty key"));
         assert!(e("a,").contains("entry 2 has an empty key"));
@@ -1350,10 +1054,7 @@ mod tests {
         let a = auth(cfg());
         assert!(!a.enabled());
         assert_eq!(a.authenticate(None, NOW), Ok(Identity::anonymous()));
-        assert_eq!(
-            a.authenticate(Some("whatever"), NOW),
-            Ok(Identity::anonymous())
-        );
+        assert_eq!(a.authenticate(Some("whatever"), NOW), Ok(Identity::anonymous()));
         let anon = Identity::anonymous();
         assert_eq!(anon.role, Role::Admin);
         assert_eq!(anon.expires_at, None);
@@ -1366,16 +1067,10 @@ mod tests {
     #[test]
     fn public_key_config_errors() {
         let e = |p: PathBuf| {
-            let m = Authenticator::new(&AuthConfig {
-                jwt_public_key_path: Some(p.clone()),
-                ..cfg()
-            })
-            .err()
-            .unwrap_or_default();
-            let is_temp = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("dbx-auth-test-"));
+            let m = Authenticator::new(&AuthConfig { jwt_public_key_path: Some(p.clone()), ..cfg() })
+                .err()
+                .unwrap_or_default();
+            let is_temp = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("dbx-auth-test-"));
             if is_temp {
                 let _ = std::fs::remove_file(&p);
             }
@@ -1384,10 +1079,7 @@ mod tests {
         let m = e(fixture_path("does-not-exist.pem"));
         assert!(m.starts_with("DBX_JWT_PUBLIC_KEY: cannot read"), "{m}");
         let m = e(fixture_path("rsa_private.pem"));
-        assert!(
-            m.contains("PRIVATE KEY") && m.starts_with("DBX_JWT_PUBLIC_KEY"),
-            "{m}"
-        );
+        assert!(m.contains("PRIVATE KEY") && m.starts_with("DBX_JWT_PUBLIC_KEY"), "{m}");
         let m = e(temp_file("garbage.pem", b"hello"));
         assert!(m.contains("not a PEM file"), "{m}");
         let p384 = "-----BEGIN PUBLIC KEY-----\n\
@@ -1399,17 +1091,9 @@ mod tests {
         assert!(m.contains("only P-256"), "{m}");
         let bad = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
         let m = e(temp_file("bad.pem", bad.as_bytes()));
-        assert!(
-            m.contains("is not an RSA, EC P-256 or Ed25519 public key"),
-            "{m}"
-        );
+        assert!(m.contains("is not an RSA, EC P-256 or Ed25519 public key"), "{m}");
 
-        let m = Authenticator::new(&AuthConfig {
-            jwt_secret: Some(String::new()),
-            ..cfg()
-        })
-        .err()
-        .unwrap_or_default();
+        let m = Authenticator::new(&AuthConfig { jwt_secret: Some(String::new()), ..cfg() }).err().unwrap_or_default();
         assert!(m.starts_with("DBX_JWT_SECRET"), "{m}");
         let m = Authenticator::new(&AuthConfig {
             jwt_secret: Some(SECRET.into()),
@@ -1423,11 +1107,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let c = AuthConfig {
-            api_keys: Some("sekrit-key".into()),
-            jwt_secret: Some("sekrit-secret".into()),
-            ..cfg()
-        };
+        let c = AuthConfig { api_keys: Some("sekrit-key".into()), jwt_secret: Some("sekrit-secret".into()), ..cfg() };
         let a = auth(c.clone());
         let s = format!("{c:?} {a:?}");
         assert!(!s.contains("sekrit"), "{s}");
@@ -1439,37 +1119,18 @@ mod tests {
     fn refresh_rules() {
         let a = hs_auth();
         let cur = a
-            .authenticate(
-                Some(&hs(
-                    json!({"sub":"alice","exp":NOW+10,"role":"write","keys":["a:*","b:*"]}),
-                )),
-                NOW,
-            )
+            .authenticate(Some(&hs(json!({"sub":"alice","exp":NOW+10,"role":"write","keys":["a:*","b:*"]}))), NOW)
             .expect("valid");
         // same subject, later expiry, same scope, higher role
         let new = a
-            .refresh(
-                &cur,
-                &hs(json!({"sub":"alice","exp":NOW+100,"role":"admin","keys":["b:*","a:*"]})),
-                NOW,
-            )
+            .refresh(&cur, &hs(json!({"sub":"alice","exp":NOW+100,"role":"admin","keys":["b:*","a:*"]})), NOW)
             .expect("refresh");
         assert_eq!(new.expires_at, Some(NOW + 100));
         assert_eq!(new.role, Role::Admin);
         // narrower scope is fine
-        assert!(a
-            .refresh(
-                &cur,
-                &hs(json!({"sub":"alice","exp":NOW+100,"keys":["a:*"]})),
-                NOW
-            )
-            .is_ok());
+        assert!(a.refresh(&cur, &hs(json!({"sub":"alice","exp":NOW+100,"keys":["a:*"]})), NOW).is_ok());
         assert_eq!(
-            a.refresh(
-                &cur,
-                &hs(json!({"sub":"bob","exp":NOW+100,"keys":["a:*"]})),
-                NOW
-            ),
+            a.refresh(&cur, &hs(json!({"sub":"bob","exp":NOW+100,"keys":["a:*"]})), NOW),
             err("token is for another subject")
         );
         assert_eq!(
@@ -1477,11 +1138,7 @@ mod tests {
             err("token is for another subject")
         );
         assert_eq!(
-            a.refresh(
-                &cur,
-                &hs(json!({"sub":"alice","exp":NOW+100,"role":"read","keys":["a:*"]})),
-                NOW
-            ),
+            a.refresh(&cur, &hs(json!({"sub":"alice","exp":NOW+100,"role":"read","keys":["a:*"]})), NOW),
             err("token has a lower role than the current credential")
         );
         assert_eq!(
@@ -1489,51 +1146,25 @@ mod tests {
             err("token has a wider key scope than the current credential")
         );
         assert_eq!(
-            a.refresh(
-                &cur,
-                &hs(json!({"sub":"alice","exp":NOW+100,"keys":["*"]})),
-                NOW
-            ),
+            a.refresh(&cur, &hs(json!({"sub":"alice","exp":NOW+100,"keys":["*"]})), NOW),
             err("token has a wider key scope than the current credential")
         );
         // bad tokens
-        assert_eq!(
-            a.refresh(
-                &cur,
-                &hs(json!({"sub":"alice","exp":NOW-1,"keys":["a:*"]})),
-                NOW
-            ),
-            err("token expired")
-        );
+        assert_eq!(a.refresh(&cur, &hs(json!({"sub":"alice","exp":NOW-1,"keys":["a:*"]})), NOW), err("token expired"));
         assert_eq!(a.refresh(&cur, "", NOW), Err(AuthError::Missing));
         assert_eq!(a.refresh(&cur, "nope", NOW), err("malformed token"));
         // an unconfined identity may take any scope
-        let wide = a
-            .authenticate(Some(&hs(json!({"sub":"alice","exp":NOW+10}))), NOW)
-            .expect("valid");
-        assert!(a
-            .refresh(
-                &wide,
-                &hs(json!({"sub":"alice","exp":NOW+100,"keys":["x"]})),
-                NOW
-            )
-            .is_ok());
+        let wide = a.authenticate(Some(&hs(json!({"sub":"alice","exp":NOW+10}))), NOW).expect("valid");
+        assert!(a.refresh(&wide, &hs(json!({"sub":"alice","exp":NOW+100,"keys":["x"]})), NOW).is_ok());
     }
 
     #[test]
     fn refresh_needs_jwt() {
         let a = keys_auth("k1");
         let cur = a.authenticate(Some("k1"), NOW).expect("ok");
-        assert!(matches!(
-            a.refresh(&cur, "k1", NOW),
-            Err(AuthError::Invalid(_))
-        ));
+        assert!(matches!(a.refresh(&cur, "k1", NOW), Err(AuthError::Invalid(_))));
         // An API key is never accepted as a refresh token.
-        let b = auth(AuthConfig {
-            api_keys: Some("k1".into()),
-            jwt_secret: Some(SECRET.into()),
-            ..cfg()
-        });
+        let b = auth(AuthConfig { api_keys: Some("k1".into()), jwt_secret: Some(SECRET.into()), ..cfg() });
         assert_eq!(b.refresh(&cur, "k1", NOW), err("malformed token"));
     }
 
@@ -1545,68 +1176,28 @@ mod tests {
             extract_credential(Some("q"), Some("Bearer h"), Some("dbx.v1, bearer.p")),
             (Some("q"), Some("dbx.v1"))
         );
-        assert_eq!(
-            extract_credential(None, Some("Bearer h"), Some("dbx.v1, bearer.p")),
-            (Some("h"), Some("dbx.v1"))
-        );
-        assert_eq!(
-            extract_credential(None, None, Some("dbx.v1, bearer.p")),
-            (Some("p"), Some("dbx.v1"))
-        );
-        assert_eq!(
-            extract_credential(Some(""), Some("bearer  h "), None),
-            (Some("h"), None)
-        );
-        assert_eq!(
-            extract_credential(None, Some("Basic dXNlcjpwYXNz"), None),
-            (None, None)
-        );
+        assert_eq!(extract_credential(None, Some("Bearer h"), Some("dbx.v1, bearer.p")), (Some("h"), Some("dbx.v1")));
+        assert_eq!(extract_credential(None, None, Some("dbx.v1, bearer.p")), (Some("p"), Some("dbx.v1")));
+        assert_eq!(extract_credential(Some(""), Some("bearer  h "), None), (Some("h"), None));
+        assert_eq!(extract_credential(None, Some("Basic dXNlcjpwYXNz"), None), (None, None));
         assert_eq!(extract_credential(None, Some("Bearer"), None), (None, None));
-        assert_eq!(
-            extract_credential(None, Some("Bearer   "), None),
-            (None, None)
-        );
-        assert_eq!(
-            extract_credential(None, None, Some("dbx.v1")),
-            (None, Some("dbx.v1"))
-        );
-        assert_eq!(
-            extract_credential(None, None, Some("bearer.abc.def.ghi")),
-            (Some("abc.def.ghi"), None)
-        );
-        assert_eq!(
-            extract_credential(None, None, Some("Bearer.t,dbx.v1")),
-            (Some("t"), Some("dbx.v1"))
-        );
-        assert_eq!(
-            extract_credential(None, None, Some("bearer., chat")),
-            (None, None)
-        );
+        assert_eq!(extract_credential(None, Some("Bearer   "), None), (None, None));
+        assert_eq!(extract_credential(None, None, Some("dbx.v1")), (None, Some("dbx.v1")));
+        assert_eq!(extract_credential(None, None, Some("bearer.abc.def.ghi")), (Some("abc.def.ghi"), None));
+        assert_eq!(extract_credential(None, None, Some("Bearer.t,dbx.v1")), (Some("t"), Some("dbx.v1")));
+        assert_eq!(extract_credential(None, None, Some("bearer., chat")), (None, None));
         assert_eq!(extract_credential(None, None, Some("DBX.V1")), (None, None));
         assert_eq!(extract_credential(None, None, None), (None, None));
-        assert_eq!(
-            extract_credential(None, None, Some("é,bearer")),
-            (None, None)
-        );
+        assert_eq!(extract_credential(None, None, Some("é,bearer")), (None, None));
     }
 
     #[test]
     fn protected_mode() {
-        for host in [
-            "127.0.0.1",
-            "127.1.2.3",
-            "::1",
-            "[::1]",
-            "localhost",
-            "LOCALHOST",
-            "::ffff:127.0.0.1",
-        ] {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"] {
             assert!(check_protected_mode(false, false, host).is_ok(), "{host}");
         }
         for host in ["0.0.0.0", "::", "10.0.0.1", "example.com", ""] {
-            let m = check_protected_mode(false, false, host)
-                .err()
-                .unwrap_or_default();
+            let m = check_protected_mode(false, false, host).err().unwrap_or_default();
             assert!(m.contains("DBX_ALLOW_ANONYMOUS"), "{host}: {m}");
             assert!(check_protected_mode(true, false, host).is_ok());
             assert!(check_protected_mode(false, true, host).is_ok());
@@ -1616,29 +1207,17 @@ mod tests {
     #[test]
     fn redact() {
         assert_eq!(redact_query("/ws"), "/ws");
-        assert_eq!(
-            redact_query("/ws?api_key=s3cr3t&client_id=c1"),
-            "/ws?api_key=REDACTED&client_id=c1"
-        );
+        assert_eq!(redact_query("/ws?api_key=s3cr3t&client_id=c1"), "/ws?api_key=REDACTED&client_id=c1");
         assert_eq!(
             redact_query("/ws?client_id=c1&token=a.b.c&access_token=x&version=1.0"),
             "/ws?client_id=c1&token=REDACTED&access_token=REDACTED&version=1.0"
         );
-        assert_eq!(
-            redact_query("/ws?api%5Fkey=s3cr3t"),
-            "/ws?api%5Fkey=REDACTED"
-        );
+        assert_eq!(redact_query("/ws?api%5Fkey=s3cr3t"), "/ws?api%5Fkey=REDACTED");
         assert_eq!(redact_query("/ws?API_KEY=s3cr3t"), "/ws?API_KEY=REDACTED");
         assert_eq!(redact_query("/ws?api_key"), "/ws?api_key=REDACTED");
         assert_eq!(redact_query("/ws?a=1&&b=%zz"), "/ws?a=1&&b=%zz");
-        assert_eq!(
-            redact_query("/ws?api_key=1&api_key=2"),
-            "/ws?api_key=REDACTED&api_key=REDACTED"
-        );
-        assert_eq!(
-            redact_protocols("dbx.v1, bearer.abc"),
-            "dbx.v1, bearer.REDACTED"
-        );
+        assert_eq!(redact_query("/ws?api_key=1&api_key=2"), "/ws?api_key=REDACTED&api_key=REDACTED");
+        assert_eq!(redact_protocols("dbx.v1, bearer.abc"), "dbx.v1, bearer.REDACTED");
     }
 
     #[test]
@@ -1656,11 +1235,7 @@ mod tests {
             "sekrit-api-key".to_string(),
         ];
         for t in &tokens {
-            let m = a
-                .authenticate(Some(t), NOW)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let m = a.authenticate(Some(t), NOW).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(!m.is_empty());
             assert!(!m.contains(t.as_str()) && !m.contains("sekrit"), "{m}");
             let sig = t.rsplit('.').next().unwrap_or_default();

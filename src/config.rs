@@ -50,12 +50,7 @@ impl LogLevel {
 #[command(name = "dbx", version, about, max_term_width = 100)]
 pub struct Config {
     /// Listen address
-    #[arg(
-        long,
-        env = "DBX_HOST",
-        default_value = "127.0.0.1",
-        value_name = "DBX_HOST"
-    )]
+    #[arg(long, env = "DBX_HOST", default_value = "127.0.0.1", value_name = "DBX_HOST")]
     pub host: String,
     /// Listen port (1-65535)
     #[arg(long, env = "DBX_PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..), value_name = "DBX_PORT")]
@@ -67,12 +62,7 @@ pub struct Config {
     #[arg(long, env = "DBX_WS_PATH", default_value = "/ws", value_parser = parse_path, value_name = "DBX_WS_PATH")]
     pub ws_path: String,
     /// Maximum concurrent WebSocket connections
-    #[arg(
-        long,
-        env = "DBX_WS_MAX_CONNECTIONS",
-        default_value_t = 1000,
-        value_name = "DBX_WS_MAX_CONNECTIONS"
-    )]
+    #[arg(long, env = "DBX_WS_MAX_CONNECTIONS", default_value_t = 1000, value_name = "DBX_WS_MAX_CONNECTIONS")]
     pub ws_max_connections: usize,
     /// Seconds between server heartbeats
     #[arg(long, env = "DBX_WS_HEARTBEAT_INTERVAL", default_value = "30", value_parser = parse_positive_secs, value_name = "DBX_WS_HEARTBEAT_INTERVAL")]
@@ -81,91 +71,46 @@ pub struct Config {
     #[arg(long, env = "DBX_WS_TIMEOUT", default_value = "30", value_parser = parse_positive_secs, value_name = "DBX_WS_TIMEOUT")]
     pub ws_timeout: f64,
     /// Requests per minute per connection (token bucket, burst the same); 0 = off
-    #[arg(
-        long,
-        env = "DBX_WS_RATE_LIMIT",
-        default_value_t = 1000,
-        value_name = "DBX_WS_RATE_LIMIT"
-    )]
+    #[arg(long, env = "DBX_WS_RATE_LIMIT", default_value_t = 1000, value_name = "DBX_WS_RATE_LIMIT")]
     pub ws_rate_limit: u32,
     /// Largest accepted message, bytes (`1mb` etc. accepted); larger closes with 1009
     #[arg(long, env = "DBX_MAX_MESSAGE_SIZE", default_value = "1048576", value_parser = parse_size, value_name = "DBX_MAX_MESSAGE_SIZE")]
     pub max_message_size: u64,
     /// Operations in one batch
-    #[arg(
-        long,
-        env = "DBX_MAX_BATCH",
-        default_value_t = 1000,
-        value_name = "DBX_MAX_BATCH"
-    )]
+    #[arg(long, env = "DBX_MAX_BATCH", default_value_t = 1000, value_name = "DBX_MAX_BATCH")]
     pub max_batch: usize,
     /// Memory limit for the store in bytes (`512mb` etc.); 0 = off
     #[arg(long, env = "DBX_MAXMEMORY", default_value = "0", value_parser = parse_size, value_name = "DBX_MAXMEMORY")]
     pub maxmemory: u64,
     /// What to do when DBX_MAXMEMORY is reached
-    #[arg(
-        long,
-        env = "DBX_MAXMEMORY_POLICY",
-        default_value = "noeviction",
-        value_name = "DBX_MAXMEMORY_POLICY"
-    )]
+    #[arg(long, env = "DBX_MAXMEMORY_POLICY", default_value = "noeviction", value_name = "DBX_MAXMEMORY_POLICY")]
     pub maxmemory_policy: MaxMemoryPolicy,
     /// Queued outbound bytes per connection: above it reading stops, above twice it the connection is closed (1008)
     #[arg(long, env = "DBX_WS_MAX_OUTBOUND", default_value = "8mb", value_parser = parse_size, value_name = "DBX_WS_MAX_OUTBOUND")]
     pub ws_max_outbound: u64,
     /// Changes kept for `key.watch` resume
-    #[arg(
-        long,
-        env = "DBX_WATCH_BACKLOG",
-        default_value_t = 100_000,
-        value_name = "DBX_WATCH_BACKLOG"
-    )]
+    #[arg(long, env = "DBX_WATCH_BACKLOG", default_value_t = 100_000, value_name = "DBX_WATCH_BACKLOG")]
     pub watch_backlog: usize,
     /// Where the append-only log and snapshots live
-    #[arg(
-        long,
-        env = "DBX_DATA_DIR",
-        default_value = "./dbx-data",
-        value_name = "DBX_DATA_DIR"
-    )]
+    #[arg(long, env = "DBX_DATA_DIR", default_value = "./dbx-data", value_name = "DBX_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Persist to disk (false: memory only, no file written)
     #[arg(long, env = "DBX_PERSIST", default_value = "true", value_parser = parse_bool, value_name = "DBX_PERSIST")]
     pub persist: bool,
     /// When the append-only log is fsynced
-    #[arg(
-        long,
-        env = "DBX_APPENDFSYNC",
-        default_value = "everysec",
-        value_name = "DBX_APPENDFSYNC"
-    )]
+    #[arg(long, env = "DBX_APPENDFSYNC", default_value = "everysec", value_name = "DBX_APPENDFSYNC")]
     pub appendfsync: AppendFsync,
     /// Rewrite (compact) the log when it has grown by this percentage over the last snapshot
-    #[arg(
-        long,
-        env = "DBX_AOF_REWRITE_PERCENTAGE",
-        default_value_t = 100,
-        value_name = "DBX_AOF_REWRITE_PERCENTAGE"
-    )]
+    #[arg(long, env = "DBX_AOF_REWRITE_PERCENTAGE", default_value_t = 100, value_name = "DBX_AOF_REWRITE_PERCENTAGE")]
     pub aof_rewrite_percentage: u64,
     /// ... and is at least this large (bytes, `64mb` etc.)
     #[arg(long, env = "DBX_AOF_REWRITE_MIN_SIZE", default_value = "64mb", value_parser = parse_size, value_name = "DBX_AOF_REWRITE_MIN_SIZE")]
     pub aof_rewrite_min_size: u64,
     /// API keys, comma-separated, each optionally `key:role` (read|write|admin; bare = admin)
-    #[arg(
-        long,
-        env = "DBX_API_KEYS",
-        value_name = "DBX_API_KEYS",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DBX_API_KEYS", value_name = "DBX_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
     /// HS256 secret for JWTs
-    #[arg(
-        long,
-        env = "DBX_JWT_SECRET",
-        value_name = "DBX_JWT_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DBX_JWT_SECRET", value_name = "DBX_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// PEM public key file for RS256 / ES256 / EdDSA JWTs (the algorithm follows the key)
     #[arg(long, env = "DBX_JWT_PUBLIC_KEY", value_name = "DBX_JWT_PUBLIC_KEY")]
@@ -177,12 +122,7 @@ pub struct Config {
     #[arg(long, env = "DBX_JWT_AUDIENCE", value_name = "DBX_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Clock leeway for JWT `exp`/`nbf`, seconds
-    #[arg(
-        long,
-        env = "DBX_JWT_LEEWAY",
-        default_value_t = 0,
-        value_name = "DBX_JWT_LEEWAY"
-    )]
+    #[arg(long, env = "DBX_JWT_LEEWAY", default_value_t = 0, value_name = "DBX_JWT_LEEWAY")]
     pub jwt_leeway: u64,
     /// Allow clients without credentials on a non-loopback address
     #[arg(long, env = "DBX_ALLOW_ANONYMOUS", default_value = "false", value_parser = parse_bool, value_name = "DBX_ALLOW_ANONYMOUS")]

@@ -155,9 +155,7 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
 /// True if `pattern` contains none of `* ? [ \`, i.e. it matches exactly itself and the
 /// caller can use an exact lookup instead of a scan.
 pub fn is_literal(pattern: &str) -> bool {
-    !pattern
-        .bytes()
-        .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+    !pattern.bytes().any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
 }
 
 /// The literal text every match of `pattern` must start with (escapes resolved), e.g.
@@ -181,12 +179,7 @@ pub fn literal_prefix(pattern: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
@@ -243,10 +236,7 @@ mod tests {
         assert!(!glob_match("h[^e]llo", "hello"));
         assert!(glob_match("h[a-b]llo", "hbllo"));
         assert!(!glob_match("h[a-b]llo", "hcllo"));
-        assert!(
-            glob_match("[z-a]", "m"),
-            "reversed ranges are swapped like Redis"
-        );
+        assert!(glob_match("[z-a]", "m"), "reversed ranges are swapped like Redis");
         assert!(glob_match("[0-9][0-9]", "42"));
         assert!(!glob_match("[0-9]", "x"));
         assert!(glob_match("[a-cx-z]", "y"));
@@ -268,10 +258,7 @@ mod tests {
         assert!(!glob_match("\\?", "a"));
         assert!(glob_match("\\[a]", "[a]"));
         assert!(glob_match("a\\\\b", "a\\b"));
-        assert!(
-            glob_match("\\a", "a"),
-            "escaping an ordinary char is harmless"
-        );
+        assert!(glob_match("\\a", "a"), "escaping an ordinary char is harmless");
         assert!(glob_match("ab\\", "ab\\"), "trailing backslash is literal");
         assert!(!glob_match("ab\\", "ab"));
         assert!(glob_match("*\\*", "star*"));
@@ -282,22 +269,13 @@ mod tests {
         // Unterminated class extends to the end of the pattern.
         assert!(glob_match("[abc", "b"));
         assert!(!glob_match("[abc", "d"));
-        assert!(
-            !glob_match("[", "a"),
-            "empty unterminated class matches nothing"
-        );
+        assert!(!glob_match("[", "a"), "empty unterminated class matches nothing");
         assert!(!glob_match("[", ""));
-        assert!(
-            glob_match("[^", "a"),
-            "negated empty class matches any one char"
-        );
+        assert!(glob_match("[^", "a"), "negated empty class matches any one char");
         assert!(!glob_match("[]", "a"));
         assert!(!glob_match("[]", ""));
         assert!(glob_match("[^]", "a"));
-        assert!(
-            !glob_match("[]]", "]"),
-            "`[]` is an empty class, as in Redis"
-        );
+        assert!(!glob_match("[]]", "]"), "`[]` is an empty class, as in Redis");
         assert!(glob_match("[a-", "a"));
         assert!(glob_match("[a-", "-"));
         assert!(glob_match("[\\", "\\"));
@@ -348,18 +326,11 @@ mod tests {
         let start = Instant::now();
         assert!(!glob_match("a*a*a*a*a*a*a*a*a*a*b", &long_a));
         assert!(!glob_match("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", &long_a));
-        assert!(!glob_match(
-            "*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?[b]",
-            &long_a
-        ));
+        assert!(!glob_match("*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?[b]", &long_a));
         assert!(glob_match("a*a*a*a*a*a*a*a*a*a*a", &long_a));
         let long_pat = "a*".repeat(2_000) + "b";
         assert!(!glob_match(&long_pat, &long_a));
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "took {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     }
 
     #[test]
@@ -419,9 +390,7 @@ mod tests {
     #[test]
     fn agrees_with_naive_recursion() {
         let alphabet = ['*', '?', 'a', 'b', '[', ']', '\\'];
-        let subjects = [
-            "", "a", "b", "ab", "ba", "aab", "abab", "[", "]", "\\", "a]",
-        ];
+        let subjects = ["", "a", "b", "ab", "ba", "aab", "abab", "[", "]", "\\", "a]"];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
             seed ^= seed << 13;
@@ -439,11 +408,7 @@ mod tests {
             let pat_s: String = pat.iter().collect();
             for s in subjects {
                 let sv: Vec<char> = s.chars().collect();
-                assert_eq!(
-                    glob_match(&pat_s, s),
-                    reference(&pat, &sv),
-                    "pattern {pat_s:?} subject {s:?}"
-                );
+                assert_eq!(glob_match(&pat_s, s), reference(&pat, &sv), "pattern {pat_s:?} subject {s:?}");
             }
         }
     }

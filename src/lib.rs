@@ -16,10 +16,8 @@
 //! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
 //! - [`auth`]: API keys and JWTs, roles and key scopes (pure).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+//! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod auth;
 pub mod cmd;
@@ -27,6 +25,7 @@ pub mod config;
 pub mod glob;
 pub mod logging;
 pub mod proto;
+pub mod pubsub;
 pub mod server;
 pub mod store;
 
@@ -42,15 +41,9 @@ pub fn run(cfg: config::Config) -> Result<(), String> {
     };
     let authn = auth::Authenticator::new(&auth_cfg)?;
     auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host)?;
-    let mut srv = server::Server::bind(cfg.clone())
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
-    srv.install_signals()
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    log::info!(
-        "dbx {} listening on ws://{}{}",
-        env!("CARGO_PKG_VERSION"),
-        srv.local_addr(),
-        cfg.ws_path
-    );
+    let mut srv =
+        server::Server::bind(cfg.clone()).map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
+    srv.install_signals().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    log::info!("dbx {} listening on ws://{}{}", env!("CARGO_PKG_VERSION"), srv.local_addr(), cfg.ws_path);
     srv.run().map_err(|e| format!("event loop failed: {e}"))
 }

@@ -71,20 +71,13 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Error {
-        Error {
-            code,
-            message: message.into(),
-            retry_after_ms: None,
-        }
+        Error { code, message: message.into(), retry_after_ms: None }
     }
     pub fn invalid_params(message: impl Into<String>) -> Error {
         Error::new(Code::InvalidParams, message)
     }
     pub fn wrong_type() -> Error {
-        Error::new(
-            Code::WrongType,
-            "Operation against a key holding the wrong kind of value",
-        )
+        Error::new(Code::WrongType, "Operation against a key holding the wrong kind of value")
     }
     pub fn key_not_found(key: &str) -> Error {
         Error::new(Code::NotFound, format!("Key '{key}' not found"))
@@ -132,48 +125,31 @@ struct Envelope<'a> {
 pub fn parse_incoming(text: &str) -> Incoming<'_> {
     // serde would also accept a JSON array as a struct; the contract wants an object.
     if !text.trim_start().starts_with('{') {
-        return Incoming::Invalid {
-            id: None,
-            message: "Request must be a JSON object".into(),
-        };
+        return Incoming::Invalid { id: None, message: "Request must be a JSON object".into() };
     }
     let env: Envelope = match serde_json::from_str(text) {
         Ok(e) => e,
         Err(e) => {
-            return Incoming::Invalid {
-                id: None,
-                message: format!("Invalid JSON: {e}"),
-            };
+            return Incoming::Invalid { id: None, message: format!("Invalid JSON: {e}") };
         }
     };
     let id = env.id.filter(|r| r.get() != "null");
     if let Some(raw) = id {
         let first = raw.get().as_bytes().first().copied().unwrap_or(b'n');
         if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
-            return Incoming::Invalid {
-                id: None,
-                message: "'id' must be a string or a number".into(),
-            };
+            return Incoming::Invalid { id: None, message: "'id' must be a string or a number".into() };
         }
     }
     let method = match env.method {
         Some(m) => match raw_str(m) {
             Some(s) => s,
-            None => {
-                return Incoming::Invalid {
-                    id,
-                    message: "'method' must be a string".into(),
-                }
-            }
+            None => return Incoming::Invalid { id, message: "'method' must be a string".into() },
         },
         None => {
             if env.kind.and_then(raw_str).as_deref() == Some("heartbeat") {
                 return Incoming::Heartbeat;
             }
-            return Incoming::Invalid {
-                id,
-                message: "Missing 'method'".into(),
-            };
+            return Incoming::Invalid { id, message: "Missing 'method'".into() };
         }
     };
     match Params::parse(env.params) {
@@ -208,10 +184,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> std::result::Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
         while let Some(k) = map.next_key::<BorrowedKey<'de>>()? {
             let v: &'de RawValue = map.next_value()?;
@@ -275,11 +248,7 @@ impl<'a> Params<'a> {
 
     /// The raw value of a parameter; `null` counts as absent.
     pub fn raw(&self, name: &str) -> Option<&'a RawValue> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| *v)
-            .filter(|v| v.get() != "null")
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v).filter(|v| v.get() != "null")
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -303,9 +272,7 @@ impl<'a> Params<'a> {
     pub fn opt_str(&self, name: &str) -> Result<Option<Cow<'a, str>>> {
         match self.raw(name) {
             None => Ok(None),
-            Some(raw) => raw_str(raw)
-                .map(Some)
-                .ok_or_else(|| Self::wrong(name, "a string")),
+            Some(raw) => raw_str(raw).map(Some).ok_or_else(|| Self::wrong(name, "a string")),
         }
     }
 
@@ -327,9 +294,9 @@ impl<'a> Params<'a> {
     pub fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
         match self.raw(name) {
             None => Ok(None),
-            Some(raw) => serde_json::from_str::<i64>(raw.get())
-                .map(Some)
-                .map_err(|_| Self::wrong(name, "an integer (64-bit)")),
+            Some(raw) => {
+                serde_json::from_str::<i64>(raw.get()).map(Some).map_err(|_| Self::wrong(name, "an integer (64-bit)"))
+            }
         }
     }
 
@@ -364,28 +331,24 @@ impl<'a> Params<'a> {
     /// multi-key method needs at least one.
     pub fn str_list(&self, name: &str) -> Result<Vec<Cow<'a, str>>> {
         let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
-        let list = serde_json::from_str::<Vec<&RawValue>>(raw.get())
-            .map_err(|_| Self::wrong(name, "an array of strings"))?;
+        let list =
+            serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_err(|_| Self::wrong(name, "an array of strings"))?;
         if list.is_empty() {
             return Err(Self::wrong(name, "a non-empty array"));
         }
-        list.into_iter()
-            .map(|r| raw_str(r).ok_or_else(|| Self::wrong(name, "an array of strings")))
-            .collect()
+        list.into_iter().map(|r| raw_str(r).ok_or_else(|| Self::wrong(name, "an array of strings"))).collect()
     }
 
     /// Like `str_list`, but values may be strings or numbers.
     pub fn value_list(&self, name: &str) -> Result<Vec<Cow<'a, str>>> {
         let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
-        let list = serde_json::from_str::<Vec<&RawValue>>(raw.get())
-            .map_err(|_| Self::wrong(name, "an array of strings"))?;
+        let list =
+            serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_err(|_| Self::wrong(name, "an array of strings"))?;
         if list.is_empty() {
             return Err(Self::wrong(name, "a non-empty array"));
         }
         list.into_iter()
-            .map(|r| {
-                value_text(r).ok_or_else(|| Self::wrong(name, "an array of strings or numbers"))
-            })
+            .map(|r| value_text(r).ok_or_else(|| Self::wrong(name, "an array of strings or numbers")))
             .collect()
     }
 
@@ -397,9 +360,7 @@ impl<'a> Params<'a> {
         if self.has(many) {
             return self.str_list(many);
         }
-        Err(Error::invalid_params(format!(
-            "Missing parameter '{single}' or '{many}'"
-        )))
+        Err(Error::invalid_params(format!("Missing parameter '{single}' or '{many}'")))
     }
 
     /// An object parameter as (name, raw value) pairs.
@@ -487,8 +448,7 @@ impl<'b> Json<'b> {
     }
     pub fn bool(&mut self, k: &str, v: bool) -> &mut Self {
         self.key(k);
-        self.buf
-            .extend_from_slice(if v { b"true" } else { b"false" });
+        self.buf.extend_from_slice(if v { b"true" } else { b"false" });
         self
     }
     pub fn null(&mut self, k: &str) -> &mut Self {
@@ -506,10 +466,7 @@ impl<'b> Json<'b> {
     pub fn obj(&mut self, k: &str, f: impl FnOnce(&mut Json)) -> &mut Self {
         self.key(k);
         self.buf.push(b'{');
-        f(&mut Json {
-            buf: self.buf,
-            first: true,
-        });
+        f(&mut Json { buf: self.buf, first: true });
         self.buf.push(b'}');
         self
     }
@@ -517,10 +474,7 @@ impl<'b> Json<'b> {
     pub fn arr(&mut self, k: &str, f: impl FnOnce(&mut Arr)) -> &mut Self {
         self.key(k);
         self.buf.push(b'[');
-        f(&mut Arr {
-            buf: self.buf,
-            first: true,
-        });
+        f(&mut Arr { buf: self.buf, first: true });
         self.buf.push(b']');
         self
     }
@@ -567,10 +521,7 @@ impl Arr<'_> {
     pub fn obj(&mut self, f: impl FnOnce(&mut Json)) {
         self.sep();
         self.buf.push(b'{');
-        f(&mut Json {
-            buf: self.buf,
-            first: true,
-        });
+        f(&mut Json { buf: self.buf, first: true });
         self.buf.push(b'}');
     }
     /// Start an element written by hand (the caller appends valid JSON to `buf`).
@@ -634,12 +585,7 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Howard Hinnant's days → civil date algorithm.
@@ -669,9 +615,7 @@ mod tests {
 
     #[test]
     fn envelope() {
-        let r = req(
-            r#"{"id":"msg_1","method":"string.get","params":{"key":"my-key"},"timestamp":"x"}"#,
-        );
+        let r = req(r#"{"id":"msg_1","method":"string.get","params":{"key":"my-key"},"timestamp":"x"}"#);
         assert_eq!(r.id.map(|i| i.get()), Some("\"msg_1\""));
         assert_eq!(r.method, "string.get");
         assert_eq!(r.params.str("key").unwrap(), "my-key");
@@ -695,25 +639,17 @@ mod tests {
             "{\"method\":\"a\",\"params\":[]}",
             "{\"id\":{},\"method\":\"a\"}",
         ] {
-            assert!(
-                matches!(parse_incoming(bad), Incoming::Invalid { .. }),
-                "{bad}"
-            );
+            assert!(matches!(parse_incoming(bad), Incoming::Invalid { .. }), "{bad}");
         }
         let deep = "[".repeat(10_000);
         let text = format!("{{\"method\":\"a\",\"params\":{{\"x\":{deep}}}}}");
         assert!(matches!(parse_incoming(&text), Incoming::Invalid { .. }));
-        assert!(matches!(
-            parse_incoming(r#"{"type":"heartbeat","timestamp":"x"}"#),
-            Incoming::Heartbeat
-        ));
+        assert!(matches!(parse_incoming(r#"{"type":"heartbeat","timestamp":"x"}"#), Incoming::Heartbeat));
     }
 
     #[test]
     fn params_types() {
-        let r = req(
-            r#"{"method":"m","params":{"n":5,"f":1.5,"b":true,"v":42,"l":["a","b"],"s":"x","neg":-1}}"#,
-        );
+        let r = req(r#"{"method":"m","params":{"n":5,"f":1.5,"b":true,"v":42,"l":["a","b"],"s":"x","neg":-1}}"#);
         let p = &r.params;
         assert_eq!(p.opt_i64("n").unwrap(), Some(5));
         assert_eq!(p.opt_f64("f").unwrap(), Some(1.5));

@@ -5,19 +5,12 @@ use crate::auth::AuthError;
 use crate::proto::{Code, Error, Json, Params, Result};
 use std::rc::Rc;
 
-pub const COMMANDS: &[Def] = &[Def {
-    name: "auth.refresh",
-    flags: READ | KEYLESS | NO_BATCH,
-    run: refresh,
-}];
+pub const COMMANDS: &[Def] = &[Def { name: "auth.refresh", flags: READ | KEYLESS | NO_BATCH, run: refresh }];
 
 fn refresh(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let token = p.str("token")?;
     let Some(auth) = ctx.auth else {
-        return Err(Error::new(
-            Code::Unauthorized,
-            "No credentials are configured on this server",
-        ));
+        return Err(Error::new(Code::Unauthorized, "No credentials are configured on this server"));
     };
     let now_s = ctx.now_ms / 1000;
     match auth.refresh(&ctx.identity, &token, now_s) {

@@ -5,46 +5,14 @@ use crate::proto::{Error, Json, Params, Result};
 use crate::store::ValueKind;
 
 pub const COMMANDS: &[Def] = &[
-    Def {
-        name: "key.del",
-        flags: WRITE,
-        run: del,
-    },
-    Def {
-        name: "key.exists",
-        flags: READ,
-        run: exists,
-    },
-    Def {
-        name: "key.type",
-        flags: READ,
-        run: key_type,
-    },
-    Def {
-        name: "key.expire",
-        flags: WRITE,
-        run: expire,
-    },
-    Def {
-        name: "key.ttl",
-        flags: READ,
-        run: ttl,
-    },
-    Def {
-        name: "key.persist",
-        flags: WRITE,
-        run: persist,
-    },
-    Def {
-        name: "key.rename",
-        flags: WRITE,
-        run: rename,
-    },
-    Def {
-        name: "key.scan",
-        flags: READ,
-        run: scan,
-    },
+    Def { name: "key.del", flags: WRITE, run: del },
+    Def { name: "key.exists", flags: READ, run: exists },
+    Def { name: "key.type", flags: READ, run: key_type },
+    Def { name: "key.expire", flags: WRITE, run: expire },
+    Def { name: "key.ttl", flags: READ, run: ttl },
+    Def { name: "key.persist", flags: WRITE, run: persist },
+    Def { name: "key.rename", flags: WRITE, run: rename },
+    Def { name: "key.scan", flags: READ, run: scan },
 ];
 
 fn del(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
@@ -66,10 +34,7 @@ fn exists(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
         out.bool("exists", ctx.store.contains(&key, ctx.now_ms));
     } else {
         let keys = p.one_or_many("key", "keys")?;
-        let n = keys
-            .iter()
-            .filter(|k| ctx.store.contains(k, ctx.now_ms))
-            .count();
+        let n = keys.iter().filter(|k| ctx.store.contains(k, ctx.now_ms)).count();
         out.u64("count", n as u64);
     }
     Ok(())
@@ -83,9 +48,7 @@ fn key_type(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
 
 fn expire(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let key = p.str("key")?;
-    let t = p
-        .opt_f64("ttl")?
-        .ok_or_else(|| Error::invalid_params("Missing parameter 'ttl'"))?;
+    let t = p.opt_f64("ttl")?.ok_or_else(|| Error::invalid_params("Missing parameter 'ttl'"))?;
     let updated = if t <= 0.0 {
         // As Redis EXPIRE with a non-positive TTL: delete.
         ctx.store.remove(&key, ctx.now_ms).is_some()
@@ -145,18 +108,19 @@ const MAX_SCAN_COUNT: usize = 100_000;
 fn scan(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let cursor = match p.opt_str("cursor")? {
         None => 0,
-        Some(c) => c.parse::<u64>().map_err(|_| {
-            Error::invalid_params("Parameter 'cursor' is not a cursor returned by key.scan")
-        })?,
+        Some(c) => c
+            .parse::<u64>()
+            .map_err(|_| Error::invalid_params("Parameter 'cursor' is not a cursor returned by key.scan"))?,
     };
     let count = p.opt_usize("count")?.unwrap_or(10).clamp(1, MAX_SCAN_COUNT);
     let pattern = p.opt_str("match")?;
-    let kind = match p.opt_str("type")? {
-        None => None,
-        Some(t) => Some(ValueKind::parse(&t).ok_or_else(|| {
-            Error::invalid_params("Parameter 'type' must be one of string, hash, set, zset, list")
-        })?),
-    };
+    let kind =
+        match p.opt_str("type")? {
+            None => None,
+            Some(t) => Some(ValueKind::parse(&t).ok_or_else(|| {
+                Error::invalid_params("Parameter 'type' must be one of string, hash, set, zset, list")
+            })?),
+        };
     let mut keys: Vec<Box<str>> = Vec::new();
     let identity = ctx.identity.clone();
     let next = ctx.store.scan(cursor, count, ctx.now_ms, |it| {
@@ -167,19 +131,15 @@ fn scan(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
         if kind.is_some_and(|k| it.value.kind() != k) {
             return;
         }
-        if pattern
-            .as_deref()
-            .is_some_and(|pat| !crate::glob::glob_match(pat, &it.key))
-        {
+        if pattern.as_deref().is_some_and(|pat| !crate::glob::glob_match(pat, &it.key)) {
             return;
         }
         keys.push(it.key.clone());
     });
-    out.str("cursor", itoa::Buffer::new().format(next))
-        .arr("keys", |a| {
-            for k in &keys {
-                a.str(k);
-            }
-        });
+    out.str("cursor", itoa::Buffer::new().format(next)).arr("keys", |a| {
+        for k in &keys {
+            a.str(k);
+        }
+    });
     Ok(())
 }

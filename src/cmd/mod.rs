@@ -5,11 +5,13 @@
 
 mod auth;
 mod keys;
+mod realtime;
 mod server;
 mod strings;
 
 use crate::auth::{Authenticator, Identity, Role};
 use crate::proto::{Code, Error, Json, Params, Result};
+use crate::pubsub::Hub;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -107,6 +109,10 @@ pub struct Ctx<'a> {
     /// Set by `auth.refresh`: the reactor re-arms the credential's expiry timer.
     pub identity_changed: bool,
     pub auth: Option<&'a Authenticator>,
+    /// Subscriptions and watches (None in contexts without connections).
+    pub hub: Option<&'a mut Hub>,
+    /// The calling connection's token, for subscriptions.
+    pub conn: usize,
     method: &'static str,
 }
 
@@ -126,6 +132,8 @@ impl<'a> Ctx<'a> {
             identity: Rc::new(Identity::anonymous()),
             identity_changed: false,
             auth: None,
+            hub: None,
+            conn: 0,
             method: "",
         }
     }
@@ -156,21 +164,9 @@ fn table() -> &'static HashMap<&'static str, Command> {
     static TABLE: OnceLock<HashMap<&'static str, Command>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = HashMap::new();
-        for list in [
-            strings::COMMANDS,
-            keys::COMMANDS,
-            server::COMMANDS,
-            auth::COMMANDS,
-        ] {
+        for list in [strings::COMMANDS, keys::COMMANDS, server::COMMANDS, auth::COMMANDS, realtime::COMMANDS] {
             for c in list {
-                t.insert(
-                    c.name,
-                    Command {
-                        name: c.name,
-                        flags: c.flags,
-                        run: c.run,
-                    },
-                );
+                t.insert(c.name, Command { name: c.name, flags: c.flags, run: c.run });
             }
         }
         t
@@ -207,8 +203,7 @@ pub fn execute(ctx: &mut Ctx, method: &str, params: &Params, out: &mut Json) -> 
     if method == "batch" {
         return batch(ctx, params, out);
     }
-    let cmd = lookup(method)
-        .ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
+    let cmd = lookup(method).ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
     run(ctx, cmd, params, out)
 }
 
@@ -219,23 +214,13 @@ fn check_access(ctx: &Ctx, cmd: &Command, params: &Params) -> Result<()> {
     if ctx.identity.role < need {
         return Err(Error::new(
             Code::Forbidden,
-            format!(
-                "Role '{}' may not call '{}' (needs '{}')",
-                ctx.identity.role.as_str(),
-                cmd.name,
-                need.as_str()
-            ),
+            format!("Role '{}' may not call '{}' (needs '{}')", ctx.identity.role.as_str(), cmd.name, need.as_str()),
         ));
     }
     if ctx.identity.key_globs.is_none() || cmd.flags & KEYLESS != 0 {
         return Ok(());
     }
-    let outside = |k: &str| {
-        Error::new(
-            Code::Forbidden,
-            format!("Key '{k}' is outside this credential's scope"),
-        )
-    };
+    let outside = |k: &str| Error::new(Code::Forbidden, format!("Key '{k}' is outside this credential's scope"));
     for name in KEY_PARAMS {
         if let Ok(Some(k)) = params.opt_str(name) {
             if !ctx.key_allowed(&k) {
@@ -287,9 +272,7 @@ fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) ->
 fn batch(ctx: &mut Ctx, params: &Params, out: &mut Json) -> Result<()> {
     let ops = params.array("operations")?;
     if ops.is_empty() {
-        return Err(Error::invalid_params(
-            "Parameter 'operations' must be a non-empty array",
-        ));
+        return Err(Error::invalid_params("Parameter 'operations' must be a non-empty array"));
     }
     if ops.len() > ctx.facts.max_batch {
         return Err(Error::invalid_params(format!(
@@ -318,12 +301,9 @@ fn batch(ctx: &mut Ctx, params: &Params, out: &mut Json) -> Result<()> {
 
 fn batch_op(ctx: &mut Ctx, raw: &serde_json::value::RawValue, buf: &mut Vec<u8>) -> Result<()> {
     let bad = |m: &str| Error::new(Code::InvalidRequest, m.to_string());
-    let fields =
-        crate::proto::object_fields(raw).ok_or_else(|| bad("Each operation must be an object"))?;
+    let fields = crate::proto::object_fields(raw).ok_or_else(|| bad("Each operation must be an object"))?;
     let op = Params::from_fields(fields);
-    let method = op
-        .str("method")
-        .map_err(|_| bad("Each operation needs a string 'method'"))?;
+    let method = op.str("method").map_err(|_| bad("Each operation needs a string 'method'"))?;
     if method == "batch" {
         return Err(bad("A batch may not contain a batch"));
     }
@@ -331,8 +311,7 @@ fn batch_op(ctx: &mut Ctx, raw: &serde_json::value::RawValue, buf: &mut Vec<u8>)
         None => Params::default(),
         Some(p) => Params::parse(Some(p)).map_err(|m| bad(&m))?,
     };
-    let cmd = lookup(&method)
-        .ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
+    let cmd = lookup(&method).ok_or_else(|| Error::new(Code::MethodNotFound, format!("Unknown method '{method}'")))?;
     if cmd.flags & NO_BATCH != 0 {
         return Err(bad(&format!("'{method}' is not allowed inside a batch")));
     }

@@ -4,31 +4,11 @@ use super::{Ctx, Def, ADMIN, KEYLESS, READ, WRITE};
 use crate::proto::{Json, Params, Result};
 
 pub const COMMANDS: &[Def] = &[
-    Def {
-        name: "server.ping",
-        flags: READ | KEYLESS,
-        run: ping,
-    },
-    Def {
-        name: "server.time",
-        flags: READ | KEYLESS,
-        run: time,
-    },
-    Def {
-        name: "server.info",
-        flags: READ | KEYLESS,
-        run: info,
-    },
-    Def {
-        name: "server.dbsize",
-        flags: READ | KEYLESS,
-        run: dbsize,
-    },
-    Def {
-        name: "server.flush",
-        flags: WRITE | ADMIN | KEYLESS,
-        run: flush,
-    },
+    Def { name: "server.ping", flags: READ | KEYLESS, run: ping },
+    Def { name: "server.time", flags: READ | KEYLESS, run: time },
+    Def { name: "server.info", flags: READ | KEYLESS, run: info },
+    Def { name: "server.dbsize", flags: READ | KEYLESS, run: dbsize },
+    Def { name: "server.flush", flags: WRITE | ADMIN | KEYLESS, run: flush },
 ];
 
 fn ping(_: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {

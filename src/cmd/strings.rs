@@ -5,46 +5,14 @@ use crate::proto::{Code, Error, Json, Params, Result};
 use crate::store::{Value, ValueKind};
 
 pub const COMMANDS: &[Def] = &[
-    Def {
-        name: "string.get",
-        flags: READ,
-        run: get,
-    },
-    Def {
-        name: "string.set",
-        flags: WRITE | DENYOOM,
-        run: set,
-    },
-    Def {
-        name: "string.mget",
-        flags: READ,
-        run: mget,
-    },
-    Def {
-        name: "string.mset",
-        flags: WRITE | DENYOOM,
-        run: mset,
-    },
-    Def {
-        name: "string.incr",
-        flags: WRITE | DENYOOM,
-        run: incr,
-    },
-    Def {
-        name: "string.decr",
-        flags: WRITE | DENYOOM,
-        run: decr,
-    },
-    Def {
-        name: "string.append",
-        flags: WRITE | DENYOOM,
-        run: append,
-    },
-    Def {
-        name: "string.strlen",
-        flags: READ,
-        run: strlen,
-    },
+    Def { name: "string.get", flags: READ, run: get },
+    Def { name: "string.set", flags: WRITE | DENYOOM, run: set },
+    Def { name: "string.mget", flags: READ, run: mget },
+    Def { name: "string.mset", flags: WRITE | DENYOOM, run: mset },
+    Def { name: "string.incr", flags: WRITE | DENYOOM, run: incr },
+    Def { name: "string.decr", flags: WRITE | DENYOOM, run: decr },
+    Def { name: "string.append", flags: WRITE | DENYOOM, run: append },
+    Def { name: "string.strlen", flags: READ, run: strlen },
 ];
 
 /// The string at `key`: Ok(None) if missing, `wrong_type` if another kind.
@@ -64,10 +32,7 @@ fn get(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     match read(ctx, &key)? {
         None => Err(Error::key_not_found(&key)),
         Some((v, exp)) => {
-            out.str("value", v).opt_i64(
-                "ttl",
-                (exp != 0).then(|| ms_to_ttl_secs(exp.saturating_sub(now))),
-            );
+            out.str("value", v).opt_i64("ttl", (exp != 0).then(|| ms_to_ttl_secs(exp.saturating_sub(now))));
             Ok(())
         }
     }
@@ -77,9 +42,7 @@ fn get(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
 fn deadline(p: &Params, now_ms: u64) -> Result<u64> {
     match p.opt_f64("ttl")? {
         None => Ok(0),
-        Some(t) if t <= 0.0 => Err(Error::invalid_params(
-            "Parameter 'ttl' must be greater than 0",
-        )),
+        Some(t) if t <= 0.0 => Err(Error::invalid_params("Parameter 'ttl' must be greater than 0")),
         Some(t) => Ok(now_ms.saturating_add(secs_to_ms(t).max(1))),
     }
 }
@@ -90,9 +53,7 @@ fn set(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let exp = deadline(p, ctx.now_ms)?;
     let (nx, xx, want_prev) = (p.opt_bool("nx")?, p.opt_bool("xx")?, p.opt_bool("get")?);
     if nx && xx {
-        return Err(Error::invalid_params(
-            "Parameters 'nx' and 'xx' exclude each other",
-        ));
+        return Err(Error::invalid_params("Parameters 'nx' and 'xx' exclude each other"));
     }
     let prev: Option<Option<Box<str>>> = if want_prev {
         // As Redis SET … GET: the previous value must be a string.
@@ -107,8 +68,7 @@ fn set(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     };
     let do_set = !(nx && exists || xx && !exists);
     if do_set {
-        ctx.store
-            .set(&key, Value::Str(value.as_ref().into()), exp, ctx.now_ms);
+        ctx.store.set(&key, Value::Str(value.as_ref().into()), exp, ctx.now_ms);
         ctx.touched(&key);
     }
     out.bool("set", do_set);
@@ -135,23 +95,17 @@ fn mget(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
 fn mset(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let pairs = p.object("pairs")?;
     if pairs.is_empty() {
-        return Err(Error::invalid_params(
-            "Parameter 'pairs' must be a non-empty object",
-        ));
+        return Err(Error::invalid_params("Parameter 'pairs' must be a non-empty object"));
     }
     // Validate everything before changing anything: an mset is all or nothing.
     let mut vals = Vec::with_capacity(pairs.len());
     for (k, raw) in &pairs {
-        let v = crate::proto::value_text(raw).ok_or_else(|| {
-            Error::invalid_params(format!(
-                "Value of '{k}' in 'pairs' must be a string or a number"
-            ))
-        })?;
+        let v = crate::proto::value_text(raw)
+            .ok_or_else(|| Error::invalid_params(format!("Value of '{k}' in 'pairs' must be a string or a number")))?;
         vals.push((k, v));
     }
     for (k, v) in &vals {
-        ctx.store
-            .set(k, Value::Str(v.as_ref().into()), 0, ctx.now_ms);
+        ctx.store.set(k, Value::Str(v.as_ref().into()), 0, ctx.now_ms);
         ctx.touched(k);
     }
     out.u64("set", vals.len() as u64);
@@ -165,9 +119,7 @@ fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
 
 fn decr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let by = p.opt_i64("by")?.unwrap_or(1);
-    let by = by
-        .checked_neg()
-        .ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
+    let by = by.checked_neg().ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
     add(ctx, p, by, out)
 }
 
@@ -177,15 +129,11 @@ fn add(ctx: &mut Ctx, p: &Params, by: i64, out: &mut Json) -> Result<()> {
     let (cur, exp) = match read(ctx, &key)? {
         None => (0, 0),
         Some((v, exp)) => (
-            v.parse::<i64>().map_err(|_| {
-                Error::new(Code::NotInteger, "Value is not an integer or out of range")
-            })?,
+            v.parse::<i64>().map_err(|_| Error::new(Code::NotInteger, "Value is not an integer or out of range"))?,
             exp,
         ),
     };
-    let new = cur
-        .checked_add(by)
-        .ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
+    let new = cur.checked_add(by).ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
     let text = itoa::Buffer::new().format(new).into();
     // INCR keeps the key's TTL, as in Redis.
     ctx.store.set(&key, Value::Str(text), exp, now);

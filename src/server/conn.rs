@@ -29,13 +29,7 @@ pub struct Wire {
 
 impl Wire {
     pub fn new(sock: TcpStream) -> Wire {
-        Wire {
-            sock,
-            out: Vec::new(),
-            sent: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-        }
+        Wire { sock, out: Vec::new(), sent: 0, bytes_in: 0, bytes_out: 0 }
     }
 
     /// Bytes queued for the socket.
@@ -193,10 +187,7 @@ pub struct Timers {
 impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, now_ms: u64, rate: u32) -> Conn {
         Conn {
-            phase: Phase::Http {
-                wire: Wire::new(sock),
-                head: Vec::new(),
-            },
+            phase: Phase::Http { wire: Wire::new(sock), head: Vec::new() },
             peer,
             serial,
             client_id: None,

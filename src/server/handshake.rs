@@ -20,11 +20,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            code,
-            message: message.into(),
-        }
+        Refusal { status, code, message: message.into() }
     }
 }
 
@@ -88,22 +84,14 @@ pub fn parse(buf: &[u8], paths: &Paths) -> Parse {
         }
         Err(httparse::Error::TooManyHeaders) => Parse::Done(Route::Refuse(too_large()), buf.len()),
         Err(e) => Parse::Done(
-            Route::Refuse(Refusal::new(
-                400,
-                "bad_request",
-                format!("Malformed HTTP request: {e}"),
-            )),
+            Route::Refuse(Refusal::new(400, "bad_request", format!("Malformed HTTP request: {e}"))),
             buf.len(),
         ),
     }
 }
 
 fn too_large() -> Refusal {
-    Refusal::new(
-        431,
-        "headers_too_large",
-        format!("Request head larger than {MAX_HEAD} bytes"),
-    )
+    Refusal::new(431, "headers_too_large", format!("Request head larger than {MAX_HEAD} bytes"))
 }
 
 fn header<'a>(req: &'a httparse::Request, name: &str) -> Result<Option<&'a str>, Refusal> {
@@ -111,19 +99,10 @@ fn header<'a>(req: &'a httparse::Request, name: &str) -> Result<Option<&'a str>,
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case(name) {
             if found.is_some() {
-                return Err(Refusal::new(
-                    400,
-                    "bad_request",
-                    format!("Duplicate header '{name}'"),
-                ));
+                return Err(Refusal::new(400, "bad_request", format!("Duplicate header '{name}'")));
             }
-            let v = std::str::from_utf8(h.value).map_err(|_| {
-                Refusal::new(
-                    400,
-                    "bad_request",
-                    format!("Header '{name}' is not valid text"),
-                )
-            })?;
+            let v = std::str::from_utf8(h.value)
+                .map_err(|_| Refusal::new(400, "bad_request", format!("Header '{name}' is not valid text")))?;
             found = Some(v.trim());
         }
     }
@@ -131,9 +110,7 @@ fn header<'a>(req: &'a httparse::Request, name: &str) -> Result<Option<&'a str>,
 }
 
 fn has_token(value: &str, token: &str) -> bool {
-    value
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn route(req: &httparse::Request, paths: &Paths) -> Route {
@@ -156,11 +133,7 @@ fn route_inner(req: &httparse::Request, paths: &Paths) -> Result<Route, Refusal>
     let is_ws = paths.ws == Some(path);
     let is_echo = paths.echo == Some(path);
     if !(is_ws || is_echo || path == "/health" || path == "/metrics") {
-        return Err(Refusal::new(
-            404,
-            "not_found",
-            format!("No such path '{}'", truncate(path, 100)),
-        ));
+        return Err(Refusal::new(404, "not_found", format!("No such path '{}'", truncate(path, 100))));
     }
     if method != "GET" {
         return Err(Refusal::new(
@@ -184,30 +157,16 @@ fn route_inner(req: &httparse::Request, paths: &Paths) -> Result<Route, Refusal>
         ));
     }
     if !header(req, "Connection")?.is_some_and(|c| has_token(c, "upgrade")) {
-        return Err(Refusal::new(
-            400,
-            "bad_request",
-            "Header 'Connection' must contain 'Upgrade'",
-        ));
+        return Err(Refusal::new(400, "bad_request", "Header 'Connection' must contain 'Upgrade'"));
     }
     if header(req, "Sec-WebSocket-Version")? != Some("13") {
-        return Err(Refusal::new(
-            426,
-            "upgrade_required",
-            "Only WebSocket version 13 is supported",
-        ));
+        return Err(Refusal::new(426, "upgrade_required", "Only WebSocket version 13 is supported"));
     }
     let key = header(req, "Sec-WebSocket-Key")?
         .ok_or_else(|| Refusal::new(400, "bad_request", "Missing header 'Sec-WebSocket-Key'"))?;
     match base64::engine::general_purpose::STANDARD.decode(key) {
         Ok(k) if k.len() == 16 => {}
-        _ => {
-            return Err(Refusal::new(
-                400,
-                "bad_request",
-                "Header 'Sec-WebSocket-Key' must be 16 bytes in base64",
-            ))
-        }
+        _ => return Err(Refusal::new(400, "bad_request", "Header 'Sec-WebSocket-Key' must be 16 bytes in base64")),
     }
     let mut up = Upgrade {
         accept: accept_key(key.as_bytes()),
@@ -224,10 +183,7 @@ fn route_inner(req: &httparse::Request, paths: &Paths) -> Result<Route, Refusal>
             Refusal::new(
                 400,
                 "bad_request",
-                format!(
-                    "Query parameter '{}' is not valid percent-encoding",
-                    truncate(&name, 40)
-                ),
+                format!("Query parameter '{}' is not valid percent-encoding", truncate(&name, 40)),
             )
         })?;
         match name.as_str() {
@@ -235,9 +191,7 @@ fn route_inner(req: &httparse::Request, paths: &Paths) -> Result<Route, Refusal>
             "client_id" => {
                 if value.is_empty()
                     || value.len() > 128
-                    || !value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b))
+                    || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b))
                 {
                     return Err(Refusal::new(
                         400,
@@ -251,10 +205,7 @@ fn route_inner(req: &httparse::Request, paths: &Paths) -> Result<Route, Refusal>
                 return Err(Refusal::new(
                     400,
                     "unsupported_version",
-                    format!(
-                        "Unsupported API version '{}'; this server speaks 1.0",
-                        truncate(&value, 20)
-                    ),
+                    format!("Unsupported API version '{}'; this server speaks 1.0", truncate(&value, 20)),
                 ));
             }
             _ => {} // unknown parameters are ignored (PROTOCOL.md §8)
@@ -373,10 +324,7 @@ pub fn refusal_response(r: &Refusal) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const PATHS: Paths = Paths {
-        ws: Some("/ws"),
-        echo: None,
-    };
+    const PATHS: Paths = Paths { ws: Some("/ws"), echo: None };
 
     fn upgrade_req(target: &str, extra: &str) -> Vec<u8> {
         format!("GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n").into_bytes()
@@ -391,10 +339,7 @@ mod tests {
 
     #[test]
     fn rfc_accept_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -423,19 +368,10 @@ mod tests {
         assert_eq!(refusal(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").status, 426);
         assert_eq!(refusal(b"GET /ws HTTP/1.0\r\n\r\n").status, 400);
         assert_eq!(refusal(b"garbage\r\n\r\n").status, 400);
-        assert_eq!(
-            refusal(&upgrade_req("/ws?version=2.0", "")).code,
-            "unsupported_version"
-        );
-        assert_eq!(
-            refusal(&upgrade_req("/ws?client_id=bad%20id", "")).status,
-            400
-        );
+        assert_eq!(refusal(&upgrade_req("/ws?version=2.0", "")).code, "unsupported_version");
+        assert_eq!(refusal(&upgrade_req("/ws?client_id=bad%20id", "")).status, 400);
         assert_eq!(refusal(&upgrade_req("/ws?client_id=", "")).status, 400);
-        assert_eq!(
-            refusal(&upgrade_req("/ws", "Sec-WebSocket-Key: again\r\n")).status,
-            400
-        );
+        assert_eq!(refusal(&upgrade_req("/ws", "Sec-WebSocket-Key: again\r\n")).status, 400);
         let bad_key = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n\r\n";
         assert_eq!(refusal(bad_key).status, 400);
         let v8 = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -444,22 +380,13 @@ mod tests {
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
         assert_eq!(refusal(&big).status, 431);
         let many: String = (0..100).map(|i| format!("H{i}: v\r\n")).collect();
-        assert_eq!(
-            refusal(format!("GET /ws HTTP/1.1\r\n{many}\r\n").as_bytes()).status,
-            431
-        );
+        assert_eq!(refusal(format!("GET /ws HTTP/1.1\r\n{many}\r\n").as_bytes()).status, 431);
     }
 
     #[test]
     fn health_and_disabled_ws() {
-        assert!(matches!(
-            parse(b"GET /health HTTP/1.1\r\n\r\n", &PATHS),
-            Parse::Done(Route::Health, _)
-        ));
-        let off = Paths {
-            ws: None,
-            echo: None,
-        };
+        assert!(matches!(parse(b"GET /health HTTP/1.1\r\n\r\n", &PATHS), Parse::Done(Route::Health, _)));
+        let off = Paths { ws: None, echo: None };
         assert!(matches!(
             parse(&upgrade_req("/ws", ""), &off),
             Parse::Done(Route::Refuse(Refusal { status: 404, .. }), _)

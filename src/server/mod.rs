@@ -22,7 +22,8 @@ use crate::auth::{self, AuthConfig, AuthError, Authenticator, Identity};
 use crate::cmd::{self, Ctx, ServerFacts};
 use crate::config::Config;
 use crate::proto::{self, Code, Incoming, Json};
-use crate::store::Store;
+use crate::pubsub::Hub;
+use crate::store::{Gone, Store};
 use conn::{CloseReason, Conn, Phase};
 use handshake::{Parse, Paths, Refusal, Route};
 use mio::net::{TcpListener, TcpStream};
@@ -96,6 +97,7 @@ pub struct Server {
     conns: Slab<Conn>,
     wheel: Wheel<Timer>,
     store: Store,
+    hub: Hub,
     facts: ServerFacts,
     stats: Stats,
     started: Instant,
@@ -119,18 +121,13 @@ pub struct Server {
 }
 
 fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A random-enough 64-bit seed without a crate: /dev/urandom, else time and pid.
 pub fn seed() -> u64 {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
         return u64::from_le_bytes(b) | 1;
     }
     (unix_ms_now() ^ ((std::process::id() as u64) << 32)) | 1
@@ -163,8 +160,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let rng = seed();
         let now = unix_ms_now();
@@ -180,6 +176,7 @@ impl Server {
             local_addr,
             conns: Slab::with_capacity(1024),
             wheel: Wheel::new(10, 1024, 0),
+            hub: Hub::new(cfg.watch_backlog, 0),
             store: Store::new(),
             facts,
             stats: Stats::default(),
@@ -208,9 +205,7 @@ impl Server {
     pub fn install_signals(&mut self) -> io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
-        self.poll
-            .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
     }
@@ -220,10 +215,7 @@ impl Server {
     }
 
     pub fn shutdown_handle(&self) -> Shutdown {
-        Shutdown {
-            flag: self.shutdown_flag.clone(),
-            waker: self.waker.clone(),
-        }
+        Shutdown { flag: self.shutdown_flag.clone(), waker: self.waker.clone() }
     }
 
     /// Monotonic ms since start: the wheel's clock (immune to wall-clock jumps).
@@ -305,11 +297,7 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self
-            .more_input
-            .iter()
-            .all(|&t| self.conns.get(t).is_none_or(|c| c.paused))
-        {
+        if !self.more_input.iter().all(|&t| self.conns.get(t).is_none_or(|c| c.paused)) {
             return Some(Duration::ZERO);
         }
         let now = self.mono_ms();
@@ -331,6 +319,7 @@ impl Server {
         if self.unix_ms != self.stamp_ms {
             self.stamp_ms = self.unix_ms;
             self.stamp = proto::rfc3339_ms(self.unix_ms);
+            self.hub.stamp.clone_from(&self.stamp);
         }
     }
 
@@ -385,22 +374,14 @@ impl Server {
         let now = self.mono_ms();
         let entry = self.conns.vacant_entry();
         let t = entry.key();
-        if self
-            .poll
-            .registry()
-            .register(&mut sock, Token(t), Interest::READABLE | Interest::WRITABLE)
-            .is_err()
-        {
+        if self.poll.registry().register(&mut sock, Token(t), Interest::READABLE | Interest::WRITABLE).is_err() {
             return;
         }
         let serial = self.next_serial;
         self.next_serial += 1;
         let mut c = Conn::new(sock, peer, serial, self.unix_ms, self.cfg.ws_rate_limit);
         // The whole HTTP request must arrive within DBX_WS_TIMEOUT (slowloris).
-        c.timers.deadline = Some(
-            self.wheel
-                .insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)),
-        );
+        c.timers.deadline = Some(self.wheel.insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)));
         entry.insert(c);
         self.stats.accepted += 1;
         log::debug!("accepted {peer} as #{serial}");
@@ -424,11 +405,7 @@ impl Server {
     }
 
     fn read_http(&mut self, t: usize) {
-        let paths_ws = if self.cfg.ws_enabled {
-            Some(self.cfg.ws_path.clone())
-        } else {
-            None
-        };
+        let paths_ws = if self.cfg.ws_enabled { Some(self.cfg.ws_path.clone()) } else { None };
         let echo = self.cfg.echo_path.clone();
         let Some(c) = self.conns.get_mut(t) else {
             return;
@@ -445,10 +422,7 @@ impl Server {
                 }
                 Ok(n) => {
                     head.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                    let paths = Paths {
-                        ws: paths_ws.as_deref(),
-                        echo: echo.as_deref(),
-                    };
+                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref() };
                     match handshake::parse(head, &paths) {
                         Parse::Partial => continue,
                         Parse::Done(route, len) => break (route, len),
@@ -472,10 +446,7 @@ impl Server {
             }
             Route::Metrics => {
                 let body = self.metrics_text();
-                self.answer(
-                    t,
-                    handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""),
-                );
+                self.answer(t, handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""));
             }
             Route::Refuse(r) => {
                 self.stats.refused_http += 1;
@@ -521,11 +492,8 @@ impl Server {
     }
 
     fn ws_config(&self, echo: bool) -> WebSocketConfig {
-        let max = if echo {
-            (self.cfg.max_message_size as usize).max(64 << 20)
-        } else {
-            self.cfg.max_message_size as usize
-        };
+        let max =
+            if echo { (self.cfg.max_message_size as usize).max(64 << 20) } else { self.cfg.max_message_size as usize };
         let mut c = WebSocketConfig::default();
         // Small per-connection buffers: 10,000 idle connections must stay cheap.
         c.read_buffer_size = 4096;
@@ -540,21 +508,12 @@ impl Server {
     fn upgrade(&mut self, t: usize, up: handshake::Upgrade, head_len: usize, echo: bool) {
         if !echo && self.ws_count >= self.cfg.ws_max_connections {
             self.stats.refused_overloaded += 1;
-            let r = Refusal::new(
-                503,
-                "overloaded",
-                format!(
-                    "Connection limit of {} reached",
-                    self.cfg.ws_max_connections
-                ),
-            );
+            let r =
+                Refusal::new(503, "overloaded", format!("Connection limit of {} reached", self.cfg.ws_max_connections));
             return self.answer(t, handshake::refusal_response(&r));
         }
-        let (credential, protocol) = auth::extract_credential(
-            up.api_key.as_deref(),
-            up.authorization.as_deref(),
-            up.protocols.as_deref(),
-        );
+        let (credential, protocol) =
+            auth::extract_credential(up.api_key.as_deref(), up.authorization.as_deref(), up.protocols.as_deref());
         let identity = if echo {
             Identity::anonymous()
         } else {
@@ -568,9 +527,7 @@ impl Server {
                     };
                     log::info!(
                         "refused {} target={}: unauthorized",
-                        self.conns
-                            .get(t)
-                            .map_or_else(|| "?".into(), |c| c.peer.to_string()),
+                        self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
                         auth::redact_query(&up.target)
                     );
                     let r = Refusal::new(401, "unauthorized", message);
@@ -618,13 +575,8 @@ impl Server {
         }
         log::info!(
             "open #{serial} peer={} client_id={} role={} path={}",
-            self.conns
-                .get(t)
-                .map_or_else(|| "?".into(), |c| c.peer.to_string()),
-            self.conns
-                .get(t)
-                .and_then(|c| c.client_id.clone())
-                .unwrap_or_else(|| "-".into()),
+            self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
+            self.conns.get(t).and_then(|c| c.client_id.clone()).unwrap_or_else(|| "-".into()),
             self.conns.get(t).map_or("-", |c| c.identity.role.as_str()),
             up.target.split('?').next().unwrap_or("")
         );
@@ -762,50 +714,28 @@ impl Server {
         use tungstenite::error::{CapacityError, ProtocolError};
         match e {
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                let why = self
-                    .conns
-                    .get(t)
-                    .and_then(|c| c.closing)
-                    .unwrap_or(CloseReason::PeerClosed);
+                let why = self.conns.get(t).and_then(|c| c.closing).unwrap_or(CloseReason::PeerClosed);
                 self.mark_dirty(t);
                 self.kill(t, why);
             }
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => self.close_ws(
-                t,
-                CloseCode::Size,
-                "message too big",
-                CloseReason::MessageTooBig,
-            ),
-            tungstenite::Error::Capacity(_) => {
-                self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig)
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
+                self.close_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig)
             }
-            tungstenite::Error::Utf8(_) => self.close_ws(
-                t,
-                CloseCode::Invalid,
-                "invalid UTF-8",
-                CloseReason::InvalidUtf8,
-            ),
+            tungstenite::Error::Capacity(_) => self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig),
+            tungstenite::Error::Utf8(_) => {
+                self.close_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
+            }
             tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 self.kill(t, CloseReason::PeerReset)
             }
             tungstenite::Error::Protocol(p) => {
                 log::debug!("protocol error on #{t}: {p}");
-                self.close_ws(
-                    t,
-                    CloseCode::Protocol,
-                    "protocol error",
-                    CloseReason::ProtocolError,
-                )
+                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
             }
             tungstenite::Error::Io(_) => self.kill(t, CloseReason::IoError),
             other => {
                 log::debug!("websocket error on #{t}: {other}");
-                self.close_ws(
-                    t,
-                    CloseCode::Protocol,
-                    "protocol error",
-                    CloseReason::ProtocolError,
-                )
+                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
             }
         }
     }
@@ -823,17 +753,12 @@ impl Server {
             return self.kill(t, why);
         };
         c.closing = Some(why);
-        let _ = ws.close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
+        let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
         let serial = c.serial;
         if let Some(id) = c.timers.deadline.take() {
             self.wheel.cancel(id);
         }
-        let id = self
-            .wheel
-            .insert(now + CLOSE_GRACE_MS, Timer::Deadline(t, serial));
+        let id = self.wheel.insert(now + CLOSE_GRACE_MS, Timer::Deadline(t, serial));
         if let Some(c) = self.conns.get_mut(t) {
             c.timers.deadline = Some(id);
         }
@@ -887,10 +812,7 @@ impl Server {
                 self.stats.rate_limited += 1;
                 let mut e = proto::Error::new(
                     Code::RateLimited,
-                    format!(
-                        "Rate limit of {} requests per minute exceeded",
-                        self.cfg.ws_rate_limit
-                    ),
+                    format!("Rate limit of {} requests per minute exceeded", self.cfg.ws_rate_limit),
                 );
                 e.retry_after_ms = Some(wait);
                 return self.reply_error(t, id, &e);
@@ -906,22 +828,18 @@ impl Server {
         self.facts.uptime_s = self.started.elapsed().as_secs();
         self.facts.connections = self.ws_count;
         self.facts.ops_total = self.stats.ops_total;
-        let identity = self
-            .conns
-            .get(t)
-            .map_or_else(|| Rc::new(Identity::anonymous()), |c| c.identity.clone());
+        let identity = self.conns.get(t).map_or_else(|| Rc::new(Identity::anonymous()), |c| c.identity.clone());
         let mut ctx = Ctx::new(&mut self.store, self.unix_ms, &self.facts);
         ctx.identity = identity;
         ctx.auth = Some(&self.auth);
-        let res = cmd::execute(
-            &mut ctx,
-            &req.method,
-            &req.params,
-            &mut Json::fields(&mut buf, true),
-        );
+        ctx.hub = Some(&mut self.hub);
+        ctx.conn = t;
+        ctx.track_changes = true;
+        let res = cmd::execute(&mut ctx, &req.method, &req.params, &mut Json::fields(&mut buf, true));
         let ops = ctx.ops;
         let flushed = ctx.flushed;
         let new_identity = ctx.identity_changed.then(|| ctx.identity.clone());
+        let changes = std::mem::take(&mut ctx.changes);
         drop(ctx);
         if let Some(id) = new_identity {
             if let Some(c) = self.conns.get_mut(t) {
@@ -934,11 +852,7 @@ impl Server {
             Ok(()) => buf.push(b'}'),
             Err(e) => {
                 if e.code == Code::Internal {
-                    log::error!(
-                        "internal error for request id {}: {}",
-                        id.unwrap_or("null"),
-                        e.message
-                    );
+                    log::error!("internal error for request id {}: {}", id.unwrap_or("null"), e.message);
                 }
                 buf.truncate(mark);
                 buf.extend_from_slice(b"\"error\":");
@@ -954,6 +868,37 @@ impl Server {
             // History is gone: a new epoch (PROTOCOL.md §5).
             self.facts.epoch = format!("{:016x}", self.rand());
         }
+        // Reply first, then the events it caused (also to the caller itself).
+        self.publish_changes(changes);
+    }
+
+    /// Hand key-space changes to the hub in rev order — keys that expired or were
+    /// evicted meanwhile included — and send what it queued.
+    fn publish_changes(&mut self, changes: Vec<cmd::Change>) {
+        let gone = self.store.take_gone();
+        if !gone.is_empty() || !changes.is_empty() {
+            let mut all: Vec<(u64, Option<Box<str>>, &'static str)> = gone
+                .into_iter()
+                .map(|(k, why, rev)| (rev, Some(k), if why == Gone::Expired { "expired" } else { "evicted" }))
+                .chain(changes.into_iter().map(|c| (c.rev, c.key, c.event)))
+                .collect();
+            all.sort_by_key(|c| c.0);
+            for (rev, key, event) in all {
+                self.hub.changed(key.as_deref(), event, rev, &self.facts.epoch);
+            }
+        }
+        self.deliver();
+    }
+
+    /// Queue the hub's deliveries to their connections.
+    fn deliver(&mut self) {
+        let out = std::mem::take(&mut self.hub.out);
+        for (t, payload) in &out {
+            self.push_frame(*t, payload);
+        }
+        let mut out = out;
+        out.clear();
+        self.hub.out = out;
     }
 
     fn reply_error(&mut self, t: usize, id: Option<&str>, e: &proto::Error) {
@@ -1000,9 +945,7 @@ impl Server {
                 if let Some(Phase::Ws(ws)) = self.conns.get_mut(t).map(|c| &mut c.phase) {
                     let _ = ws.write(Message::Ping(Default::default()));
                 }
-                let id = self
-                    .wheel
-                    .insert(now + self.cfg.heartbeat_ms(), Timer::Heartbeat(t, serial));
+                let id = self.wheel.insert(now + self.cfg.heartbeat_ms(), Timer::Heartbeat(t, serial));
                 if let Some(c) = self.conns.get_mut(t) {
                     c.timers.heartbeat = Some(id);
                 }
@@ -1025,12 +968,7 @@ impl Server {
                         let idle = now.saturating_sub(c.last_seen_ms);
                         if idle >= limit {
                             self.stats.closed_idle += 1;
-                            self.close_ws(
-                                t,
-                                CloseCode::Away,
-                                "idle timeout",
-                                CloseReason::IdleTimeout,
-                            );
+                            self.close_ws(t, CloseCode::Away, "idle timeout", CloseReason::IdleTimeout);
                         } else {
                             let at = c.last_seen_ms + limit;
                             let id = self.wheel.insert(at, Timer::Deadline(t, serial));
@@ -1045,12 +983,7 @@ impl Server {
             Timer::Expiry(t, serial) => {
                 let Some(c) = self.conns.get(t) else { return };
                 if c.serial == serial {
-                    self.close_ws(
-                        t,
-                        CloseCode::Library(4001),
-                        "token expired",
-                        CloseReason::TokenExpired,
-                    );
+                    self.close_ws(t, CloseCode::Library(4001), "token expired", CloseReason::TokenExpired);
                 }
             }
         }
@@ -1062,7 +995,9 @@ impl Server {
         // Active expiry with a per-turn budget; anything left is picked up next turn
         // (the poll timeout is then 0 because the next expiry is already due).
         self.store.expire_cycle(self.unix_ms, EXPIRE_BUDGET);
-        let _ = self.store.take_gone();
+        if self.store.has_gone() {
+            self.publish_changes(Vec::new());
+        }
         self.flush_dirty();
         self.free_dead();
     }
@@ -1099,14 +1034,14 @@ impl Server {
                     // The writable edge will bring us back. A consumer that falls more
                     // than twice the mark behind is cut off.
                     if !c.echo && c.is_ws() && c.pending_out() > 2 * max_out && c.dead.is_none() {
-                        log::warn!("closing #{} ({}): {} bytes of output queued, more than twice DBX_WS_MAX_OUTBOUND", c.serial, c.peer, c.pending_out());
-                        self.stats.closed_slow += 1;
-                        self.close_ws(
-                            t,
-                            CloseCode::Policy,
-                            "slow consumer",
-                            CloseReason::SlowConsumer,
+                        log::warn!(
+                            "closing #{} ({}): {} bytes of output queued, more than twice DBX_WS_MAX_OUTBOUND",
+                            c.serial,
+                            c.peer,
+                            c.pending_out()
                         );
+                        self.stats.closed_slow += 1;
+                        self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
                         // It is not reading: do not wait for its close reply.
                         self.kill(t, CloseReason::SlowConsumer);
                     }
@@ -1122,13 +1057,9 @@ impl Server {
                 continue;
             }
             let mut c = self.conns.remove(t);
-            for id in [
-                c.timers.heartbeat.take(),
-                c.timers.deadline.take(),
-                c.timers.expiry.take(),
-            ]
-            .into_iter()
-            .flatten()
+            self.hub.remove_conn(t);
+            for id in
+                [c.timers.heartbeat.take(), c.timers.deadline.take(), c.timers.expiry.take()].into_iter().flatten()
             {
                 self.wheel.cancel(id);
             }
@@ -1161,12 +1092,7 @@ impl Server {
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
         for t in tokens {
             if self.conns.get(t).is_some_and(Conn::is_ws) {
-                self.close_ws(
-                    t,
-                    CloseCode::Away,
-                    "server shutting down",
-                    CloseReason::Shutdown,
-                );
+                self.close_ws(t, CloseCode::Away, "server shutting down", CloseReason::Shutdown);
             } else {
                 self.kill(t, CloseReason::Shutdown);
             }
@@ -1185,14 +1111,7 @@ impl Server {
             .u64("connections", self.ws_count as u64)
             .u64("keys", self.store.len() as u64)
             .u64("used_memory", self.store.used_memory() as u64)
-            .str(
-                "persistence",
-                if self.cfg.persist {
-                    "unavailable"
-                } else {
-                    "off"
-                },
-            );
+            .str("persistence", if self.cfg.persist { "unavailable" } else { "off" });
         b.push(b'}');
         b
     }
@@ -1200,40 +1119,13 @@ impl Server {
     fn metrics_text(&self) -> String {
         let mut m = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            m.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
+            m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
         };
-        gauge(
-            "dbx_connections",
-            "Open WebSocket connections",
-            "gauge",
-            self.ws_count as u64,
-        );
-        gauge(
-            "dbx_connections_accepted_total",
-            "TCP connections accepted",
-            "counter",
-            self.stats.accepted,
-        );
-        gauge(
-            "dbx_keys",
-            "Keys in the store",
-            "gauge",
-            self.store.len() as u64,
-        );
-        gauge(
-            "dbx_used_memory_bytes",
-            "Estimated store memory",
-            "gauge",
-            self.store.used_memory() as u64,
-        );
-        gauge(
-            "dbx_ops_total",
-            "Operations executed",
-            "counter",
-            self.stats.ops_total,
-        );
+        gauge("dbx_connections", "Open WebSocket connections", "gauge", self.ws_count as u64);
+        gauge("dbx_connections_accepted_total", "TCP connections accepted", "counter", self.stats.accepted);
+        gauge("dbx_keys", "Keys in the store", "gauge", self.store.len() as u64);
+        gauge("dbx_used_memory_bytes", "Estimated store memory", "gauge", self.store.used_memory() as u64);
+        gauge("dbx_ops_total", "Operations executed", "counter", self.stats.ops_total);
         m
     }
 }

@@ -27,11 +27,7 @@ impl TokenBucket {
     /// A full bucket of `per_minute` tokens refilled at `per_minute` per minute.
     /// `per_minute == 0` means unlimited: every take succeeds.
     pub fn new(per_minute: u32, now_ms: u64) -> Self {
-        TokenBucket {
-            per_minute,
-            units: Self::capacity_units_for(per_minute),
-            last_ms: now_ms,
-        }
+        TokenBucket { per_minute, units: Self::capacity_units_for(per_minute), last_ms: now_ms }
     }
 
     /// Whether this bucket never refuses (`per_minute == 0`).
@@ -104,12 +100,7 @@ impl TokenBucket {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -161,9 +152,7 @@ mod tests {
         // The reported wait is exactly enough.
         let mut b = TokenBucket::new(10, 0);
         assert!(b.try_take(10, 0).is_ok());
-        let Err(ms) = b.try_take(4, 0) else {
-            panic!("should be limited")
-        };
+        let Err(ms) = b.try_take(4, 0) else { panic!("should be limited") };
         assert!(b.try_take(4, ms - 1).is_err());
         assert!(b.try_take(4, ms).is_ok());
     }
@@ -238,10 +227,7 @@ mod tests {
         let mut b = TokenBucket::new(u32::MAX, 0);
         assert_eq!(b.available(u64::MAX), u32::MAX);
         assert!(b.try_take(u32::MAX, u64::MAX).is_ok());
-        assert_eq!(
-            b.try_take(1, u64::MAX),
-            Err(60_000u64.div_ceil(u64::from(u32::MAX)))
-        );
+        assert_eq!(b.try_take(1, u64::MAX), Err(60_000u64.div_ceil(u64::from(u32::MAX))));
         let mut b = TokenBucket::new(1, u64::MAX - 5);
         assert!(b.try_take(1, u64::MAX).is_ok());
         assert!(b.try_take(1, u64::MAX).is_err());

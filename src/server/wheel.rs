@@ -142,14 +142,7 @@ impl<T> Wheel<T> {
                 (reused, e.generation)
             }
             None => {
-                self.entries.push(Entry {
-                    generation: 0,
-                    at_ms,
-                    slot,
-                    prev: NIL,
-                    next: NIL,
-                    value: Some(value),
-                });
+                self.entries.push(Entry { generation: 0, at_ms, slot, prev: NIL, next: NIL, value: Some(value) });
                 (self.entries.len() - 1, 0)
             }
         };
@@ -204,11 +197,7 @@ impl<T> Wheel<T> {
         self.cur_tick = target;
         self.last_now_ms = now_ms;
         if self.len != before {
-            self.min_cache.set(if self.len == 0 {
-                MinCache::Known(None)
-            } else {
-                MinCache::Stale
-            });
+            self.min_cache.set(if self.len == 0 { MinCache::Known(None) } else { MinCache::Stale });
         }
     }
 
@@ -239,11 +228,7 @@ impl<T> Wheel<T> {
         }
         for tick in self.cur_tick..self.cur_tick.saturating_add(self.mask + 1) {
             let mut best: Option<u64> = None;
-            let mut cur = self
-                .heads
-                .get(self.slot_of_tick(tick))
-                .copied()
-                .unwrap_or(NIL);
+            let mut cur = self.heads.get(self.slot_of_tick(tick)).copied().unwrap_or(NIL);
             while let Some(e) = self.entries.get(cur) {
                 if self.effective_tick(e.at_ms) == tick {
                     best = Some(best.map_or(e.at_ms, |b| b.min(e.at_ms)));
@@ -256,11 +241,7 @@ impl<T> Wheel<T> {
                 return best;
             }
         }
-        self.entries
-            .iter()
-            .filter(|e| e.value.is_some())
-            .map(|e| e.at_ms)
-            .min()
+        self.entries.iter().filter(|e| e.value.is_some()).map(|e| e.at_ms).min()
     }
 
     /// Fires every due timer on `slot`'s list; timers of later revolutions stay.
@@ -341,12 +322,7 @@ impl<T> std::fmt::Debug for Wheel<T> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashMap, HashSet};
@@ -425,11 +401,7 @@ mod tests {
         let new = w.insert(20, 2);
         assert_eq!(new.index, old.index, "entry was reused");
         assert_ne!(new, old);
-        assert_eq!(
-            w.cancel(old),
-            None,
-            "stale id must not cancel the new timer"
-        );
+        assert_eq!(w.cancel(old), None, "stale id must not cancel the new timer");
         assert_eq!(w.len(), 1);
         // Cancelled then reused.
         assert_eq!(w.cancel(new), Some(2));
@@ -439,10 +411,7 @@ mod tests {
         assert_eq!(w.cancel(old), None);
         assert_eq!(fire(&mut w, 30), vec![3]);
         // An id from another wheel / out of range never panics.
-        let bogus = TimerId {
-            index: 12_345,
-            generation: 0,
-        };
+        let bogus = TimerId { index: 12_345, generation: 0 };
         assert_eq!(w.cancel(bogus), None);
     }
 
@@ -504,11 +473,7 @@ mod tests {
         assert_eq!(w.next_deadline_ms(0), Some(500));
         assert_eq!(w.next_deadline_ms(600), Some(0), "overdue");
         assert_eq!(fire(&mut w, 500), vec![1]);
-        assert_eq!(
-            w.next_deadline_ms(500),
-            Some(9_500),
-            "beyond one revolution"
-        );
+        assert_eq!(w.next_deadline_ms(500), Some(9_500), "beyond one revolution");
         assert_eq!(w.cancel(a), None);
         w.insert(10_003, 4);
         w.insert(9_999, 5);
@@ -534,20 +499,8 @@ mod tests {
         w.insert(5, 3); // overdue, slot 6
         w.insert(65, 4); // tick 6, slot 6
         let _ = w.next_deadline_ms(60);
-        assert_eq!(
-            w.cancel(TimerId {
-                index: 2,
-                generation: 0
-            }),
-            Some(3)
-        );
-        assert_eq!(
-            w.cancel(TimerId {
-                index: 3,
-                generation: 0
-            }),
-            Some(4)
-        );
+        assert_eq!(w.cancel(TimerId { index: 2, generation: 0 }), Some(3));
+        assert_eq!(w.cancel(TimerId { index: 3, generation: 0 }), Some(4));
         // Tick 7 (slot 7) is earlier than tick 8 (slot 0).
         assert_eq!(w.next_deadline_ms(60), Some(15));
     }
@@ -625,11 +578,7 @@ mod tests {
             w.insert(200_000 + u64::from(i), i);
         }
         assert_eq!(w.entries.len(), cap);
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
     }
 
     struct Rng(u64);
@@ -686,11 +635,7 @@ mod tests {
                         let mut out = Vec::new();
                         w.poll(t, &mut out);
                         out.sort_unstable();
-                        let due: Vec<u32> = model
-                            .iter()
-                            .filter(|&(_, &at)| at <= now)
-                            .map(|(&v, _)| v)
-                            .collect();
+                        let due: Vec<u32> = model.iter().filter(|&(_, &at)| at <= now).map(|(&v, _)| v).collect();
                         assert_eq!(out, due, "round {round} step {step}");
                         for v in &due {
                             model.remove(v);

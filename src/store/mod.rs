@@ -98,9 +98,7 @@ impl Store {
 
     /// Estimated bytes held by keys and values (`server.info.used_memory`).
     pub fn used_memory(&self) -> usize {
-        self.used
-            + self.slots.capacity() * std::mem::size_of::<Option<Item>>()
-            + self.table.capacity() * 5
+        self.used + self.slots.capacity() * std::mem::size_of::<Option<Item>>() + self.table.capacity() * 5
     }
 
     pub fn rev(&self) -> u64 {
@@ -126,12 +124,7 @@ impl Store {
         let h = self.hash(key);
         let slots = &self.slots;
         self.table
-            .find(h, |&i| {
-                slots
-                    .get(i as usize)
-                    .and_then(|s| s.as_ref())
-                    .is_some_and(|it| &*it.key == key)
-            })
+            .find(h, |&i| slots.get(i as usize).and_then(|s| s.as_ref()).is_some_and(|it| &*it.key == key))
             .copied()
     }
 
@@ -198,12 +191,7 @@ impl Store {
             self.ttl_changed(idx, old_exp, expires_at);
             return Some(old);
         }
-        let item = Item {
-            key: key.into(),
-            value,
-            expires_at,
-            lru: lru_clock(now_ms),
-        };
+        let item = Item { key: key.into(), value, expires_at, lru: lru_clock(now_ms) };
         self.insert_new(item);
         None
     }
@@ -227,12 +215,7 @@ impl Store {
         let slots = &self.slots;
         let hasher = &self.hasher;
         self.table.insert_unique(h, idx, |&i| {
-            hasher.hash_one(
-                slots
-                    .get(i as usize)
-                    .and_then(|s| s.as_ref())
-                    .map_or("", |it| &*it.key),
-            )
+            hasher.hash_one(slots.get(i as usize).and_then(|s| s.as_ref()).map_or("", |it| &*it.key))
         });
         self.ttl_changed(idx, 0, exp);
         idx
@@ -259,9 +242,7 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
-                s.as_ref()
-                    .filter(|it| it.expires_at != 0)
-                    .map(|it| Reverse((it.expires_at, i as u32)))
+                s.as_ref().filter(|it| it.expires_at != 0).map(|it| Reverse((it.expires_at, i as u32)))
             })
             .collect();
         self.expiries = BinaryHeap::from(heap);
@@ -365,9 +346,7 @@ impl Store {
                 break;
             }
             self.expiries.pop();
-            let due = self
-                .item(idx)
-                .is_some_and(|it| it.expires_at != 0 && it.expires_at <= now_ms);
+            let due = self.item(idx).is_some_and(|it| it.expires_at != 0 && it.expires_at <= now_ms);
             if due {
                 self.remove_slot(idx, Some(Gone::Expired));
                 n += 1;
@@ -426,13 +405,7 @@ impl Store {
 
     /// Scan from slot `cursor`, visiting up to `count` slots; calls `f` for each live
     /// key. Returns the next cursor, 0 when done.
-    pub fn scan(
-        &mut self,
-        cursor: u64,
-        count: usize,
-        now_ms: u64,
-        mut f: impl FnMut(&Item),
-    ) -> u64 {
+    pub fn scan(&mut self, cursor: u64, count: usize, now_ms: u64, mut f: impl FnMut(&Item)) -> u64 {
         let mut i = cursor as usize;
         let end = i.saturating_add(count.max(1)).min(self.slots.len());
         while i < end {
@@ -570,13 +543,8 @@ mod tests {
         for _ in 0..50 {
             assert!(st.evict_one(5, &mut rng));
         }
-        let new_left = (0..100)
-            .filter(|i| st.contains(&format!("new{i}"), 100_000))
-            .count();
-        assert!(
-            new_left > 80,
-            "sampling LRU should mostly evict old keys, new left {new_left}"
-        );
+        let new_left = (0..100).filter(|i| st.contains(&format!("new{i}"), 100_000)).count();
+        assert!(new_left > 80, "sampling LRU should mostly evict old keys, new left {new_left}");
         assert_eq!(st.evicted_total, 50);
         assert_eq!(st.take_gone().len(), 50);
     }

@@ -69,12 +69,7 @@ impl Value {
     pub fn mem(&self) -> usize {
         match self {
             Value::Str(s) => str_mem(s),
-            Value::Hash(h) => {
-                64 + h.capacity() * 33
-                    + h.iter()
-                        .map(|(k, v)| str_mem(k) + str_mem(v))
-                        .sum::<usize>()
-            }
+            Value::Hash(h) => 64 + h.capacity() * 33 + h.iter().map(|(k, v)| str_mem(k) + str_mem(v)).sum::<usize>(),
             Value::Set(s) => 64 + s.capacity() * 17 + s.iter().map(|m| str_mem(m)).sum::<usize>(),
             Value::List(l) => 48 + l.capacity() * 16 + l.iter().map(|v| str_mem(v)).sum::<usize>(),
         }
