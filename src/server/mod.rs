@@ -15,6 +15,8 @@
 
 pub mod conn;
 pub mod handshake;
+pub mod metrics;
+pub mod notify;
 pub mod ratelimit;
 pub mod wheel;
 
@@ -60,6 +62,7 @@ enum Timer {
     Deadline(usize, u64),
     Expiry(usize, u64),
     ResumeAccept,
+    Watchdog(u64),
 }
 
 /// A handle to stop a running server from another thread (tests, signal handlers).
@@ -76,18 +79,6 @@ impl Shutdown {
     }
 }
 
-/// Counters the reactor keeps (for `server.info`, `/health` and `/metrics`).
-#[derive(Default, Debug, Clone)]
-pub struct Stats {
-    pub accepted: u64,
-    pub refused_overloaded: u64,
-    pub refused_http: u64,
-    pub closed_idle: u64,
-    pub closed_slow: u64,
-    pub rate_limited: u64,
-    pub ops_total: u64,
-}
-
 pub struct Server {
     cfg: Config,
     auth: Authenticator,
@@ -99,7 +90,7 @@ pub struct Server {
     store: Store,
     hub: Hub,
     facts: ServerFacts,
-    stats: Stats,
+    metrics: metrics::Metrics,
     started: Instant,
     next_serial: u64,
     ws_count: usize,
@@ -179,7 +170,7 @@ impl Server {
             hub: Hub::new(cfg.watch_backlog, 0),
             store: Store::new(),
             facts,
-            stats: Stats::default(),
+            metrics: metrics::Metrics::default(),
             started: Instant::now(),
             next_serial: 1,
             ws_count: 0,
@@ -235,6 +226,12 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
+        // Listening and loaded: tell systemd (Type=notify) we are ready.
+        notify::notify("READY=1");
+        if let Some(every) = notify::watchdog_interval_ms() {
+            let at = self.mono_ms() + every;
+            self.wheel.insert(at, Timer::Watchdog(every));
+        }
         loop {
             let timeout = self.poll_timeout();
             match self.poll.poll(&mut events, timeout) {
@@ -243,6 +240,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
             self.tick_clock();
+            let turn = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
@@ -287,6 +285,7 @@ impl Server {
                 self.begin_shutdown();
             }
             self.before_sleep();
+            self.metrics.loop_turns.record(turn.elapsed().as_micros() as u64);
             if let Some(deadline) = self.shutting_down {
                 if self.conns.is_empty() || self.mono_ms() >= deadline {
                     log::info!("shutdown complete ({} connections left)", self.conns.len());
@@ -383,7 +382,7 @@ impl Server {
         // The whole HTTP request must arrive within DBX_WS_TIMEOUT (slowloris).
         c.timers.deadline = Some(self.wheel.insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)));
         entry.insert(c);
-        self.stats.accepted += 1;
+        self.metrics.accepted += 1;
         log::debug!("accepted {peer} as #{serial}");
     }
 
@@ -449,7 +448,7 @@ impl Server {
                 self.answer(t, handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""));
             }
             Route::Refuse(r) => {
-                self.stats.refused_http += 1;
+                self.metrics.count_refused(r.code);
                 log::debug!("refused #{t}: {} {}", r.status, r.code);
                 self.answer(t, handshake::refusal_response(&r));
             }
@@ -507,7 +506,7 @@ impl Server {
 
     fn upgrade(&mut self, t: usize, up: handshake::Upgrade, head_len: usize, echo: bool) {
         if !echo && self.ws_count >= self.cfg.ws_max_connections {
-            self.stats.refused_overloaded += 1;
+            self.metrics.count_refused("overloaded");
             let r =
                 Refusal::new(503, "overloaded", format!("Connection limit of {} reached", self.cfg.ws_max_connections));
             return self.answer(t, handshake::refusal_response(&r));
@@ -520,7 +519,7 @@ impl Server {
             match self.auth.authenticate(credential, self.unix_ms / 1000) {
                 Ok(id) => id,
                 Err(e) => {
-                    self.stats.refused_http += 1;
+                    self.metrics.count_refused("unauthorized");
                     let message = match e {
                         AuthError::Missing => "Missing credential: pass api_key, an Authorization bearer token or a bearer.<token> subprotocol".to_string(),
                         AuthError::Invalid(m) => format!("Invalid credential: {m}"),
@@ -796,6 +795,7 @@ impl Server {
     }
 
     fn on_text(&mut self, t: usize, text: &str) {
+        let started = Instant::now();
         let req = match proto::parse_incoming(text) {
             Incoming::Heartbeat => return,
             Incoming::Invalid { id, message } => {
@@ -809,7 +809,7 @@ impl Server {
         let now_mono = self.mono_ms();
         if let Some(c) = self.conns.get_mut(t) {
             if let Err(wait) = c.bucket.try_take(cost, now_mono) {
-                self.stats.rate_limited += 1;
+                self.metrics.rate_limited += 1;
                 let mut e = proto::Error::new(
                     Code::RateLimited,
                     format!("Rate limit of {} requests per minute exceeded", self.cfg.ws_rate_limit),
@@ -827,7 +827,7 @@ impl Server {
         buf.extend_from_slice(b"\"result\":{");
         self.facts.uptime_s = self.started.elapsed().as_secs();
         self.facts.connections = self.ws_count;
-        self.facts.ops_total = self.stats.ops_total;
+        self.facts.ops_total = self.metrics.ops_total;
         let identity = self.conns.get(t).map_or_else(|| Rc::new(Identity::anonymous()), |c| c.identity.clone());
         let mut ctx = Ctx::new(&mut self.store, self.unix_ms, &self.facts);
         ctx.identity = identity;
@@ -847,10 +847,11 @@ impl Server {
             }
             self.arm_expiry(t);
         }
-        self.stats.ops_total += ops;
+        self.metrics.ops_total += ops;
         match res {
             Ok(()) => buf.push(b'}'),
             Err(e) => {
+                self.metrics.count_error(e.code);
                 if e.code == Code::Internal {
                     log::error!("internal error for request id {}: {}", id.unwrap_or("null"), e.message);
                 }
@@ -870,6 +871,8 @@ impl Server {
         }
         // Reply first, then the events it caused (also to the caller itself).
         self.publish_changes(changes);
+        let name = if req.method == "batch" { "batch" } else { cmd::lookup(&req.method).map_or("unknown", |c| c.name) };
+        self.metrics.count_request(name, started.elapsed().as_micros() as u64);
     }
 
     /// Hand key-space changes to the hub in rev order — keys that expired or were
@@ -902,6 +905,7 @@ impl Server {
     }
 
     fn reply_error(&mut self, t: usize, id: Option<&str>, e: &proto::Error) {
+        self.metrics.count_error(e.code);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         buf.extend_from_slice(b"{\"id\":");
@@ -920,6 +924,11 @@ impl Server {
     fn on_timer(&mut self, timer: Timer) {
         let now = self.mono_ms();
         match timer {
+            Timer::Watchdog(every) => {
+                // The loop is turning: pet systemd's watchdog.
+                notify::notify("WATCHDOG=1");
+                self.wheel.insert(now + every, Timer::Watchdog(every));
+            }
             Timer::ResumeAccept => {
                 self.accept_paused = false;
                 self.accept_all();
@@ -967,7 +976,6 @@ impl Server {
                         let limit = self.cfg.heartbeat_ms() + self.cfg.timeout_ms();
                         let idle = now.saturating_sub(c.last_seen_ms);
                         if idle >= limit {
-                            self.stats.closed_idle += 1;
                             self.close_ws(t, CloseCode::Away, "idle timeout", CloseReason::IdleTimeout);
                         } else {
                             let at = c.last_seen_ms + limit;
@@ -1040,7 +1048,6 @@ impl Server {
                             c.peer,
                             c.pending_out()
                         );
-                        self.stats.closed_slow += 1;
                         self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
                         // It is not reading: do not wait for its close reply.
                         self.kill(t, CloseReason::SlowConsumer);
@@ -1063,6 +1070,12 @@ impl Server {
             {
                 self.wheel.cancel(id);
             }
+            let why = c.dead.map_or("unknown", CloseReason::as_str);
+            self.metrics.count_closed(why);
+            if let Some(w) = c.wire_ref() {
+                self.metrics.bytes_in_closed += w.bytes_in;
+                self.metrics.bytes_out_closed += w.bytes_out;
+            }
             if c.counted {
                 self.ws_count -= 1;
                 log::info!(
@@ -1084,6 +1097,7 @@ impl Server {
     // ---- shutdown ----
 
     fn begin_shutdown(&mut self) {
+        notify::notify("STOPPING=1");
         log::info!("shutting down: closing {} connections", self.conns.len());
         self.shutting_down = Some(self.mono_ms() + SHUTDOWN_GRACE_MS);
         if let Some(mut l) = self.listener.take() {
@@ -1117,15 +1131,31 @@ impl Server {
     }
 
     fn metrics_text(&self) -> String {
-        let mut m = String::new();
-        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        let (mut bytes_in, mut bytes_out) = (self.metrics.bytes_in_closed, self.metrics.bytes_out_closed);
+        for (_, c) in self.conns.iter() {
+            if let Some(w) = c.wire_ref() {
+                bytes_in += w.bytes_in;
+                bytes_out += w.bytes_out;
+            }
+        }
+        let g = metrics::Gauges {
+            connections: self.ws_count as u64,
+            sockets: self.conns.len() as u64,
+            bytes_in,
+            bytes_out,
+            keys: self.store.len() as u64,
+            used_memory: self.store.used_memory() as u64,
+            maxmemory: self.cfg.maxmemory,
+            expired: self.store.expired_total,
+            evicted: self.store.evicted_total,
+            rev: self.store.rev(),
+            subscriptions: self.hub.subscriptions() as u64,
+            watchers: self.hub.watchers() as u64,
+            deliveries: self.hub.deliveries_total,
+            uptime_s: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION"),
+            extra: String::new(),
         };
-        gauge("dbx_connections", "Open WebSocket connections", "gauge", self.ws_count as u64);
-        gauge("dbx_connections_accepted_total", "TCP connections accepted", "counter", self.stats.accepted);
-        gauge("dbx_keys", "Keys in the store", "gauge", self.store.len() as u64);
-        gauge("dbx_used_memory_bytes", "Estimated store memory", "gauge", self.store.used_memory() as u64);
-        gauge("dbx_ops_total", "Operations executed", "counter", self.stats.ops_total);
-        m
+        self.metrics.render(&g)
     }
 }
