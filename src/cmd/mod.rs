@@ -197,6 +197,42 @@ pub fn cost(method: &str, params: &Params) -> u32 {
     }
 }
 
+/// Run one request and write its whole reply envelope into `buf` (cleared first):
+/// `{"id":…,"result":{…},"timestamp":"…"}` or `{"id":…,"error":{…},"timestamp":"…"}`.
+/// Returns the error, if the request failed, for the caller's logs and metrics.
+pub fn respond(
+    ctx: &mut Ctx,
+    id: Option<&str>,
+    method: &str,
+    params: &Params,
+    stamp: &str,
+    buf: &mut Vec<u8>,
+) -> Option<Error> {
+    buf.clear();
+    buf.extend_from_slice(b"{\"id\":");
+    buf.extend_from_slice(id.unwrap_or("null").as_bytes());
+    buf.push(b',');
+    let mark = buf.len();
+    buf.extend_from_slice(b"\"result\":{");
+    let res = execute(ctx, method, params, &mut Json::fields(buf, true));
+    let err = match res {
+        Ok(()) => {
+            buf.push(b'}');
+            None
+        }
+        Err(e) => {
+            buf.truncate(mark);
+            buf.extend_from_slice(b"\"error\":");
+            crate::proto::write_error(buf, &e);
+            Some(e)
+        }
+    };
+    buf.extend_from_slice(b",\"timestamp\":\"");
+    buf.extend_from_slice(stamp.as_bytes());
+    buf.extend_from_slice(b"\"}");
+    err
+}
+
 /// Run one request. The result's fields are written into `out` (whose `{` the caller
 /// has written); on error nothing useful is in `out` and the caller rolls it back.
 pub fn execute(ctx: &mut Ctx, method: &str, params: &Params, out: &mut Json) -> Result<()> {

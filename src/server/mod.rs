@@ -819,12 +819,6 @@ impl Server {
             }
         }
         let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        buf.extend_from_slice(b"{\"id\":");
-        buf.extend_from_slice(id.unwrap_or("null").as_bytes());
-        buf.push(b',');
-        let mark = buf.len();
-        buf.extend_from_slice(b"\"result\":{");
         self.facts.uptime_s = self.started.elapsed().as_secs();
         self.facts.connections = self.ws_count;
         self.facts.ops_total = self.metrics.ops_total;
@@ -835,7 +829,7 @@ impl Server {
         ctx.hub = Some(&mut self.hub);
         ctx.conn = t;
         ctx.track_changes = true;
-        let res = cmd::execute(&mut ctx, &req.method, &req.params, &mut Json::fields(&mut buf, true));
+        let err = cmd::respond(&mut ctx, id, &req.method, &req.params, &self.stamp, &mut buf);
         let ops = ctx.ops;
         let flushed = ctx.flushed;
         let new_identity = ctx.identity_changed.then(|| ctx.identity.clone());
@@ -848,21 +842,12 @@ impl Server {
             self.arm_expiry(t);
         }
         self.metrics.ops_total += ops;
-        match res {
-            Ok(()) => buf.push(b'}'),
-            Err(e) => {
-                self.metrics.count_error(e.code);
-                if e.code == Code::Internal {
-                    log::error!("internal error for request id {}: {}", id.unwrap_or("null"), e.message);
-                }
-                buf.truncate(mark);
-                buf.extend_from_slice(b"\"error\":");
-                proto::write_error(&mut buf, &e);
+        if let Some(e) = err {
+            self.metrics.count_error(e.code);
+            if e.code == Code::Internal {
+                log::error!("internal error for request id {}: {}", id.unwrap_or("null"), e.message);
             }
         }
-        buf.extend_from_slice(b",\"timestamp\":\"");
-        buf.extend_from_slice(self.stamp.as_bytes());
-        buf.extend_from_slice(b"\"}");
         self.push_frame(t, &buf);
         self.buf = buf;
         if flushed {
