@@ -1,6 +1,6 @@
 //! `server.*`: liveness, time, statistics and whole-store operations.
 
-use super::{Ctx, Def, ADMIN, KEYLESS, READ, WRITE};
+use super::{Ctx, Def, ADMIN, ALL_KEYS, KEYLESS, READ, WRITE};
 use crate::proto::{Json, Params, Result};
 
 pub const COMMANDS: &[Def] = &[
@@ -26,7 +26,7 @@ pub const COMMANDS: &[Def] = &[
     },
     Def {
         name: "server.flush",
-        flags: WRITE | ADMIN | KEYLESS,
+        flags: WRITE | ADMIN | KEYLESS | ALL_KEYS,
         run: flush,
     },
 ];
