@@ -31,6 +31,9 @@ pub const KEYLESS: u16 = 1 << 4;
 pub const NO_BATCH: u16 = 1 << 5;
 /// Needs the `write` role without changing data (`pubsub.publish`).
 pub const PUBLISH: u16 = 1 << 6;
+/// Changes every key at once (`server.flush`): refused to a credential confined by a
+/// key scope, since it would reach keys outside the scope.
+pub const ALL_KEYS: u16 = 1 << 7;
 
 pub type Handler = fn(&mut Ctx, &Params, &mut Json) -> Result<()>;
 
@@ -253,7 +256,16 @@ fn check_access(ctx: &Ctx, cmd: &Command, params: &Params) -> Result<()> {
             format!("Role '{}' may not call '{}' (needs '{}')", ctx.identity.role.as_str(), cmd.name, need.as_str()),
         ));
     }
-    if ctx.identity.key_globs.is_none() || cmd.flags & KEYLESS != 0 {
+    if ctx.identity.key_globs.is_none() {
+        return Ok(());
+    }
+    if cmd.flags & ALL_KEYS != 0 {
+        return Err(Error::new(
+            Code::Forbidden,
+            format!("'{}' touches every key, and this credential is confined to some keys", cmd.name),
+        ));
+    }
+    if cmd.flags & KEYLESS != 0 {
         return Ok(());
     }
     let outside = |k: &str| Error::new(Code::Forbidden, format!("Key '{k}' is outside this credential's scope"));

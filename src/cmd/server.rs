@@ -1,6 +1,6 @@
 //! `server.*`: liveness, time, statistics and whole-store operations.
 
-use super::{Ctx, Def, ADMIN, KEYLESS, READ, WRITE};
+use super::{Ctx, Def, ADMIN, ALL_KEYS, KEYLESS, READ, WRITE};
 use crate::proto::{Json, Params, Result};
 
 pub const COMMANDS: &[Def] = &[
@@ -8,7 +8,7 @@ pub const COMMANDS: &[Def] = &[
     Def { name: "server.time", flags: READ | KEYLESS, run: time },
     Def { name: "server.info", flags: READ | KEYLESS, run: info },
     Def { name: "server.dbsize", flags: READ | KEYLESS, run: dbsize },
-    Def { name: "server.flush", flags: WRITE | ADMIN | KEYLESS, run: flush },
+    Def { name: "server.flush", flags: WRITE | ADMIN | KEYLESS | ALL_KEYS, run: flush },
 ];
 
 fn ping(_: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
