@@ -56,7 +56,7 @@ pub struct Config {
     #[arg(long, env = "DBX_PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..), value_name = "DBX_PORT")]
     pub port: u16,
     /// Serve the WebSocket path
-    #[arg(long, env = "DBX_WS_ENABLED", default_value = "true", value_parser = parse_bool, value_name = "DBX_WS_ENABLED")]
+    #[arg(long, env = "DBX_WS_ENABLED", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_WS_ENABLED")]
     pub ws_enabled: bool,
     /// WebSocket path
     #[arg(long, env = "DBX_WS_PATH", default_value = "/ws", value_parser = parse_path, value_name = "DBX_WS_PATH")]
@@ -95,7 +95,7 @@ pub struct Config {
     #[arg(long, env = "DBX_DATA_DIR", default_value = "./dbx-data", value_name = "DBX_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Persist to disk (false: memory only, no file written)
-    #[arg(long, env = "DBX_PERSIST", default_value = "true", value_parser = parse_bool, value_name = "DBX_PERSIST")]
+    #[arg(long, env = "DBX_PERSIST", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_PERSIST")]
     pub persist: bool,
     /// When the append-only log is fsynced
     #[arg(long, env = "DBX_APPENDFSYNC", default_value = "everysec", value_name = "DBX_APPENDFSYNC")]
@@ -125,7 +125,7 @@ pub struct Config {
     #[arg(long, env = "DBX_JWT_LEEWAY", default_value_t = 0, value_name = "DBX_JWT_LEEWAY")]
     pub jwt_leeway: u64,
     /// Allow clients without credentials on a non-loopback address
-    #[arg(long, env = "DBX_ALLOW_ANONYMOUS", default_value = "false", value_parser = parse_bool, value_name = "DBX_ALLOW_ANONYMOUS")]
+    #[arg(long, env = "DBX_ALLOW_ANONYMOUS", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, env = "DBX_LOG", default_value = "info", value_name = "DBX_LOG")]
@@ -232,5 +232,9 @@ mod tests {
         assert!(Config::try_parse_from(["dbx", "--port", "0"]).is_err());
         assert!(Config::try_parse_from(["dbx", "--log", "loud"]).is_err());
         assert!(Config::try_parse_from(["dbx", "--maxmemory-policy", "random"]).is_err());
+        let c = Config::try_parse_from(["dbx", "--persist", "false", "--ws-enabled=false"]).unwrap();
+        assert!(!c.persist && !c.ws_enabled);
+        let e = Config::try_parse_from(["dbx", "--persist", "maybe"]).unwrap_err().to_string();
+        assert!(e.contains("DBX_PERSIST"), "{e}");
     }
 }

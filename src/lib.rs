@@ -29,8 +29,16 @@ pub mod pubsub;
 pub mod server;
 pub mod store;
 
+/// Why the server did not run: a configuration error (exit status 2, PROTOCOL.md §8)
+/// or a failure at run time (exit status 1).
+#[derive(Debug)]
+pub enum RunError {
+    Config(String),
+    Runtime(String),
+}
+
 /// Start the server with `cfg` and serve until SIGTERM/SIGINT.
-pub fn run(cfg: config::Config) -> Result<(), String> {
+pub fn run(cfg: config::Config) -> Result<(), RunError> {
     let auth_cfg = auth::AuthConfig {
         api_keys: cfg.api_keys.clone(),
         jwt_secret: cfg.jwt_secret.clone(),
@@ -39,11 +47,11 @@ pub fn run(cfg: config::Config) -> Result<(), String> {
         jwt_audience: cfg.jwt_audience.clone(),
         jwt_leeway: cfg.jwt_leeway,
     };
-    let authn = auth::Authenticator::new(&auth_cfg)?;
-    auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host)?;
-    let mut srv =
-        server::Server::bind(cfg.clone()).map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
-    srv.install_signals().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let authn = auth::Authenticator::new(&auth_cfg).map_err(RunError::Config)?;
+    auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
+    let mut srv = server::Server::bind(cfg.clone())
+        .map_err(|e| RunError::Runtime(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port)))?;
+    srv.install_signals().map_err(|e| RunError::Runtime(format!("cannot install signal handlers: {e}")))?;
     log::info!("dbx {} listening on ws://{}{}", env!("CARGO_PKG_VERSION"), srv.local_addr(), cfg.ws_path);
-    srv.run().map_err(|e| format!("event loop failed: {e}"))
+    srv.run().map_err(|e| RunError::Runtime(format!("event loop failed: {e}")))
 }

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
     dbx::logging::init(cfg.log.filter());
     match dbx::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(dbx::RunError::Config(e)) => {
+            eprintln!("dbx: {e}");
+            ExitCode::from(2)
+        }
+        Err(dbx::RunError::Runtime(e)) => {
             eprintln!("dbx: {e}");
             ExitCode::from(1)
         }

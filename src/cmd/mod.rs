@@ -188,11 +188,12 @@ pub fn method_names() -> Vec<&'static str> {
 }
 
 /// Tokens a request costs against the rate limit: one per operation, the `batch`
-/// envelope none (an unreadable batch costs one, so it cannot be free).
-pub fn cost(method: &str, params: &Params) -> u32 {
+/// envelope none. A batch that will be refused anyway (unreadable, empty or over
+/// `max_batch`) costs one, so it is answered with its real error, not `rate_limited`.
+pub fn cost(method: &str, params: &Params, max_batch: usize) -> u32 {
     if method == "batch" {
         match params.array("operations") {
-            Ok(ops) if !ops.is_empty() => ops.len().min(u32::MAX as usize) as u32,
+            Ok(ops) if !ops.is_empty() && ops.len() <= max_batch => ops.len().min(u32::MAX as usize) as u32,
             _ => 1,
         }
     } else {

@@ -805,7 +805,7 @@ impl Server {
             Incoming::Request(r) => r,
         };
         let id = req.id.map(|r| r.get());
-        let cost = cmd::cost(&req.method, &req.params);
+        let cost = cmd::cost(&req.method, &req.params, self.cfg.max_batch);
         let now_mono = self.mono_ms();
         if let Some(c) = self.conns.get_mut(t) {
             if let Err(wait) = c.bucket.try_take(cost, now_mono) {
