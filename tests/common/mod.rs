@@ -29,20 +29,24 @@ pub struct TestServer {
 }
 
 /// Start a server with `Config::for_tests()` changed by `f`, on 127.0.0.1:0.
+///
+/// The server is built inside its thread (it need not be `Send`); its address and
+/// shutdown handle come back through a channel.
 pub fn start(f: impl FnOnce(&mut Config)) -> TestServer {
     let mut cfg = Config::for_tests();
     cfg.host = "127.0.0.1".into();
     f(&mut cfg);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let mut server = Server::with_listener(cfg, listener).expect("Server::with_listener");
-    let addr = server.local_addr();
-    let handle = server.shutdown_handle();
+    let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
-        .name(format!("dbx-test-{}", addr.port()))
+        .name("dbx-test-server".into())
         .spawn(move || {
+            let mut server = Server::with_listener(cfg, listener).expect("Server::with_listener");
+            tx.send((server.local_addr(), server.shutdown_handle())).expect("report address");
             server.run().expect("server run");
         })
         .expect("spawn server thread");
+    let (addr, handle) = rx.recv_timeout(IO_TIMEOUT).expect("server did not start");
     TestServer { addr, handle, thread: Some(thread) }
 }
 
