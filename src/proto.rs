@@ -120,12 +120,57 @@ struct Envelope<'a> {
     kind: Option<&'a RawValue>,
 }
 
-/// Parse one text frame. Never panics; nesting depth is bounded by serde_json's
-/// recursion limit (128), so a 10,000-deep document is an error, not a stack overflow.
+/// Deepest nesting of arrays and objects accepted in a request (serde_json's own
+/// recursion limit).
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether `text` nests arrays/objects deeper than `limit` (brackets inside strings do
+/// not count). Needed because serde_json applies its recursion limit only where it
+/// builds values: `RawValue`s and ignored fields are skipped by an iterative scanner
+/// that accepts any depth, so a 10,000-deep `params` value would otherwise pass as
+/// valid JSON and travel on (to commands, the log, subscribers).
+pub fn too_deep(text: &[u8], limit: usize) -> bool {
+    // Fast path: a document with few brackets cannot be deep (this count vectorises).
+    if text.iter().filter(|&&b| b == b'[' || b == b'{').count() <= limit {
+        return false;
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in text {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parse one text frame. Never panics; documents nested deeper than `MAX_DEPTH`
+/// anywhere are refused up front, so a 10,000-deep document is an error, not a stack
+/// overflow.
 pub fn parse_incoming(text: &str) -> Incoming<'_> {
     // serde would also accept a JSON array as a struct; the contract wants an object.
     if !text.trim_start().starts_with('{') {
         return Incoming::Invalid { id: None, message: "Request must be a JSON object".into() };
+    }
+    if too_deep(text.as_bytes(), MAX_DEPTH) {
+        return Incoming::Invalid { id: None, message: format!("Invalid JSON: nested deeper than {MAX_DEPTH} levels") };
     }
     let env: Envelope = match serde_json::from_str(text) {
         Ok(e) => e,
@@ -645,6 +690,30 @@ mod tests {
         let text = format!("{{\"method\":\"a\",\"params\":{{\"x\":{deep}}}}}");
         assert!(matches!(parse_incoming(&text), Incoming::Invalid { .. }));
         assert!(matches!(parse_incoming(r#"{"type":"heartbeat","timestamp":"x"}"#), Incoming::Heartbeat));
+    }
+
+    #[test]
+    fn deep_but_well_formed_documents_are_invalid() {
+        // Balanced nesting in places serde_json only skips (RawValue, ignored fields).
+        let arr = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        for text in [
+            format!(r#"{{"id":1,"method":"a","params":{{"x":{arr}}}}}"#),
+            format!(r#"{{"id":1,"method":"a","extra":{arr}}}"#),
+            format!(r#"{{"id":1,"method":"a","params":{{"x":{}1{}}}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200)),
+        ] {
+            assert!(matches!(parse_incoming(&text), Incoming::Invalid { .. }), "{}", &text[..40]);
+        }
+        // At the limit: fine. Brackets inside strings do not count.
+        let ok =
+            format!(r#"{{"method":"a","params":{{"x":{}{}}}}}"#, "[".repeat(MAX_DEPTH - 2), "]".repeat(MAX_DEPTH - 2));
+        assert!(matches!(parse_incoming(&ok), Incoming::Request(_)));
+        let over =
+            format!(r#"{{"method":"a","params":{{"x":{}{}}}}}"#, "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert!(matches!(parse_incoming(&over), Incoming::Invalid { .. }));
+        let strs = format!(r#"{{"method":"a","params":{{"x":"{}\"[{{"}}}}"#, "[{".repeat(1000));
+        assert!(matches!(parse_incoming(&strs), Incoming::Request(_)), "{strs}");
+        assert!(!too_deep(br#"{"a":"\\[[[["}"#, 1));
+        assert!(too_deep(b"[[", 1));
     }
 
     #[test]

@@ -185,6 +185,8 @@ pub struct Timers {
 }
 
 impl Conn {
+    /// `now_ms` is the reactor's monotonic clock (`mono_ms`), the clock that the token
+    /// bucket and the liveness check are later fed with.
     pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, now_ms: u64, rate: u32) -> Conn {
         Conn {
             phase: Phase::Http { wire: Wire::new(sock), head: Vec::new() },
