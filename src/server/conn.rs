@@ -161,7 +161,9 @@ pub struct Conn {
     pub echo: bool,
     /// Counted against `DBX_WS_MAX_CONNECTIONS`.
     pub counted: bool,
+    /// Reactor monotonic ms (not wall-clock) of the last frame received.
     pub last_seen_ms: u64,
+    /// Refilled on the reactor's monotonic clock (the same as `last_seen_ms`).
     pub bucket: TokenBucket,
     /// Heartbeat, liveness/handshake deadline and credential expiry timers.
     pub timers: Timers,
@@ -185,7 +187,8 @@ pub struct Timers {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, now_ms: u64, rate: u32) -> Conn {
+    /// `mono_ms`: the reactor's monotonic clock (ms since start).
+    pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, mono_ms: u64, rate: u32) -> Conn {
         Conn {
             phase: Phase::Http { wire: Wire::new(sock), head: Vec::new() },
             peer,
@@ -194,8 +197,8 @@ impl Conn {
             identity: Rc::new(Identity::anonymous()),
             echo: false,
             counted: false,
-            last_seen_ms: now_ms,
-            bucket: TokenBucket::new(rate, now_ms),
+            last_seen_ms: mono_ms,
+            bucket: TokenBucket::new(rate, mono_ms),
             timers: Timers::default(),
             dirty: false,
             more_input: false,

@@ -379,7 +379,8 @@ impl Server {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        let mut c = Conn::new(sock, peer, serial, self.unix_ms, self.cfg.ws_rate_limit);
+        // Monotonic ms, the clock `on_text` refills the bucket with (and liveness uses).
+        let mut c = Conn::new(sock, peer, serial, now, self.cfg.ws_rate_limit);
         // The whole HTTP request must arrive within DBX_WS_TIMEOUT (slowloris).
         c.timers.deadline = Some(self.wheel.insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)));
         entry.insert(c);
