@@ -133,6 +133,32 @@ pub fn seed() -> u64 {
     (unix_ms_now() ^ ((std::process::id() as u64) << 32)) | 1
 }
 
+/// Raise the soft RLIMIT_NOFILE to the hard limit (one descriptor per connection) and
+/// return the limit in force. Never fails: on error the current soft limit stays.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let mut want = lim.rlim_max;
+        if want == libc::RLIM_INFINITY {
+            // Linux refuses "infinity" for NOFILE; its ceiling is fs.nr_open.
+            want = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(1 << 20);
+        }
+        let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = want;
+        }
+    }
+    lim.rlim_cur as u64
+}
+
 impl Server {
     /// Bind the configured address.
     pub fn bind(cfg: Config) -> io::Result<Server> {
