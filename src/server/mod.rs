@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::proto::{self, Code, Incoming, Json};
 use crate::pubsub::Hub;
 use crate::store::{Gone, Store};
-use conn::{CloseReason, Conn, Phase};
+use conn::{CloseReason, Conn, Phase, Wire};
 use handshake::{Parse, Paths, Refusal, Route};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -576,6 +576,7 @@ impl Server {
             return;
         };
         wire.queue(&handshake::switching_protocols(&up.accept, protocol));
+        wire.frames_start_here();
         // Bytes after the request head are the start of the first frame.
         let rest = head.get(head_len..).unwrap_or_default().to_vec();
         let ws = WebSocket::from_partially_read(wire, rest, Role::Server, Some(config));
@@ -1060,17 +1061,23 @@ impl Server {
                 Ok(false) => {
                     // The writable edge will bring us back. A consumer that falls more
                     // than twice the mark behind is cut off.
-                    if !c.echo && c.is_ws() && c.pending_out() > 2 * max_out && c.dead.is_none() {
+                    if !c.echo && c.is_ws() && c.pending_out() > 2 * max_out && c.dead.is_none() && c.closing.is_none()
+                    {
+                        let queued = c.pending_out();
+                        // Drop what it has not started to take, so the 1008 close frame
+                        // follows what the socket already holds and the memory goes now;
+                        // the close grace period bounds how long we wait for it to read.
+                        let dropped = c.wire().map_or(0, Wire::drop_unsent_frames);
                         log::warn!(
-                            "closing #{} ({}): {} bytes of output queued, more than twice DBX_WS_MAX_OUTBOUND",
+                            "closing #{} ({}) with 1008: {queued} bytes of output queued, more than twice \
+                             DBX_WS_MAX_OUTBOUND ({max_out}); {dropped} unsent bytes dropped",
                             c.serial,
                             c.peer,
-                            c.pending_out()
                         );
                         self.stats.closed_slow += 1;
+                        // No more events for it while it closes.
+                        self.hub.remove_conn(t);
                         self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
-                        // It is not reading: do not wait for its close reply.
-                        self.kill(t, CloseReason::SlowConsumer);
                     }
                 }
                 Err(_) => self.kill(t, CloseReason::IoError),
