@@ -676,6 +676,7 @@ impl Server {
     fn read_ws(&mut self, t: usize) {
         let max_out = self.cfg.ws_max_outbound as usize;
         let mut handled = 0;
+        let bytes_in = self.conns.get(t).and_then(Conn::wire_ref).map_or(0, |w| w.bytes_in);
         loop {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
@@ -717,6 +718,11 @@ impl Server {
         }
         // Pongs and close replies that tungstenite queued during reads.
         if let Some(c) = self.conns.get_mut(t) {
+            // Part of a frame is activity too: a large message arriving slowly must
+            // not be cut off by the liveness check before its last byte.
+            if c.wire_ref().is_some_and(|w| w.bytes_in != bytes_in) {
+                c.last_seen_ms = self.started.elapsed().as_millis() as u64;
+            }
             if let Phase::Ws(ws) = &mut c.phase {
                 if ws.get_ref().pending() == 0 {
                     let _ = ws.flush();
