@@ -156,7 +156,7 @@ pub fn raise_nofile_limit() -> u64 {
             lim.rlim_cur = want;
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 impl Server {
