@@ -380,7 +380,8 @@ impl Server {
             match listener.accept() {
                 Ok((sock, peer)) => self.add_conn(sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The peer gave up while in the backlog: not a reason to stop accepting.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
                     // EMFILE/ENFILE (or ENOBUFS): the pending connection stays in the
                     // backlog and the listener would report readable forever. Back off
