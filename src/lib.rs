@@ -49,6 +49,16 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
     };
     let authn = auth::Authenticator::new(&auth_cfg).map_err(RunError::Config)?;
     auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
+    let nofile = server::raise_nofile_limit();
+    log::info!("open files limit {nofile}");
+    // Listener, poll, waker, signals, stdio, the log file: keep a few in reserve.
+    if (cfg.ws_max_connections as u64).saturating_add(32) > nofile {
+        log::warn!(
+            "DBX_WS_MAX_CONNECTIONS={} is above what the open files limit ({nofile}) allows; \
+             accepts will pause on EMFILE before the connection limit is reached",
+            cfg.ws_max_connections
+        );
+    }
     let mut srv = server::Server::bind(cfg.clone())
         .map_err(|e| RunError::Runtime(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port)))?;
     srv.install_signals().map_err(|e| RunError::Runtime(format!("cannot install signal handlers: {e}")))?;

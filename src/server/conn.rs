@@ -23,13 +23,15 @@ pub struct Wire {
     pub sock: TcpStream,
     out: Vec<u8>,
     sent: usize,
+    /// Offset in `out` where WebSocket frames begin (after a queued `101` answer).
+    frames_at: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
 
 impl Wire {
     pub fn new(sock: TcpStream) -> Wire {
-        Wire { sock, out: Vec::new(), sent: 0, bytes_in: 0, bytes_out: 0 }
+        Wire { sock, out: Vec::new(), sent: 0, frames_at: 0, bytes_in: 0, bytes_out: 0 }
     }
 
     /// Bytes queued for the socket.
@@ -39,6 +41,34 @@ impl Wire {
 
     pub fn queue(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
+    }
+
+    /// Everything queued so far is HTTP; WebSocket frames follow.
+    pub fn frames_start_here(&mut self) {
+        self.frames_at = self.out.len();
+    }
+
+    /// Drop every queued frame the socket has not started to take (a frame already
+    /// partly sent is kept whole, so the stream stays well-formed). Returns the bytes
+    /// dropped. Used to cut a slow consumer: its close frame then comes right after
+    /// what it has already been sent, and the memory is released at once.
+    pub fn drop_unsent_frames(&mut self) -> usize {
+        let mut pos = self.frames_at;
+        while pos < self.sent {
+            match frame_len(self.out.get(pos..).unwrap_or_default()) {
+                Some(n) => pos += n,
+                None => return 0, // not a frame boundary we understand: keep everything
+            }
+        }
+        if pos >= self.out.len() {
+            return 0;
+        }
+        let dropped = self.out.len() - pos;
+        self.out.truncate(pos);
+        if self.out.capacity() > KEEP_OUT_CAPACITY.max(2 * self.out.len()) {
+            self.out.shrink_to(KEEP_OUT_CAPACITY.max(self.out.len()));
+        }
+        dropped
     }
 
     /// Append one unmasked text frame (server → client) holding `payload`.
@@ -75,11 +105,29 @@ impl Wire {
         }
         self.out.clear();
         self.sent = 0;
+        self.frames_at = 0;
         if self.out.capacity() > KEEP_OUT_CAPACITY {
             self.out = Vec::new();
         }
         Ok(true)
     }
+}
+
+/// Total length (header + payload) of the WebSocket frame at the start of `b`, if its
+/// header is complete.
+fn frame_len(b: &[u8]) -> Option<usize> {
+    let b1 = *b.get(1)?;
+    let mask: usize = if b1 & 0x80 != 0 { 4 } else { 0 };
+    let (hdr, len) = match b1 & 0x7f {
+        126 => (4, u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize),
+        127 => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(b.get(2..10)?);
+            (10, usize::try_from(u64::from_be_bytes(n)).ok()?)
+        }
+        n => (2, n as usize),
+    };
+    (hdr + mask).checked_add(len)
 }
 
 impl Read for Wire {
@@ -161,7 +209,9 @@ pub struct Conn {
     pub echo: bool,
     /// Counted against `DBX_WS_MAX_CONNECTIONS`.
     pub counted: bool,
+    /// Reactor monotonic ms (not wall-clock) of the last frame received.
     pub last_seen_ms: u64,
+    /// Refilled on the reactor's monotonic clock (the same as `last_seen_ms`).
     pub bucket: TokenBucket,
     /// Heartbeat, liveness/handshake deadline and credential expiry timers.
     pub timers: Timers,
@@ -185,9 +235,8 @@ pub struct Timers {
 }
 
 impl Conn {
-    /// `now_ms` is the reactor's monotonic clock (`mono_ms`), the clock that the token
-    /// bucket and the liveness check are later fed with.
-    pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, now_ms: u64, rate: u32) -> Conn {
+    /// `mono_ms`: the reactor's monotonic clock (ms since start).
+    pub fn new(sock: TcpStream, peer: SocketAddr, serial: u64, mono_ms: u64, rate: u32) -> Conn {
         Conn {
             phase: Phase::Http { wire: Wire::new(sock), head: Vec::new() },
             peer,
@@ -196,8 +245,8 @@ impl Conn {
             identity: Rc::new(Identity::anonymous()),
             echo: false,
             counted: false,
-            last_seen_ms: now_ms,
-            bucket: TokenBucket::new(rate, now_ms),
+            last_seen_ms: mono_ms,
+            bucket: TokenBucket::new(rate, mono_ms),
             timers: Timers::default(),
             dirty: false,
             more_input: false,
@@ -229,5 +278,57 @@ impl Conn {
 
     pub fn pending_out(&self) -> usize {
         self.wire_ref().map_or(0, Wire::pending)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn wire() -> (Wire, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        (Wire::new(TcpStream::from_std(s)), peer)
+    }
+
+    #[test]
+    fn frame_lengths() {
+        assert_eq!(frame_len(&[0x81, 5]), Some(7));
+        assert_eq!(frame_len(&[0x81, 126, 1, 0]), Some(4 + 256));
+        assert_eq!(frame_len(&[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]), Some(10 + 65536));
+        assert_eq!(frame_len(&[0x88, 0x82]), Some(2 + 4 + 2)); // masked
+        assert_eq!(frame_len(&[0x81]), None);
+        assert_eq!(frame_len(&[0x81, 126, 1]), None);
+    }
+
+    #[test]
+    fn drop_unsent_keeps_http_and_partly_sent_frame() {
+        let (mut w, _peer) = wire();
+        w.queue(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        w.frames_start_here();
+        let http = w.out.len();
+        w.queue_text_frame(&[b'a'; 300]); // 4 + 300
+        w.queue_text_frame(b"bb");
+        w.queue_text_frame(b"cc");
+        // Nothing sent yet: every frame goes, the HTTP answer stays.
+        let (mut w2, _peer2) = wire();
+        w2.queue(b"HTTP/1.1 101\r\n\r\n");
+        w2.frames_start_here();
+        w2.queue_text_frame(b"zz");
+        assert_eq!(w2.drop_unsent_frames(), 4);
+        assert_eq!(w2.pending(), b"HTTP/1.1 101\r\n\r\n".len());
+        // Partly into the first frame: it is kept whole, the rest dropped.
+        w.sent = http + 10;
+        assert_eq!(w.drop_unsent_frames(), 8);
+        assert_eq!(w.out.len(), http + 304);
+        // Exactly at a boundary: nothing after it is kept.
+        w.sent = http + 304;
+        assert_eq!(w.drop_unsent_frames(), 0);
+        w.queue_text_frame(b"dd");
+        assert_eq!(w.drop_unsent_frames(), 4);
+        assert_eq!(w.pending(), 0);
     }
 }

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::proto::{self, Code, Incoming, Json};
 use crate::pubsub::Hub;
 use crate::store::{Gone, Store};
-use conn::{CloseReason, Conn, Phase};
+use conn::{CloseReason, Conn, Phase, Wire};
 use handshake::{Parse, Paths, Refusal, Route};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -122,6 +122,32 @@ pub fn seed() -> u64 {
         return u64::from_le_bytes(b) | 1;
     }
     (unix_ms_now() ^ ((std::process::id() as u64) << 32)) | 1
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit (one descriptor per connection) and
+/// return the limit in force. Never fails: on error the current soft limit stays.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let mut want = lim.rlim_max;
+        if want == libc::RLIM_INFINITY {
+            // Linux refuses "infinity" for NOFILE; its ceiling is fs.nr_open.
+            want = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(1 << 20);
+        }
+        let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = want;
+        }
+    }
+    lim.rlim_cur
 }
 
 impl Server {
@@ -353,7 +379,8 @@ impl Server {
             match listener.accept() {
                 Ok((sock, peer)) => self.add_conn(sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The peer gave up while in the backlog: not a reason to stop accepting.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
                     // EMFILE/ENFILE (or ENOBUFS): the pending connection stays in the
                     // backlog and the listener would report readable forever. Back off
@@ -378,6 +405,7 @@ impl Server {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
+        // Monotonic ms, the clock `on_text` refills the bucket with (and liveness uses).
         let mut c = Conn::new(sock, peer, serial, now, self.cfg.ws_rate_limit);
         // The whole HTTP request must arrive within DBX_WS_TIMEOUT (slowloris).
         c.timers.deadline = Some(self.wheel.insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)));
@@ -548,6 +576,7 @@ impl Server {
             return;
         };
         wire.queue(&handshake::switching_protocols(&up.accept, protocol));
+        wire.frames_start_here();
         // Bytes after the request head are the start of the first frame.
         let rest = head.get(head_len..).unwrap_or_default().to_vec();
         let ws = WebSocket::from_partially_read(wire, rest, Role::Server, Some(config));
@@ -647,6 +676,7 @@ impl Server {
     fn read_ws(&mut self, t: usize) {
         let max_out = self.cfg.ws_max_outbound as usize;
         let mut handled = 0;
+        let bytes_in = self.conns.get(t).and_then(Conn::wire_ref).map_or(0, |w| w.bytes_in);
         loop {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
@@ -688,6 +718,11 @@ impl Server {
         }
         // Pongs and close replies that tungstenite queued during reads.
         if let Some(c) = self.conns.get_mut(t) {
+            // Part of a frame is activity too: a large message arriving slowly must
+            // not be cut off by the liveness check before its last byte.
+            if c.wire_ref().is_some_and(|w| w.bytes_in != bytes_in) {
+                c.last_seen_ms = self.started.elapsed().as_millis() as u64;
+            }
             if let Phase::Ws(ws) = &mut c.phase {
                 if ws.get_ref().pending() == 0 {
                     let _ = ws.flush();
@@ -1026,16 +1061,22 @@ impl Server {
                 Ok(false) => {
                     // The writable edge will bring us back. A consumer that falls more
                     // than twice the mark behind is cut off.
-                    if !c.echo && c.is_ws() && c.pending_out() > 2 * max_out && c.dead.is_none() {
+                    if !c.echo && c.is_ws() && c.pending_out() > 2 * max_out && c.dead.is_none() && c.closing.is_none()
+                    {
+                        let queued = c.pending_out();
+                        // Drop what it has not started to take, so the 1008 close frame
+                        // follows what the socket already holds and the memory goes now;
+                        // the close grace period bounds how long we wait for it to read.
+                        let dropped = c.wire().map_or(0, Wire::drop_unsent_frames);
                         log::warn!(
-                            "closing #{} ({}): {} bytes of output queued, more than twice DBX_WS_MAX_OUTBOUND",
+                            "closing #{} ({}) with 1008: {queued} bytes of output queued, more than twice \
+                             DBX_WS_MAX_OUTBOUND ({max_out}); {dropped} unsent bytes dropped",
                             c.serial,
                             c.peer,
-                            c.pending_out()
                         );
+                        // No more events for it while it closes.
+                        self.hub.remove_conn(t);
                         self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
-                        // It is not reading: do not wait for its close reply.
-                        self.kill(t, CloseReason::SlowConsumer);
                     }
                 }
                 Err(_) => self.kill(t, CloseReason::IoError),
