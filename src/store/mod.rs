@@ -9,13 +9,15 @@
 //! sampling a random index, and the expiry heap can name a slot instead of copying keys.
 
 pub mod value;
+pub mod zset;
 
 use hashbrown::HashTable;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 
-pub use value::{Value, ValueKind};
+pub use value::{HashValue, ListValue, SetValue, Value, ValueKind};
+pub use zset::{ScoreBound, ZSet};
 
 /// Bytes an item costs beyond its key and value payload: the slab slot, the hash-table
 /// bucket and the allocator's headers. Measured, see README's memory section.
@@ -155,6 +157,12 @@ impl Store {
         Some(&*it)
     }
 
+    /// Shared access without expiring or marking used: for reading several keys at once
+    /// after `get` has expired them (`set.inter` …).
+    pub fn peek(&self, key: &str) -> Option<&Item> {
+        self.item(self.find(key)?)
+    }
+
     /// Write access to an existing value. The caller must report size changes through
     /// `adjust_mem` (collections know their own deltas cheaply).
     pub fn get_mut(&mut self, key: &str, now_ms: u64) -> Option<&mut Item> {
@@ -167,6 +175,36 @@ impl Store {
     /// Account a change in a value's size made through `get_mut`.
     pub fn adjust_mem(&mut self, before: usize, after: usize) {
         self.used = self.used.saturating_sub(before) + after;
+    }
+
+    /// Change the value at `key` in place through `f`, creating it with `init` first if
+    /// the key is missing (None: leave a missing key alone and return None). The size
+    /// change is accounted from `Value::mem` before and after (O(1) for every type), the
+    /// TTL is kept (Redis semantics), and a collection left empty is deleted — also one
+    /// that `init` created and `f` did not fill, e.g. because `f` refused its params.
+    pub fn modify<R>(
+        &mut self,
+        key: &str,
+        now_ms: u64,
+        init: Option<fn() -> Value>,
+        f: impl FnOnce(&mut Value) -> R,
+    ) -> Option<R> {
+        let idx = match (self.live(key, now_ms), init) {
+            (Some(idx), _) => idx,
+            (None, Some(init)) => self.insert_new(Item { key: key.into(), value: init(), expires_at: 0, lru: 0 }),
+            (None, None) => return None,
+        };
+        let it = self.item_mut(idx)?;
+        it.lru = lru_clock(now_ms);
+        let before = it.value.mem();
+        let r = f(&mut it.value);
+        let after = it.value.mem();
+        let empty = it.value.is_empty_collection();
+        self.adjust_mem(before, after);
+        if empty {
+            self.remove_slot(idx, None);
+        }
+        Some(r)
     }
 
     pub fn contains(&mut self, key: &str, now_ms: u64) -> bool {
