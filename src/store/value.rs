@@ -73,7 +73,7 @@ pub fn str_mem(s: &str) -> usize {
 /// Heap bytes of a hashbrown table with `cap` usable slots of `entry` bytes each:
 /// buckets are a power of two loaded to at most 7/8, one control byte per bucket plus
 /// a 16-byte group tail, all in one allocation.
-fn table_mem(cap: usize, entry: usize) -> usize {
+pub fn table_mem(cap: usize, entry: usize) -> usize {
     if cap == 0 {
         return 0;
     }
