@@ -6,9 +6,10 @@ use clap::Parser;
 use std::path::PathBuf;
 
 /// How the server trades memory for writes once `DBX_MAXMEMORY` is reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum MaxMemoryPolicy {
     /// writes that would exceed the limit get `oom`
+    #[default]
     Noeviction,
     /// evict approximately least-recently-used keys
     #[value(name = "allkeys-lru")]

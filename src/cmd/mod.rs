@@ -4,12 +4,17 @@
 //! not inside the commands. No mio, no tungstenite.
 
 mod auth;
+mod hash;
 mod keys;
+mod list;
 mod realtime;
 mod server;
+mod set;
 mod strings;
+mod zset;
 
 use crate::auth::{Authenticator, Identity, Role};
+use crate::config::MaxMemoryPolicy;
 use crate::proto::{Code, Error, Json, Params, Result};
 use crate::pubsub::Hub;
 use crate::store::Store;
@@ -85,6 +90,9 @@ pub struct ServerFacts {
     pub ops_total: u64,
     pub epoch: String,
     pub max_batch: usize,
+    /// `DBX_MAXMEMORY` in bytes; 0 = no limit.
+    pub maxmemory: u64,
+    pub maxmemory_policy: MaxMemoryPolicy,
 }
 
 /// What a command sees: the store, the clock, the server facts, and where it records
@@ -167,7 +175,17 @@ fn table() -> &'static HashMap<&'static str, Command> {
     static TABLE: OnceLock<HashMap<&'static str, Command>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = HashMap::new();
-        for list in [strings::COMMANDS, keys::COMMANDS, server::COMMANDS, auth::COMMANDS, realtime::COMMANDS] {
+        for list in [
+            strings::COMMANDS,
+            keys::COMMANDS,
+            server::COMMANDS,
+            auth::COMMANDS,
+            realtime::COMMANDS,
+            hash::COMMANDS,
+            set::COMMANDS,
+            zset::COMMANDS,
+            list::COMMANDS,
+        ] {
             for c in list {
                 t.insert(c.name, Command { name: c.name, flags: c.flags, run: c.run });
             }
@@ -300,6 +318,9 @@ fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) ->
     ctx.changed = false;
     ctx.pending.clear();
     ctx.ops += 1;
+    if cmd.flags & DENYOOM != 0 {
+        make_room(ctx)?;
+    }
     let res = (cmd.run)(ctx, params, out);
     if ctx.changed {
         // One executed write that changed something = one rev, shared by all its events.
@@ -314,6 +335,34 @@ fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) ->
         out.u64("rev", ctx.store.rev());
     }
     Ok(())
+}
+
+/// Keys sampled per eviction (Redis's `maxmemory-samples` default).
+const EVICTION_SAMPLES: usize = 5;
+
+/// The `DBX_MAXMEMORY` policy, checked before every command that may grow memory
+/// (DENYOOM) — here, once, so single requests and batch operations alike are covered.
+/// As in Redis the check is made before the write: a write is refused (or keys are
+/// evicted) only while usage is already over the limit, so one write may overshoot it
+/// by its own size. Reads and deletes are never refused.
+fn make_room(ctx: &mut Ctx) -> Result<()> {
+    let limit = ctx.facts.maxmemory;
+    if limit == 0 || ctx.store.used_memory() as u64 <= limit {
+        return Ok(());
+    }
+    if ctx.facts.maxmemory_policy == MaxMemoryPolicy::AllkeysLru {
+        // Sampling needs only cheap, varying randomness, not a persistent generator.
+        let mut rng = (ctx.store.rev() ^ ctx.now_ms.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15) | 1;
+        while ctx.store.used_memory() as u64 > limit {
+            if !ctx.store.evict_one(EVICTION_SAMPLES, &mut rng) {
+                break;
+            }
+        }
+        if ctx.store.used_memory() as u64 <= limit {
+            return Ok(());
+        }
+    }
+    Err(Error::new(Code::Oom, format!("Command not allowed when used memory > maxmemory ({limit} bytes)")))
 }
 
 /// `batch`: operations in order, nothing from another connection in between (we are

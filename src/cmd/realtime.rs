@@ -108,6 +108,18 @@ pub fn write_value(buf: &mut Vec<u8>, v: &Value) {
             }
             buf.push(b']');
         }
+        Value::ZSet(z) => {
+            buf.push(b'[');
+            for (i, (m, score)) in z.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.push(b'{');
+                Json::fields(buf, true).str("member", m).f64("score", score);
+                buf.push(b'}');
+            }
+            buf.push(b']');
+        }
     }
 }
 

@@ -32,7 +32,15 @@ fn info(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
         .u64("rev", ctx.store.rev())
         .str("epoch", &f.epoch)
         .u64("expired_keys", ctx.store.expired_total)
-        .u64("evicted_keys", ctx.store.evicted_total);
+        .u64("evicted_keys", ctx.store.evicted_total)
+        .u64("maxmemory", f.maxmemory)
+        .str(
+            "maxmemory_policy",
+            match f.maxmemory_policy {
+                crate::config::MaxMemoryPolicy::Noeviction => "noeviction",
+                crate::config::MaxMemoryPolicy::AllkeysLru => "allkeys-lru",
+            },
+        );
     Ok(())
 }
 

@@ -185,6 +185,8 @@ impl Server {
             version: env!("CARGO_PKG_VERSION"),
             epoch: format!("{:016x}", rng),
             max_batch: cfg.max_batch,
+            maxmemory: cfg.maxmemory,
+            maxmemory_policy: cfg.maxmemory_policy,
             ..ServerFacts::default()
         };
         Ok(Server {

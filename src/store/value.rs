@@ -1,6 +1,14 @@
 //! Stored values and their memory footprint.
+//!
+//! Memory is accounted incrementally: each collection keeps the heap bytes of the
+//! strings it owns in a counter updated on every insert and remove, so `Value::mem` is
+//! O(1) (table and buffer sizes come from `capacity()`). The store compares `mem()`
+//! before and after a change (`Store::modify`) and moves `used_memory` by the delta —
+//! no command ever walks a whole collection to learn its size.
 
+use super::zset::ZSet;
 use std::collections::VecDeque;
+use std::mem::size_of;
 
 pub type HashMap<K, V> = hashbrown::HashMap<K, V>;
 pub type HashSet<K> = hashbrown::HashSet<K>;
@@ -8,9 +16,10 @@ pub type HashSet<K> = hashbrown::HashSet<K>;
 /// Collections are boxed so that the common string value keeps `Value` at 24 bytes.
 pub enum Value {
     Str(Box<str>),
-    Hash(Box<HashMap<Box<str>, Box<str>>>),
-    Set(Box<HashSet<Box<str>>>),
-    List(Box<VecDeque<Box<str>>>),
+    Hash(Box<HashValue>),
+    Set(Box<SetValue>),
+    ZSet(Box<ZSet>),
+    List(Box<ListValue>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,13 +54,198 @@ impl ValueKind {
     }
 }
 
-/// Heap bytes of a boxed string: payload rounded to the allocator's 16-byte classes
-/// plus its 8-byte header (glibc malloc), so the estimate follows real RSS growth.
-pub fn str_mem(s: &str) -> usize {
-    if s.is_empty() {
+/// Heap bytes of an allocation of `n` bytes under glibc malloc: payload plus the
+/// 8-byte chunk header, rounded to 16 bytes, at least 32 — so the estimate follows
+/// real RSS growth rather than payload length.
+pub fn alloc_mem(n: usize) -> usize {
+    if n == 0 {
         0
     } else {
-        (s.len() + 8).div_ceil(16).max(2) * 16
+        (n + 8).div_ceil(16).max(2) * 16
+    }
+}
+
+/// Heap bytes of a boxed string.
+pub fn str_mem(s: &str) -> usize {
+    alloc_mem(s.len())
+}
+
+/// Heap bytes of a hashbrown table with `cap` usable slots of `entry` bytes each:
+/// buckets are a power of two loaded to at most 7/8, one control byte per bucket plus
+/// a 16-byte group tail, all in one allocation.
+pub fn table_mem(cap: usize, entry: usize) -> usize {
+    if cap == 0 {
+        return 0;
+    }
+    let buckets = if cap < 8 { (cap + 1).next_power_of_two() } else { (cap * 8 / 7).next_power_of_two() };
+    alloc_mem(buckets * (entry + 1) + 16)
+}
+
+/// A hash: field → value.
+#[derive(Default)]
+pub struct HashValue {
+    map: HashMap<Box<str>, Box<str>>,
+    /// Heap bytes of the field and value strings.
+    strings: usize,
+}
+
+impl HashValue {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.map.get(field).map(|v| &**v)
+    }
+    /// Set `field` to `value`. Returns (created, changed).
+    pub fn insert(&mut self, field: &str, value: &str) -> (bool, bool) {
+        if let Some(old) = self.map.get_mut(field) {
+            if **old == *value {
+                return (false, false);
+            }
+            self.strings = self.strings - str_mem(old) + str_mem(value);
+            *old = value.into();
+            return (false, true);
+        }
+        self.strings += str_mem(field) + str_mem(value);
+        self.map.insert(field.into(), value.into());
+        (true, true)
+    }
+    pub fn remove(&mut self, field: &str) -> bool {
+        match self.map.remove_entry(field) {
+            Some((f, v)) => {
+                self.strings -= str_mem(&f) + str_mem(&v);
+                true
+            }
+            None => false,
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map.iter().map(|(k, v)| (&**k, &**v))
+    }
+    fn mem(&self) -> usize {
+        alloc_mem(size_of::<Self>()) + table_mem(self.map.capacity(), size_of::<(Box<str>, Box<str>)>()) + self.strings
+    }
+}
+
+/// A set of members.
+#[derive(Default)]
+pub struct SetValue {
+    set: HashSet<Box<str>>,
+    strings: usize,
+}
+
+impl SetValue {
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+    pub fn contains(&self, member: &str) -> bool {
+        self.set.contains(member)
+    }
+    pub fn insert(&mut self, member: &str) -> bool {
+        if self.set.contains(member) {
+            return false;
+        }
+        self.strings += str_mem(member);
+        self.set.insert(member.into())
+    }
+    pub fn remove(&mut self, member: &str) -> bool {
+        match self.set.take(member) {
+            Some(m) => {
+                self.strings -= str_mem(&m);
+                true
+            }
+            None => false,
+        }
+    }
+    /// Remove and return up to `n` members. Which ones is up to the hash order, which
+    /// is seeded per process: arbitrary, not uniformly random (a uniform pick from a
+    /// hash table costs O(n)).
+    pub fn pop(&mut self, n: usize) -> Vec<Box<str>> {
+        let picked: Vec<Box<str>> = self.set.iter().take(n).cloned().collect();
+        for m in &picked {
+            self.remove(m);
+        }
+        picked
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.set.iter().map(|m| &**m)
+    }
+    fn mem(&self) -> usize {
+        alloc_mem(size_of::<Self>()) + table_mem(self.set.capacity(), size_of::<Box<str>>()) + self.strings
+    }
+}
+
+/// A list: a ring buffer, so pushes and pops at both ends are O(1).
+#[derive(Default)]
+pub struct ListValue {
+    items: VecDeque<Box<str>>,
+    strings: usize,
+}
+
+impl ListValue {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub fn push_back(&mut self, v: &str) {
+        self.strings += str_mem(v);
+        self.items.push_back(v.into());
+    }
+    pub fn push_front(&mut self, v: &str) {
+        self.strings += str_mem(v);
+        self.items.push_front(v.into());
+    }
+    pub fn pop_back(&mut self) -> Option<Box<str>> {
+        let v = self.items.pop_back()?;
+        self.strings -= str_mem(&v);
+        self.shrink();
+        Some(v)
+    }
+    pub fn pop_front(&mut self) -> Option<Box<str>> {
+        let v = self.items.pop_front()?;
+        self.strings -= str_mem(&v);
+        self.shrink();
+        Some(v)
+    }
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.items.get(i).map(|v| &**v)
+    }
+    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &str> {
+        self.items.range(start..end).map(|v| &**v)
+    }
+    /// Keep only the elements at `start..end` (clamped).
+    pub fn retain_range(&mut self, start: usize, end: usize) {
+        let end = end.min(self.items.len());
+        let start = start.min(end);
+        for v in self.items.drain(end..) {
+            self.strings -= str_mem(&v);
+        }
+        for v in self.items.drain(..start) {
+            self.strings -= str_mem(&v);
+        }
+        self.shrink();
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|v| &**v)
+    }
+    /// A queue that drained to a quarter of its buffer gives half of it back, so a
+    /// list that once peaked does not pin its peak forever (amortised O(1)).
+    fn shrink(&mut self) {
+        let cap = self.items.capacity();
+        if cap > 64 && self.items.len() < cap / 4 {
+            self.items.shrink_to(cap / 2);
+        }
+    }
+    fn mem(&self) -> usize {
+        alloc_mem(size_of::<Self>()) + alloc_mem(self.items.capacity() * size_of::<Box<str>>()) + self.strings
     }
 }
 
@@ -61,17 +255,71 @@ impl Value {
             Value::Str(_) => ValueKind::Str,
             Value::Hash(_) => ValueKind::Hash,
             Value::Set(_) => ValueKind::Set,
+            Value::ZSet(_) => ValueKind::ZSet,
             Value::List(_) => ValueKind::List,
         }
     }
 
-    /// Estimated heap bytes owned by the value (not counting the item itself).
+    pub fn new_hash() -> Value {
+        Value::Hash(Box::default())
+    }
+    pub fn new_set() -> Value {
+        Value::Set(Box::default())
+    }
+    pub fn new_zset() -> Value {
+        Value::ZSet(Box::default())
+    }
+    pub fn new_list() -> Value {
+        Value::List(Box::default())
+    }
+
+    /// A collection with no elements (which the store deletes, as Redis does).
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::Hash(h) => h.is_empty(),
+            Value::Set(s) => s.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
+            Value::List(l) => l.is_empty(),
+        }
+    }
+
+    /// Estimated heap bytes owned by the value (not counting the item itself). O(1).
     pub fn mem(&self) -> usize {
         match self {
             Value::Str(s) => str_mem(s),
-            Value::Hash(h) => 64 + h.capacity() * 33 + h.iter().map(|(k, v)| str_mem(k) + str_mem(v)).sum::<usize>(),
-            Value::Set(s) => 64 + s.capacity() * 17 + s.iter().map(|m| str_mem(m)).sum::<usize>(),
-            Value::List(l) => 48 + l.capacity() * 16 + l.iter().map(|v| str_mem(v)).sum::<usize>(),
+            Value::Hash(h) => h.mem(),
+            Value::Set(s) => s.mem(),
+            Value::ZSet(z) => alloc_mem(size_of::<ZSet>()) + z.mem_bytes(),
+            Value::List(l) => l.mem(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_follow_contents() {
+        let mut h = HashValue::default();
+        assert_eq!(h.insert("f", "v"), (true, true));
+        assert_eq!(h.insert("f", "v"), (false, false));
+        assert_eq!(h.insert("f", "a longer value than before, 40 bytes.."), (false, true));
+        assert!(h.remove("f"));
+        assert_eq!(h.strings, 0);
+        let mut s = SetValue::default();
+        assert!(s.insert("a") && s.insert("b") && !s.insert("a"));
+        assert_eq!(s.pop(5).len(), 2);
+        assert_eq!(s.strings, 0);
+        let mut l = ListValue::default();
+        for i in 0..100 {
+            l.push_back(&i.to_string());
+        }
+        l.retain_range(10, 20);
+        assert_eq!(l.len(), 10);
+        assert_eq!(l.get(0), Some("10"));
+        while l.pop_front().is_some() {}
+        assert_eq!(l.strings, 0);
     }
 }

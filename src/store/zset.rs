@@ -59,18 +59,12 @@ impl ScoreBound {
 
     /// Inclusive bound at `v`.
     pub fn inclusive(v: f64) -> ScoreBound {
-        ScoreBound {
-            value: v,
-            exclusive: false,
-        }
+        ScoreBound { value: v, exclusive: false }
     }
 
     /// Exclusive bound at `v`.
     pub fn exclusive(v: f64) -> ScoreBound {
-        ScoreBound {
-            value: v,
-            exclusive: true,
-        }
+        ScoreBound { value: v, exclusive: true }
     }
 
     /// `score` satisfies this bound used as a minimum.
@@ -109,19 +103,13 @@ impl Member {
             if let Some(dst) = buf.get_mut(..b.len()) {
                 dst.copy_from_slice(b);
             }
-            Member::Inline {
-                len: b.len() as u8,
-                buf,
-            }
+            Member::Inline { len: b.len() as u8, buf }
         } else {
             Member::Heap(Box::from(s))
         }
     }
 
-    const EMPTY: Member = Member::Inline {
-        len: 0,
-        buf: [0u8; INLINE_CAP],
-    };
+    const EMPTY: Member = Member::Inline { len: 0, buf: [0u8; INLINE_CAP] };
 
     #[inline]
     fn bytes(&self) -> &[u8] {
@@ -175,12 +163,7 @@ struct Level {
 }
 
 impl Level {
-    const NIL: Level = Level {
-        next: NIL,
-        span: 0,
-        score: 0.0,
-        up: NIL,
-    };
+    const NIL: Level = Level { next: NIL, span: 0, score: 0.0, up: NIL };
 }
 
 /// Level-0 link stored inline in the node (no `up` needed at level 0).
@@ -192,11 +175,7 @@ struct L0 {
 }
 
 impl L0 {
-    const NIL: L0 = L0 {
-        next: NIL,
-        span: 0,
-        score: 0.0,
-    };
+    const NIL: L0 = L0 { next: NIL, span: 0, score: 0.0 };
 }
 
 #[derive(Clone)]
@@ -432,11 +411,7 @@ impl ZSet {
             if last == 0 || offset >= last {
                 return out;
             }
-            let x = if offset == 0 {
-                x
-            } else {
-                self.node_by_rank(last - offset)
-            };
+            let x = if offset == 0 { x } else { self.node_by_rank(last - offset) };
             self.collect_backward(x, limit, |s| min.admits_from_below(s), &mut out);
         } else {
             // Elements before the first one >= min.
@@ -464,11 +439,7 @@ impl ZSet {
 
     /// Iterate all elements in ascending rank order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
-        Iter {
-            set: self,
-            cur: self.lvl(HEAD, 0).next,
-            left: self.len,
-        }
+        Iter { set: self, cur: self.lvl(HEAD, 0).next, left: self.len }
     }
 
     /// Approximate heap bytes owned by this set: arena, level pool, hash
@@ -486,13 +457,7 @@ impl ZSet {
     // skip list internals
 
     fn init(&mut self) {
-        self.nodes.push(Node {
-            score: f64::NEG_INFINITY,
-            level0: L0::NIL,
-            prev: NIL,
-            upper: 0,
-            member: Member::EMPTY,
-        });
+        self.nodes.push(Node { score: f64::NEG_INFINITY, level0: L0::NIL, prev: NIL, upper: 0, member: Member::EMPTY });
         self.pool.clear();
         self.pool.resize(MAX_LEVEL - 1, Level::NIL);
         self.pool_free = vec![NIL; MAX_LEVEL + 1];
@@ -532,13 +497,7 @@ impl ZSet {
             NIL
         };
         self.member_heap += member.heap_bytes();
-        let node = Node {
-            score,
-            level0: L0::NIL,
-            prev: NIL,
-            upper,
-            member,
-        };
+        let node = Node { score, level0: L0::NIL, prev: NIL, upper, member };
         if self.free_node != NIL {
             let x = self.free_node;
             if let Some(slot) = self.nodes.get_mut(x as usize) {
@@ -561,16 +520,9 @@ impl ZSet {
         let upper = n.upper;
         n.upper = NIL;
         n.prev = NIL;
-        n.level0 = L0 {
-            next: self.free_node,
-            ..L0::NIL
-        };
+        n.level0 = L0 { next: self.free_node, ..L0::NIL };
         self.free_node = x;
-        let head = if height >= 2 && upper != NIL {
-            self.pool_free.get_mut(height)
-        } else {
-            None
-        };
+        let head = if height >= 2 && upper != NIL { self.pool_free.get_mut(height) } else { None };
         if let Some(head) = head {
             let old = *head;
             *head = upper;
@@ -593,19 +545,11 @@ impl ZSet {
     fn lvl_at(&self, x: u32, xu: u32, i: usize) -> Level {
         if i == 0 {
             match self.nodes.get(x as usize) {
-                Some(n) => Level {
-                    next: n.level0.next,
-                    span: n.level0.span,
-                    score: n.level0.score,
-                    up: NIL,
-                },
+                Some(n) => Level { next: n.level0.next, span: n.level0.span, score: n.level0.score, up: NIL },
                 None => Level::NIL,
             }
         } else {
-            self.pool
-                .get((xu as usize).wrapping_add(i - 1))
-                .copied()
-                .unwrap_or(Level::NIL)
+            self.pool.get((xu as usize).wrapping_add(i - 1)).copied().unwrap_or(Level::NIL)
         }
     }
 
@@ -615,11 +559,7 @@ impl ZSet {
             return;
         };
         if i == 0 {
-            n.level0 = L0 {
-                next: l.next,
-                span: l.span,
-                score: l.score,
-            };
+            n.level0 = L0 { next: l.next, span: l.span, score: l.score };
         } else if let Some(slot) = self.pool.get_mut((n.upper as usize).wrapping_add(i - 1)) {
             *slot = l;
         }
@@ -630,11 +570,7 @@ impl ZSet {
     fn next_less(&self, l: Level, score: f64, member: &[u8]) -> bool {
         l.next != NIL
             && (l.score < score
-                || (l.score == score
-                    && self
-                        .nodes
-                        .get(l.next as usize)
-                        .is_some_and(|n| n.member.bytes() < member)))
+                || (l.score == score && self.nodes.get(l.next as usize).is_some_and(|n| n.member.bytes() < member)))
     }
 
     /// key(x) < (score, member)
@@ -657,13 +593,7 @@ impl ZSet {
 
     /// For each level, the last node whose key is < (score, member), and the
     /// rank (number of level-0 steps from the header) of that node.
-    fn search(
-        &self,
-        score: f64,
-        member: &[u8],
-        update: &mut [u32; MAX_LEVEL],
-        rank: &mut [usize; MAX_LEVEL],
-    ) {
+    fn search(&self, score: f64, member: &[u8], update: &mut [u32; MAX_LEVEL], rank: &mut [usize; MAX_LEVEL]) {
         let mut x = HEAD;
         let mut xu = 0u32;
         let mut traversed = 0usize;
@@ -700,25 +630,10 @@ impl ZSet {
         let height = height.clamp(1, MAX_LEVEL);
         if height > self.level {
             let span = self.len as u32;
-            for (i, (u, r)) in update
-                .iter_mut()
-                .zip(rank.iter_mut())
-                .enumerate()
-                .take(height)
-                .skip(self.level)
-            {
+            for (i, (u, r)) in update.iter_mut().zip(rank.iter_mut()).enumerate().take(height).skip(self.level) {
                 *u = HEAD;
                 *r = 0;
-                self.set_lvl(
-                    HEAD,
-                    i,
-                    Level {
-                        next: NIL,
-                        span,
-                        score: 0.0,
-                        up: NIL,
-                    },
-                );
+                self.set_lvl(HEAD, i, Level { next: NIL, span, score: 0.0, up: NIL });
             }
             self.level = height;
         }
@@ -726,26 +641,8 @@ impl ZSet {
         for (i, (&u, &ri)) in update.iter().zip(rank.iter()).enumerate().take(height) {
             let ul = self.lvl(u, i);
             let d = r0.saturating_sub(ri) as u32;
-            self.set_lvl(
-                x,
-                i,
-                Level {
-                    next: ul.next,
-                    span: ul.span.saturating_sub(d),
-                    score: ul.score,
-                    up: ul.up,
-                },
-            );
-            self.set_lvl(
-                u,
-                i,
-                Level {
-                    next: x,
-                    span: d + 1,
-                    score: xscore,
-                    up: xup,
-                },
-            );
+            self.set_lvl(x, i, Level { next: ul.next, span: ul.span.saturating_sub(d), score: ul.score, up: ul.up });
+            self.set_lvl(u, i, Level { next: x, span: d + 1, score: xscore, up: xup });
         }
         for (i, &u) in update.iter().enumerate().take(self.level).skip(height) {
             let mut l = self.lvl(u, i);
@@ -787,12 +684,7 @@ impl ZSet {
                 self.set_lvl(
                     u,
                     i,
-                    Level {
-                        next: xl.next,
-                        span: (ul.span + xl.span).saturating_sub(1),
-                        score: xl.score,
-                        up: xl.up,
-                    },
+                    Level { next: xl.next, span: (ul.span + xl.span).saturating_sub(1), score: xl.score, up: xl.up },
                 );
                 height = i + 1;
             } else {
@@ -831,8 +723,7 @@ impl ZSet {
         let in_place = match self.nodes.get(x as usize) {
             Some(n) => {
                 let m = n.member.bytes();
-                (prev == NIL || self.less(prev, score, m))
-                    && (next == NIL || self.greater(next, score, m))
+                (prev == NIL || self.less(prev, score, m)) && (next == NIL || self.greater(next, score, m))
             }
             None => false,
         };
@@ -993,12 +884,7 @@ impl ZSet {
             if idx == NIL {
                 return None;
             }
-            if slot_hash(s) == hash
-                && self
-                    .nodes
-                    .get(idx as usize)
-                    .is_some_and(|n| n.member.bytes() == member)
-            {
+            if slot_hash(s) == hash && self.nodes.get(idx as usize).is_some_and(|n| n.member.bytes() == member) {
                 return Some((pos, idx));
             }
             pos = (pos + 1) & mask;
@@ -1057,11 +943,7 @@ impl ZSet {
             let home = slot_hash(s) as usize & mask;
             // Entry at j may move into the hole unless its home lies
             // cyclically in (hole, j].
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
+            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !stays {
                 if let Some(h) = self.slots.get_mut(hole) {
                     *h = s;
@@ -1122,9 +1004,7 @@ mod tests {
     }
 
     fn cmp_key(a: &(String, f64), b: &(String, f64)) -> Ordering {
-        a.1.partial_cmp(&b.1)
-            .unwrap_or(Ordering::Equal)
-            .then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
+        a.1.partial_cmp(&b.1).unwrap_or(Ordering::Equal).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
     }
 
     /// Naive model: sorted Vec.
@@ -1165,8 +1045,7 @@ mod tests {
             }
         }
         fn rank(&self, m: &str, rev: bool) -> Option<usize> {
-            self.pos(m)
-                .map(|p| if rev { self.v.len() - 1 - p } else { p })
+            self.pos(m).map(|p| if rev { self.v.len() - 1 - p } else { p })
         }
         fn range_by_rank(&self, start: i64, stop: i64, rev: bool) -> Vec<(String, f64)> {
             let len = self.v.len() as i64;
@@ -1195,19 +1074,12 @@ mod tests {
             lim: Option<usize>,
             rev: bool,
         ) -> Vec<(String, f64)> {
-            let mut v: Vec<_> = self
-                .v
-                .iter()
-                .filter(|e| min.admits_from_below(e.1) && max.admits_from_above(e.1))
-                .cloned()
-                .collect();
+            let mut v: Vec<_> =
+                self.v.iter().filter(|e| min.admits_from_below(e.1) && max.admits_from_above(e.1)).cloned().collect();
             if rev {
                 v.reverse();
             }
-            v.into_iter()
-                .skip(off)
-                .take(lim.unwrap_or(usize::MAX))
-                .collect()
+            v.into_iter().skip(off).take(lim.unwrap_or(usize::MAX)).collect()
         }
     }
 
@@ -1255,11 +1127,7 @@ mod tests {
                     break;
                 }
                 assert_eq!(rank_of[&l.next] - rank_of[&x], l.span as usize, "level {i}");
-                assert_eq!(
-                    l.score.to_bits(),
-                    z.nodes[l.next as usize].score.to_bits(),
-                    "cached score, level {i}"
-                );
+                assert_eq!(l.score.to_bits(), z.nodes[l.next as usize].score.to_bits(), "cached score, level {i}");
                 if i > 0 {
                     assert_eq!(l.up, z.nodes[l.next as usize].upper, "cached up, level {i}");
                 }
@@ -1304,14 +1172,8 @@ mod tests {
         assert_eq!(z.score("b"), Some(1.0));
         // Update changing order.
         assert!(!z.insert("c", 2.0));
-        assert_eq!(
-            z.range_by_rank(0, -1, false),
-            vec![("a", 1.0), ("b", 1.0), ("c", 2.0)]
-        );
-        assert_eq!(
-            z.range_by_rank(0, -1, true),
-            vec![("c", 2.0), ("b", 1.0), ("a", 1.0)]
-        );
+        assert_eq!(z.range_by_rank(0, -1, false), vec![("a", 1.0), ("b", 1.0), ("c", 2.0)]);
+        assert_eq!(z.range_by_rank(0, -1, true), vec![("c", 2.0), ("b", 1.0), ("a", 1.0)]);
         assert_eq!(z.range_by_rank(-2, -1, false), vec![("b", 1.0), ("c", 2.0)]);
         assert_eq!(z.range_by_rank(-100, 0, false), vec![("a", 1.0)]);
         assert_eq!(z.range_by_rank(3, 10, false), vec![]);
@@ -1347,18 +1209,10 @@ mod tests {
         assert_eq!(z.score(uni), Some(1.0));
         assert_eq!(z.score(""), Some(1.0));
         let all: Vec<_> = z.iter().map(|e| e.0.to_string()).collect();
-        let mut sorted = vec![
-            long.clone(),
-            uni.to_string(),
-            String::new(),
-            "1234567890123456789012".to_string(),
-        ];
+        let mut sorted = vec![long.clone(), uni.to_string(), String::new(), "1234567890123456789012".to_string()];
         sorted.sort();
         assert_eq!(all, sorted);
-        assert_eq!(
-            z.member_heap,
-            malloc_estimate(100) + malloc_estimate(uni.len())
-        );
+        assert_eq!(z.member_heap, malloc_estimate(100) + malloc_estimate(uni.len()));
         check(&z);
         assert!(z.remove(&long));
         assert_eq!(z.member_heap, malloc_estimate(uni.len()));
@@ -1380,18 +1234,9 @@ mod tests {
         z.insert("pinf", f64::INFINITY);
         let inf = ScoreBound::parse_str("+inf").unwrap();
         let ninf = ScoreBound::parse_str("-inf").unwrap();
+        assert_eq!(names(z.range_by_score(ninf, inf, 0, None, false)), vec!["ninf", "a", "b", "c", "d", "pinf"]);
         assert_eq!(
-            names(z.range_by_score(ninf, inf, 0, None, false)),
-            vec!["ninf", "a", "b", "c", "d", "pinf"]
-        );
-        assert_eq!(
-            names(z.range_by_score(
-                ScoreBound::exclusive(f64::NEG_INFINITY),
-                inf,
-                0,
-                None,
-                false
-            )),
+            names(z.range_by_score(ScoreBound::exclusive(f64::NEG_INFINITY), inf, 0, None, false)),
             vec!["a", "b", "c", "d", "pinf"]
         );
         assert_eq!(
@@ -1405,72 +1250,27 @@ mod tests {
             vec!["b", "c"]
         );
         assert_eq!(
-            names(z.range_by_score(
-                ScoreBound::inclusive(2.0),
-                ScoreBound::inclusive(2.0),
-                0,
-                None,
-                true
-            )),
+            names(z.range_by_score(ScoreBound::inclusive(2.0), ScoreBound::inclusive(2.0), 0, None, true)),
             vec!["c", "b"]
         );
         assert_eq!(
-            names(z.range_by_score(
-                ScoreBound::inclusive(2.0),
-                ScoreBound::exclusive(2.0),
-                0,
-                None,
-                false
-            )),
+            names(z.range_by_score(ScoreBound::inclusive(2.0), ScoreBound::exclusive(2.0), 0, None, false)),
             Vec::<&str>::new()
         );
         assert_eq!(
-            names(z.range_by_score(
-                ScoreBound::inclusive(3.0),
-                ScoreBound::inclusive(1.0),
-                0,
-                None,
-                false
-            )),
+            names(z.range_by_score(ScoreBound::inclusive(3.0), ScoreBound::inclusive(1.0), 0, None, false)),
             Vec::<&str>::new()
         );
-        assert_eq!(
-            names(z.range_by_score(ninf, inf, 2, Some(2), false)),
-            vec!["b", "c"]
-        );
-        assert_eq!(
-            names(z.range_by_score(ninf, inf, 2, Some(3), true)),
-            vec!["c", "b", "a"]
-        );
-        assert_eq!(
-            names(z.range_by_score(ninf, ScoreBound::exclusive(f64::INFINITY), 0, Some(1), true)),
-            vec!["d"]
-        );
-        assert_eq!(
-            names(z.range_by_score(ninf, inf, 6, None, false)),
-            Vec::<&str>::new()
-        );
-        assert_eq!(
-            names(z.range_by_score(ninf, inf, usize::MAX, None, false)),
-            Vec::<&str>::new()
-        );
-        assert_eq!(
-            names(z.range_by_score(ninf, inf, usize::MAX, None, true)),
-            Vec::<&str>::new()
-        );
-        assert_eq!(
-            names(z.range_by_score(ninf, inf, 0, Some(0), false)),
-            Vec::<&str>::new()
-        );
+        assert_eq!(names(z.range_by_score(ninf, inf, 2, Some(2), false)), vec!["b", "c"]);
+        assert_eq!(names(z.range_by_score(ninf, inf, 2, Some(3), true)), vec!["c", "b", "a"]);
+        assert_eq!(names(z.range_by_score(ninf, ScoreBound::exclusive(f64::INFINITY), 0, Some(1), true)), vec!["d"]);
+        assert_eq!(names(z.range_by_score(ninf, inf, 6, None, false)), Vec::<&str>::new());
+        assert_eq!(names(z.range_by_score(ninf, inf, usize::MAX, None, false)), Vec::<&str>::new());
+        assert_eq!(names(z.range_by_score(ninf, inf, usize::MAX, None, true)), Vec::<&str>::new());
+        assert_eq!(names(z.range_by_score(ninf, inf, 0, Some(0), false)), Vec::<&str>::new());
         assert_eq!(z.count_by_score(ninf, inf), 6);
-        assert_eq!(
-            z.count_by_score(ScoreBound::exclusive(1.0), ScoreBound::inclusive(3.0)),
-            3
-        );
-        assert_eq!(
-            z.count_by_score(ScoreBound::inclusive(5.0), ScoreBound::inclusive(4.0)),
-            0
-        );
+        assert_eq!(z.count_by_score(ScoreBound::exclusive(1.0), ScoreBound::inclusive(3.0)), 3);
+        assert_eq!(z.count_by_score(ScoreBound::inclusive(5.0), ScoreBound::inclusive(4.0)), 0);
     }
 
     #[test]
@@ -1498,37 +1298,11 @@ mod tests {
         let mut z = ZSet::new();
         z.insert("b", -0.0);
         z.insert("a", 0.0);
-        assert_eq!(
-            z.range_by_rank(0, -1, false)
-                .iter()
-                .map(|e| e.0)
-                .collect::<Vec<_>>(),
-            vec!["a", "b"]
-        );
+        assert_eq!(z.range_by_rank(0, -1, false).iter().map(|e| e.0).collect::<Vec<_>>(), vec!["a", "b"]);
         assert!(!z.insert("b", 0.0));
         assert_eq!(z.score("b").map(f64::is_sign_negative), Some(true));
-        assert_eq!(
-            z.range_by_score(
-                ScoreBound::inclusive(0.0),
-                ScoreBound::inclusive(-0.0),
-                0,
-                None,
-                false
-            )
-            .len(),
-            2
-        );
-        assert_eq!(
-            z.range_by_score(
-                ScoreBound::exclusive(0.0),
-                ScoreBound::inclusive(1.0),
-                0,
-                None,
-                false
-            )
-            .len(),
-            0
-        );
+        assert_eq!(z.range_by_score(ScoreBound::inclusive(0.0), ScoreBound::inclusive(-0.0), 0, None, false).len(), 2);
+        assert_eq!(z.range_by_score(ScoreBound::exclusive(0.0), ScoreBound::inclusive(1.0), 0, None, false).len(), 0);
         check(&z);
     }
 
@@ -1538,27 +1312,12 @@ mod tests {
         } else {
             scores[rng.below(scores.len() as u64) as usize]
         };
-        ScoreBound {
-            value: v,
-            exclusive: rng.below(2) == 0,
-        }
+        ScoreBound { value: v, exclusive: rng.below(2) == 0 }
     }
 
     #[test]
     fn randomized_against_model() {
-        let scores = [
-            f64::NEG_INFINITY,
-            -3.0,
-            -1.5,
-            -0.0,
-            0.0,
-            1.0,
-            2.0,
-            2.5,
-            7.0,
-            100.0,
-            f64::INFINITY,
-        ];
+        let scores = [f64::NEG_INFINITY, -3.0, -1.5, -0.0, 0.0, 1.0, 2.0, 2.5, 7.0, 100.0, f64::INFINITY];
         let mut names: Vec<String> = (0..400).map(|i| format!("m{:03}", i * 7 % 400)).collect();
         names.push(String::new());
         names.push("a-very-long-member-name-that-is-heap-allocated".into());
@@ -1605,11 +1364,7 @@ mod tests {
                     _ => {
                         let lo = random_bound(&mut rng, &scores);
                         let hi = random_bound(&mut rng, &scores);
-                        let off = if rng.below(3) == 0 {
-                            0
-                        } else {
-                            rng.below(40) as usize
-                        };
+                        let off = if rng.below(3) == 0 { 0 } else { rng.below(40) as usize };
                         let lim = match rng.below(4) {
                             0 => None,
                             _ => Some(rng.below(30) as usize),
@@ -1620,10 +1375,7 @@ mod tests {
                             m.range_by_score(lo, hi, off, lim, rev),
                             "score range {lo:?} {hi:?} {off} {lim:?} {rev}"
                         );
-                        assert_eq!(
-                            z.count_by_score(lo, hi),
-                            m.range_by_score(lo, hi, 0, None, false).len()
-                        );
+                        assert_eq!(z.count_by_score(lo, hi), m.range_by_score(lo, hi, 0, None, false).len());
                     }
                 }
             }
@@ -1669,32 +1421,15 @@ mod tests {
             assert_eq!(z.rank(&format!("k{k:06}"), false), Some(k));
             assert_eq!(z.rank(&format!("k{k:06}"), true), Some(n - 1 - k));
         }
-        let r = z.range_by_score(
-            ScoreBound::inclusive(100.0),
-            ScoreBound::inclusive(f64::INFINITY),
-            1000,
-            Some(3),
-            false,
-        );
+        let r =
+            z.range_by_score(ScoreBound::inclusive(100.0), ScoreBound::inclusive(f64::INFINITY), 1000, Some(3), false);
         assert_eq!(
             owned(r),
-            vec![
-                ("k001300".to_string(), 433.0),
-                ("k001301".to_string(), 433.0),
-                ("k001302".to_string(), 434.0)
-            ]
+            vec![("k001300".to_string(), 433.0), ("k001301".to_string(), 433.0), ("k001302".to_string(), 434.0)]
         );
-        let r = z.range_by_score(
-            ScoreBound::inclusive(f64::NEG_INFINITY),
-            ScoreBound::exclusive(100.0),
-            10,
-            Some(2),
-            true,
-        );
-        assert_eq!(
-            owned(r),
-            vec![("k000289".to_string(), 96.0), ("k000288".to_string(), 96.0)]
-        );
+        let r =
+            z.range_by_score(ScoreBound::inclusive(f64::NEG_INFINITY), ScoreBound::exclusive(100.0), 10, Some(2), true);
+        assert_eq!(owned(r), vec![("k000289".to_string(), 96.0), ("k000288".to_string(), 96.0)]);
         // Move every element to the front, one by one.
         for k in 0..n {
             z.insert(&format!("k{k:06}"), -((k + 1) as f64));
