@@ -627,3 +627,37 @@ fn scoped_watcher_sees_only_its_keys() {
     assert_eq!(replay.len(), 1, "{replay:?}");
     assert_eq!(replay[0].0.as_deref(), Some("user:2"));
 }
+
+/// `auth.refresh` may narrow the key scope; the watches follow the new scope.
+#[test]
+fn refresh_narrows_the_watch_scope() {
+    let mut cfg = config();
+    cfg.jwt_secret = Some(SECRET.into());
+    cfg.api_keys = Some("admin-key".into());
+    let srv = TestServer::start(cfg);
+    let mut admin = srv.client_key("admin-key");
+    let wide = token(json!({"sub": "u", "exp": now_s() + 600, "keys": ["user:*", "cfg"]}));
+    let narrow = token(json!({"sub": "u", "exp": now_s() + 600, "keys": ["user:*"]}));
+    let mut w = srv.client_bearer(&wide);
+    w.ok("key.watch", json!({"keys": ["cfg"], "patterns": ["*"]}));
+    let r = admin.ok("string.set", json!({"key": "cfg", "value": "1"}));
+    assert_eq!(ks(&w.event()), k("cfg", "string.set", r["rev"].as_u64().expect("rev")));
+    w.no_event(QUIET);
+    w.ok("auth.refresh", json!({"token": narrow}));
+    admin.ok("string.set", json!({"key": "cfg", "value": "2"}));
+    let r = admin.ok("string.set", json!({"key": "user:1", "value": "x"}));
+    assert_eq!(ks(&w.event()), k("user:1", "string.set", r["rev"].as_u64().expect("rev")));
+    w.no_event(QUIET);
+}
+
+/// A key watched both exactly and through a pattern gets one event per change.
+#[test]
+fn overlapping_watches_deliver_once() {
+    let srv = TestServer::start(config());
+    let mut w = srv.client();
+    let mut c = srv.client();
+    w.ok("key.watch", json!({"keys": ["dup:1"], "patterns": ["dup:*", "*:1"]}));
+    let r = c.ok("string.set", json!({"key": "dup:1", "value": "1"}));
+    assert_eq!(ks(&w.event()), k("dup:1", "string.set", r["rev"].as_u64().expect("rev")));
+    w.no_event(QUIET);
+}
