@@ -192,6 +192,16 @@ impl Hub {
         }
     }
 
+    /// The connection's credential changed (`auth.refresh` may narrow the key scope):
+    /// its watches follow the new scope from now on.
+    pub fn set_scope(&mut self, t: usize, scope: Rc<Identity>) {
+        if let Some(subs) = self.conns.get_mut(&t) {
+            if subs.scope.is_some() {
+                subs.scope = Some(scope);
+            }
+        }
+    }
+
     /// Stop watching; with neither list, everything. Returns what was removed.
     pub fn unwatch(&mut self, t: usize, keys: Option<&[&str]>, patterns: Option<&[&str]>) -> Vec<Box<str>> {
         let Some(subs) = self.conns.get_mut(&t) else { return Vec::new() };
@@ -258,7 +268,10 @@ impl Hub {
         let payload = keyspace_payload(key, event, rev, &self.stamp, key.is_none().then_some(epoch));
         match key {
             Some(k) => {
+                // Exact watches were checked against the scope by `key.watch`, but the
+                // scope may have narrowed since (`auth.refresh`): check both kinds.
                 let mut to: Vec<usize> = self.watch_keys.get(k).cloned().unwrap_or_default();
+                to.retain(|t| self.conns.get(t).is_some_and(|s| s.in_scope(k)));
                 for (pat, ts) in &self.watch_patterns {
                     if glob_match(pat, k) {
                         for &t in ts {

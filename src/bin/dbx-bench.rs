@@ -10,6 +10,11 @@
 //!   request that cannot go out on time (all slots busy) waits, and its latency is
 //!   measured from its *intended* send time (coordinated-omission correction).
 //!
+//! Pub/sub fan-out (`--subscribers N`): N extra connections subscribe to `--channel`
+//! and count the events they receive; the active connections publish to it (use
+//! `--mix publish=1`). Each publish carries its publisher, sequence number and send
+//! time, so subscribers check per-publisher order and measure delivery latency.
+//!
 //! Phases (connect, preload, warm-up, measurement, drain) each have a deadline.
 //! The last line of output is one JSON object with the results.
 
@@ -101,6 +106,12 @@ struct Opts {
     /// Allow a host that is not a loopback address.
     #[arg(long)]
     allow_remote: bool,
+    /// Pub/sub fan-out: extra connections subscribed to `--channel`, counting events.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
+    /// Channel for `publish` and the subscribers (default: `<key-prefix>chan`).
+    #[arg(long)]
+    channel: Option<String>,
     /// Seed of the key/method random generator.
     #[arg(long, default_value_t = 0x5eed_1234_abcd_ef01)]
     seed: u64,
@@ -217,6 +228,8 @@ struct Gen {
     keyspace: u64,
     prefix: String,
     value: String,
+    /// JSON-escaped channel name (without quotes).
+    channel: String,
 }
 
 impl Gen {
@@ -227,7 +240,8 @@ impl Gen {
         (k, key)
     }
 
-    fn build(&self, buf: &mut String, id: u64, kind: Kind, key: u64) {
+    /// `publisher` and `now_ns` go into published data (fan-out order and latency).
+    fn build(&self, buf: &mut String, id: u64, kind: Kind, key: u64, publisher: usize, now_ns: u64) {
         use std::fmt::Write as _;
         buf.clear();
         let p = &self.prefix;
@@ -246,9 +260,11 @@ impl Gen {
                 buf,
                 r#"{{"id":{id},"method":"hash.set","params":{{"key":"{p}h{key}","field":"f","value":"{v}"}}}}"#
             ),
-            Kind::Publish => {
-                write!(buf, r#"{{"id":{id},"method":"pubsub.publish","params":{{"channel":"{p}chan","data":"{v}"}}}}"#)
-            }
+            Kind::Publish => write!(
+                buf,
+                r#"{{"id":{id},"method":"pubsub.publish","params":{{"channel":"{}","data":{{"p":{publisher},"n":{id},"t":{now_ns},"v":"{v}"}}}}}}"#,
+                self.channel
+            ),
             Kind::Ping => write!(buf, r#"{{"id":{id},"method":"server.ping"}}"#),
         };
     }
@@ -498,6 +514,12 @@ struct Pending {
 struct Conn {
     ws: Ws,
     idle: bool,
+    /// Fan-out subscriber (also `idle`: it sends no load).
+    sub: bool,
+    /// Global index of an active connection (publisher id in published data).
+    gid: usize,
+    /// Subscriber: last sequence number seen per publisher.
+    last_seq: Vec<u64>,
     alive: bool,
     dirty: bool,
     inflight: VecDeque<Pending>,
@@ -512,6 +534,13 @@ struct Counters {
     errors: u64,
     error_codes: BTreeMap<String, u64>,
     unsolicited: BTreeMap<String, u64>,
+    /// Fan-out: events received inside the measurement window / in total.
+    deliveries: u64,
+    deliveries_total: u64,
+    /// Fan-out: events that came after a later one of the same publisher.
+    out_of_order: u64,
+    /// Fan-out: subscribe confirmations.
+    subscribed: u64,
     id_mismatch: u64,
     bad_replies: u64,
     conns_closed: u64,
@@ -522,6 +551,8 @@ struct Counters {
 
 struct Stats {
     hist: Histogram<u64>,
+    /// Fan-out: publish send → event receipt, inside the measurement window.
+    dhist: Histogram<u64>,
     by_kind: Vec<Histogram<u64>>,
     c: Counters,
     /// ns spent outside epoll_wait during the measurement window.
@@ -541,6 +572,7 @@ impl Stats {
     fn new() -> Stats {
         Stats {
             hist: new_hist(),
+            dhist: new_hist(),
             by_kind: KINDS.iter().map(|_| new_hist()).collect(),
             c: Counters::default(),
             busy_ns: 0,
@@ -562,6 +594,11 @@ impl Stats {
         for (k, v) in o.c.unsolicited {
             *self.c.unsolicited.entry(k).or_default() += v;
         }
+        self.c.deliveries += o.c.deliveries;
+        self.c.deliveries_total += o.c.deliveries_total;
+        self.c.out_of_order += o.c.out_of_order;
+        self.c.subscribed += o.c.subscribed;
+        let _ = self.dhist.add(&o.dhist);
         self.c.id_mismatch += o.c.id_mismatch;
         self.c.bad_replies += o.c.bad_replies;
         self.c.conns_closed += o.c.conns_closed;
@@ -625,7 +662,7 @@ impl Worker {
         let c = &mut self.conns[ci];
         let id = c.next_id;
         c.next_id += 1;
-        self.gen.build(&mut self.buf, id, kind, key);
+        self.gen.build(&mut self.buf, id, kind, key, c.gid, ns_since(self.base));
         match c.ws.write(Message::text(self.buf.as_str())) {
             Ok(()) => {}
             Err(e) if is_would_block(&e) => {}
@@ -707,6 +744,10 @@ impl Worker {
                 }
             };
             let data = match msg {
+                Message::Text(t) if c.sub => {
+                    on_sub_message(c, t.as_bytes(), ns_since(self.base), ph, st);
+                    continue;
+                }
                 Message::Text(t) => t,
                 Message::Close(_) => {
                     // tungstenite queued the close reply; flush it and stop.
@@ -924,6 +965,60 @@ impl Worker {
     }
 }
 
+/// Integer after `"name":` in `b`, starting the search at `from`; returns the value
+/// and the position after it.
+fn num_after(b: &[u8], name: &[u8], from: usize) -> Option<(u64, usize)> {
+    let rest = b.get(from..)?;
+    let at = rest.windows(name.len()).position(|w| w == name)? + from + name.len();
+    let mut v = 0u64;
+    let mut i = at;
+    while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+        v = v * 10 + u64::from(d - b'0');
+        i += 1;
+    }
+    (i > at).then_some((v, i))
+}
+
+/// A subscriber's message: count events (cheap scan, no JSON parse), check order per
+/// publisher, record delivery latency; count subscribe confirmations.
+fn on_sub_message(c: &mut Conn, b: &[u8], now: u64, ph: &Phase, st: &mut Stats) {
+    if b.starts_with(br#"{"type":"event""#) {
+        st.c.deliveries_total += 1;
+        let Some((p, i)) = num_after(b, br#""data":{"p":"#, 0) else {
+            st.c.bad_replies += 1;
+            return;
+        };
+        let (Some((n, i)), p) = (num_after(b, br#""n":"#, i), p as usize) else {
+            st.c.bad_replies += 1;
+            return;
+        };
+        if c.last_seq.len() <= p {
+            c.last_seq.resize(p + 1, 0);
+        }
+        if n <= c.last_seq[p] {
+            st.c.out_of_order += 1;
+        }
+        c.last_seq[p] = n;
+        if now >= ph.rec_from && now < ph.rec_until {
+            st.c.deliveries += 1;
+            if let Some((t, _)) = num_after(b, br#""t":"#, i) {
+                st.dhist.saturating_record(now.saturating_sub(t).max(1));
+            }
+        }
+    } else if b.starts_with(br#"{"id":"#) {
+        if b.windows(14).any(|w| w == br#""subscribed":["#) {
+            st.c.subscribed += 1;
+        } else {
+            st.c.errors += 1;
+        }
+    } else if let Ok(r) = serde_json::from_slice::<Reply>(b) {
+        let kind = r.kind.as_deref().unwrap_or("?");
+        *st.c.unsolicited.entry(kind.to_string()).or_default() += 1;
+    } else {
+        st.c.bad_replies += 1;
+    }
+}
+
 fn kill(c: &mut Conn, st: &mut Stats) {
     if c.alive {
         c.alive = false;
@@ -987,7 +1082,7 @@ fn real_main(o: Opts) -> Result<(), String> {
             eprintln!("{s}");
         }
     };
-    raise_nofile((o.connections + o.idle) as u64 + 64);
+    raise_nofile((o.connections + o.idle + o.subscribers) as u64 + 64);
 
     let base = Instant::now();
     let mut rng = Rng::new(o.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -997,9 +1092,12 @@ fn real_main(o: Opts) -> Result<(), String> {
     let deadline = t_conn + o.connect_timeout;
     let mut active = Vec::with_capacity(o.connections);
     let mut idle = Vec::with_capacity(o.idle);
-    let mk = |ws: Ws, idle: bool| Conn {
+    let mk = |ws: Ws, idle: bool, sub: bool, gid: usize| Conn {
         ws,
-        idle,
+        idle: idle || sub,
+        sub,
+        gid,
+        last_seq: Vec::new(),
         alive: true,
         dirty: false,
         inflight: VecDeque::with_capacity(o.pipeline.max(16)),
@@ -1020,18 +1118,39 @@ fn real_main(o: Opts) -> Result<(), String> {
         let n = BATCH.min(o.connections - active.len());
         let batch = open_batch(n, 64 * 1024, &mut rng)
             .map_err(|e| format!("opening active connections ({} open): {e}", active.len()))?;
-        active.extend(batch.into_iter().map(|ws| mk(ws, false)));
+        let first = active.len();
+        active.extend(batch.into_iter().enumerate().map(|(i, ws)| mk(ws, false, false, first + i)));
     }
     while idle.len() < o.idle {
         let n = BATCH.min(o.idle - idle.len());
         let batch = open_batch(n, 4096, &mut rng)
             .map_err(|e| format!("opened only {} of {} idle connections: {e}", idle.len(), o.idle))?;
-        idle.extend(batch.into_iter().map(|ws| mk(ws, true)));
+        idle.extend(batch.into_iter().map(|ws| mk(ws, true, false, 0)));
+    }
+    // Fan-out subscribers: subscribe right away; the confirmations are counted by
+    // the workers (the warm-up gives them time to arrive).
+    let channel = o.channel.clone().unwrap_or_else(|| format!("{}chan", o.key_prefix));
+    let channel_json = serde_json::to_string(&channel).unwrap_or_default();
+    let mut subs = Vec::with_capacity(o.subscribers);
+    while subs.len() < o.subscribers {
+        let n = BATCH.min(o.subscribers - subs.len());
+        let batch = open_batch(n, 16 * 1024, &mut rng)
+            .map_err(|e| format!("opened only {} of {} subscribers: {e}", subs.len(), o.subscribers))?;
+        for mut ws in batch {
+            let req = format!(r#"{{"id":0,"method":"pubsub.subscribe","params":{{"channels":[{channel_json}]}}}}"#);
+            match ws.send(Message::text(req)) {
+                Ok(()) => {}
+                Err(e) if is_would_block(&e) => {}
+                Err(e) => return Err(format!("subscribe: {e}")),
+            }
+            subs.push(mk(ws, true, true, 0));
+        }
     }
     say(format!(
-        "dbx-bench: {} active + {} idle connections to {} in {:.2}s",
+        "dbx-bench: {} active + {} idle + {} subscriber connections to {} in {:.2}s",
         active.len(),
         idle.len(),
+        subs.len(),
         o.url.split('?').next().unwrap_or(""),
         t_conn.elapsed().as_secs_f64()
     ));
@@ -1041,7 +1160,7 @@ fn real_main(o: Opts) -> Result<(), String> {
     for (i, c) in active.into_iter().enumerate() {
         per[i % threads].push(c);
     }
-    for (i, c) in idle.into_iter().enumerate() {
+    for (i, c) in idle.into_iter().chain(subs).enumerate() {
         per[i % threads].push(c);
     }
     let prefix = {
@@ -1085,6 +1204,7 @@ fn real_main(o: Opts) -> Result<(), String> {
             keyspace,
             prefix: prefix.clone(),
             value: value.clone(),
+            channel: channel_json[1..channel_json.len() - 1].to_string(),
         };
         let stop = stop.clone();
         let run_start = run_start.clone();
@@ -1261,6 +1381,24 @@ fn real_main(o: Opts) -> Result<(), String> {
                 ""
             }
         );
+        if o.subscribers > 0 {
+            let d = &st.dhist;
+            eprintln!(
+                "fan-out    {:.0} deliveries/s to {} subscribers ({} subscribed; {} in window, {} total)   out of order {}",
+                st.c.deliveries as f64 / secs,
+                o.subscribers,
+                st.c.subscribed,
+                st.c.deliveries,
+                st.c.deliveries_total,
+                st.c.out_of_order
+            );
+            eprintln!(
+                "delivery us p50 {:.1}  p99 {:.1}  max {:.1}  (publish sent -> event received)",
+                q(d, 0.5),
+                q(d, 0.99),
+                d.max() as f64 / 1000.0
+            );
+        }
         if !st.c.unsolicited.is_empty() {
             eprintln!("unsolicited {:?}", st.c.unsolicited);
         }
@@ -1299,6 +1437,18 @@ fn real_main(o: Opts) -> Result<(), String> {
         "preloaded": pre.c.ok,
         "by_method": by_method,
     });
+    if o.subscribers > 0 {
+        let d = &st.dhist;
+        out["subscribers"] = o.subscribers.into();
+        out["subscribed"] = st.c.subscribed.into();
+        out["deliveries"] = st.c.deliveries.into();
+        out["deliveries_total"] = st.c.deliveries_total.into();
+        out["deliveries_per_sec"] = r1(st.c.deliveries as f64 / secs).into();
+        out["out_of_order"] = st.c.out_of_order.into();
+        out["delivery_p50_us"] = r1(q(d, 0.5)).into();
+        out["delivery_p99_us"] = r1(q(d, 0.99)).into();
+        out["delivery_max_us"] = r1(d.max() as f64 / 1000.0).into();
+    }
     if aborted {
         let msg = format!(
             "run aborted: all active connections were closed ({} closed, {} requests lost)",

@@ -873,6 +873,8 @@ impl Server {
         let changes = std::mem::take(&mut ctx.changes);
         drop(ctx);
         if let Some(id) = new_identity {
+            // Watches follow a narrowed key scope.
+            self.hub.set_scope(t, id.clone());
             if let Some(c) = self.conns.get_mut(t) {
                 c.identity = id;
             }
