@@ -14,6 +14,8 @@
 //! - [`cmd`]: the command table with flags (read / write / admin / denyoom) and one
 //!   module per data type; commands know nothing of sockets.
 //! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
+//! - [`persist`]: the append-only log (group commit, fsync policies), fork-based
+//!   snapshots, start-up loading and replay (docs/PERSISTENCE.md).
 //! - [`auth`]: API keys and JWTs, roles and key scopes (pure).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 #![cfg_attr(
@@ -26,6 +28,7 @@ pub mod cmd;
 pub mod config;
 pub mod glob;
 pub mod logging;
+pub mod persist;
 pub mod proto;
 pub mod server;
 pub mod store;
@@ -42,8 +45,13 @@ pub fn run(cfg: config::Config) -> Result<(), String> {
     };
     let authn = auth::Authenticator::new(&auth_cfg)?;
     auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host)?;
-    let mut srv = server::Server::bind(cfg.clone())
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
+    let mut srv = server::Server::bind(cfg.clone()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            e.to_string() // persistence: names the file and offset
+        } else {
+            format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port)
+        }
+    })?;
     srv.install_signals()
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     log::info!(

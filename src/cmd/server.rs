@@ -1,7 +1,7 @@
 //! `server.*`: liveness, time, statistics and whole-store operations.
 
-use super::{Ctx, Def, ADMIN, KEYLESS, READ, WRITE};
-use crate::proto::{Json, Params, Result};
+use super::{Ctx, Def, ADMIN, KEYLESS, NO_BATCH, READ, WRITE};
+use crate::proto::{Code, Error, Json, Params, Result};
 
 pub const COMMANDS: &[Def] = &[
     Def {
@@ -28,6 +28,11 @@ pub const COMMANDS: &[Def] = &[
         name: "server.flush",
         flags: WRITE | ADMIN | KEYLESS,
         run: flush,
+    },
+    Def {
+        name: "server.save",
+        flags: ADMIN | KEYLESS | NO_BATCH,
+        run: save,
     },
 ];
 
@@ -67,5 +72,20 @@ fn flush(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
     ctx.touched_all();
     ctx.flushed = true;
     out.u64("flushed", n as u64);
+    Ok(())
+}
+
+/// Start a background snapshot (the reactor forks once this returns); `started` is
+/// false when one is already running.
+fn save(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
+    if !ctx.facts.persist_enabled {
+        return Err(Error::new(
+            Code::Unavailable,
+            "Persistence is off (DBX_PERSIST=false): there is nothing to save to",
+        ));
+    }
+    let started = !ctx.facts.snapshot_running;
+    ctx.save_requested = started;
+    out.bool("started", started);
     Ok(())
 }
