@@ -84,6 +84,12 @@ fn save(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
             "Persistence is off (DBX_PERSIST=false): there is nothing to save to",
         ));
     }
+    if let Some(why) = &ctx.facts.writes_refused {
+        return Err(Error::new(
+            Code::Unavailable,
+            format!("No snapshot while the log cannot be written: {why}"),
+        ));
+    }
     let started = !ctx.facts.snapshot_running;
     ctx.save_requested = started;
     out.bool("started", started);

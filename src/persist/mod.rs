@@ -146,6 +146,8 @@ struct Child {
     pid: libc::pid_t,
     gen: u64,
     started: Instant,
+    /// How long fork() stalled the loop (copying the page tables).
+    fork_us: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -154,6 +156,7 @@ struct SaveInfo {
     ok: bool,
     ms: u64,
     bytes: u64,
+    fork_us: u64,
 }
 
 /// The persistence state the reactor owns. `Persist::off()` does nothing at all.
@@ -183,6 +186,7 @@ pub struct Persist {
     rewrite_pct: u64,
     rewrite_min: u64,
     crash_at: Option<String>,
+    _lock: Option<File>,
 }
 
 /// What a start-up with persistence found.
@@ -215,6 +219,7 @@ impl Persist {
             rewrite_pct: 0,
             rewrite_min: 0,
             crash_at: None,
+            _lock: None,
         }
     }
 
@@ -222,6 +227,7 @@ impl Persist {
     /// is used when nothing was stored yet. An error names the file and offset.
     pub fn open(cfg: &Config, fresh_epoch: &str, now_ms: u64) -> Result<Opened, String> {
         let dir = cfg.data_dir.clone();
+        let lock = lock_dir(&dir)?;
         let loaded = load::load(&dir, cfg.aof_truncate_corrupt)?;
         let epoch = loaded
             .epoch
@@ -272,6 +278,7 @@ impl Persist {
             rewrite_pct: cfg.aof_rewrite_percentage,
             rewrite_min: cfg.aof_rewrite_min_size,
             crash_at,
+            _lock: Some(lock),
         };
         Ok(Opened {
             persist,
@@ -489,6 +496,7 @@ impl Persist {
         // SAFETY: fork() in a process whose other threads (the fsync helper) hold no
         // lock the child needs: the child only reads the store image, writes one file
         // through std::fs, and leaves with _exit (no destructors, no atexit, no log).
+        let t_fork = Instant::now();
         let pid = unsafe { libc::fork() };
         match pid {
             -1 => {
@@ -499,6 +507,10 @@ impl Persist {
                 false
             }
             0 => {
+                // The child needs no inherited descriptor: without this it would keep
+                // client sockets (a close by the parent would send no FIN until the
+                // child exits) and the listener open.
+                close_inherited_fds();
                 let code = match snapshot::write(&tmp, gen, store, epoch, now_ms, crash_mid) {
                     Ok(()) => 0,
                     Err(_) => 1,
@@ -507,11 +519,16 @@ impl Persist {
                 unsafe { libc::_exit(code) }
             }
             pid => {
-                log::info!("snapshot {gen} started (child {pid}, {} keys)", store.len());
+                let fork_us = t_fork.elapsed().as_micros() as u64;
+                log::info!(
+                    "snapshot {gen} started (child {pid}, {} keys, fork took {fork_us} us)",
+                    store.len()
+                );
                 self.child = Some(Child {
                     pid,
                     gen,
-                    started: Instant::now(),
+                    started: t_fork,
+                    fork_us,
                 });
                 true
             }
@@ -521,7 +538,7 @@ impl Persist {
     /// Reap a finished snapshot child (never blocks) and put its file in place.
     pub fn poll_child(&mut self) {
         let Some(c) = &self.child else { return };
-        let (pid, gen, started) = (c.pid, c.gen, c.started);
+        let (pid, gen, started, fork_us) = (c.pid, c.gen, c.started, c.fork_us);
         let mut status: libc::c_int = 0;
         // SAFETY: plain syscall on our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
@@ -542,6 +559,7 @@ impl Persist {
                 ok: false,
                 ms,
                 bytes: 0,
+                fork_us,
             });
             return;
         }
@@ -572,6 +590,7 @@ impl Persist {
             ok: true,
             ms,
             bytes,
+            fork_us,
         });
     }
 
@@ -631,7 +650,8 @@ impl Persist {
                 o.u64("generation", s.gen)
                     .bool("ok", s.ok)
                     .u64("ms", s.ms)
-                    .u64("bytes", s.bytes);
+                    .u64("bytes", s.bytes)
+                    .u64("fork_us", s.fork_us);
             });
         }
     }
@@ -643,6 +663,42 @@ impl Drop for Persist {
             s.stop();
         }
     }
+}
+
+/// Close every descriptor above stderr (in the snapshot child).
+fn close_inherited_fds() {
+    // SAFETY: plain syscalls; close_range exists since Linux 5.9, the loop is the
+    // fallback for older kernels.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..65_536 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Take an exclusive lock on `dir/LOCK`: two servers appending to one log would
+/// interleave their records. Held (through the returned file) for the process's life.
+fn lock_dir(dir: &Path) -> Result<File, String> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create DBX_DATA_DIR {}: {e}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "{} is in use by another dbx process (DBX_DATA_DIR must not be shared)",
+            dir.display()
+        ));
+    }
+    Ok(f)
 }
 
 /// Open log `path` for appending; a new (or empty) one gets its magic and header,
