@@ -107,6 +107,10 @@ pub struct Config {
     /// ... and is at least this large (bytes, `64mb` etc.)
     #[arg(long, env = "DBX_AOF_REWRITE_MIN_SIZE", default_value = "64mb", value_parser = parse_size, value_name = "DBX_AOF_REWRITE_MIN_SIZE")]
     pub aof_rewrite_min_size: u64,
+    /// At start-up, cut a log with a damaged record back to that record instead of
+    /// refusing to start (what follows it is lost; see docs/PERSISTENCE.md)
+    #[arg(long, env = "DBX_AOF_TRUNCATE_CORRUPT", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, value_name = "DBX_AOF_TRUNCATE_CORRUPT")]
+    pub aof_truncate_corrupt: bool,
     /// API keys, comma-separated, each optionally `key:role` (read|write|admin; bare = admin)
     #[arg(long, env = "DBX_API_KEYS", value_name = "DBX_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,

@@ -14,6 +14,8 @@
 //! - [`cmd`]: the command table with flags (read / write / admin / denyoom) and one
 //!   module per data type; commands know nothing of sockets.
 //! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
+//! - [`persist`]: the append-only log (group commit, fsync policies), fork-based
+//!   snapshots, start-up loading and replay (docs/PERSISTENCE.md).
 //! - [`auth`]: API keys and JWTs, roles and key scopes (pure).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 //! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
@@ -24,6 +26,7 @@ pub mod cmd;
 pub mod config;
 pub mod glob;
 pub mod logging;
+pub mod persist;
 pub mod proto;
 pub mod pubsub;
 pub mod server;
@@ -59,8 +62,13 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
             cfg.ws_max_connections
         );
     }
-    let mut srv = server::Server::bind(cfg.clone())
-        .map_err(|e| RunError::Runtime(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port)))?;
+    let mut srv = server::Server::bind(cfg.clone()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            RunError::Runtime(e.to_string()) // persistence: names the file and offset
+        } else {
+            RunError::Runtime(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))
+        }
+    })?;
     srv.install_signals().map_err(|e| RunError::Runtime(format!("cannot install signal handlers: {e}")))?;
     log::info!("dbx {} listening on ws://{}{}", env!("CARGO_PKG_VERSION"), srv.local_addr(), cfg.ws_path);
     srv.run().map_err(|e| RunError::Runtime(format!("event loop failed: {e}")))

@@ -291,6 +291,21 @@ impl<'a> Params<'a> {
         Params { fields }
     }
 
+    /// The parameters back as a JSON object (values copied verbatim): how the
+    /// append-only log records an operation (see `persist`).
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        buf.push(b'{');
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            write_str(buf, k);
+            buf.push(b':');
+            buf.extend_from_slice(v.get().as_bytes());
+        }
+        buf.push(b'}');
+    }
+
     /// The raw value of a parameter; `null` counts as absent.
     pub fn raw(&self, name: &str) -> Option<&'a RawValue> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v).filter(|v| v.get() != "null")

@@ -17,7 +17,7 @@ use crate::auth::{Authenticator, Identity, Role};
 use crate::config::MaxMemoryPolicy;
 use crate::proto::{Code, Error, Json, Params, Result};
 use crate::pubsub::Hub;
-use crate::store::Store;
+use crate::store::{Gone, Store};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -93,6 +93,11 @@ pub struct ServerFacts {
     /// `DBX_MAXMEMORY` in bytes; 0 = no limit.
     pub maxmemory: u64,
     pub maxmemory_policy: MaxMemoryPolicy,
+    /// Persistence (issue 7): why writes are refused right now (the append-only log
+    /// cannot be written), `None` when they are accepted.
+    pub writes_refused: Option<String>,
+    pub persist_enabled: bool,
+    pub snapshot_running: bool,
 }
 
 /// What a command sees: the store, the clock, the server facts, and where it records
@@ -125,6 +130,21 @@ pub struct Ctx<'a> {
     /// The calling connection's token, for subscriptions.
     pub conn: usize,
     method: &'static str,
+    // ---- persistence (issue 7; see `persist` and docs/PERSISTENCE.md) ----
+    /// When on, every operation that changes something is appended to `log` in
+    /// replayable form, `{"method":…,"params":…}` objects separated by commas.
+    pub log_ops: bool,
+    pub log: Vec<u8>,
+    /// Operations in `log`.
+    pub log_count: usize,
+    /// Set by a command whose effect is not a function of its params and the store
+    /// (`set.pop` picks members at random): one `{"method":…,"params":…}` JSON object
+    /// that replays to the same effect (e.g. `set.remove` of the members it popped).
+    /// It is logged instead of the call.
+    pub log_override: Option<Vec<u8>>,
+    /// Replaying the log at start-up: policy refusals (`unavailable`, `oom`, …) must
+    /// not apply — the operation was accepted when it was first run.
+    pub replaying: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -146,6 +166,11 @@ impl<'a> Ctx<'a> {
             hub: None,
             conn: 0,
             method: "",
+            log_ops: false,
+            log: Vec::new(),
+            log_count: 0,
+            log_override: None,
+            replaying: false,
         }
     }
 
@@ -314,14 +339,26 @@ fn check_access(ctx: &Ctx, cmd: &Command, params: &Params) -> Result<()> {
 
 fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) -> Result<()> {
     check_access(ctx, cmd, params)?;
+    if cmd.is_write() && !ctx.replaying {
+        if let Some(why) = &ctx.facts.writes_refused {
+            return Err(Error::new(Code::Unavailable, format!("Writes are refused: {why}; reads still work")));
+        }
+    }
+    // Evictions made from here on (before the command body) are logged with it.
+    let gone_mark = ctx.store.gone_len();
     ctx.method = cmd.name;
     ctx.changed = false;
     ctx.pending.clear();
     ctx.ops += 1;
-    if cmd.flags & DENYOOM != 0 {
+    // Replay re-applies what was accepted: no memory refusal (evictions are in the log).
+    if cmd.flags & DENYOOM != 0 && !ctx.replaying {
         make_room(ctx)?;
     }
     let res = (cmd.run)(ctx, params, out);
+    let rewrite = ctx.log_override.take();
+    if ctx.log_ops {
+        log_op(ctx, gone_mark, cmd.name, params, rewrite);
+    }
     if ctx.changed {
         // One executed write that changed something = one rev, shared by all its events.
         let rev = ctx.store.bump_rev();
@@ -363,6 +400,40 @@ fn make_room(ctx: &mut Ctx) -> Result<()> {
         }
     }
     Err(Error::new(Code::Oom, format!("Command not allowed when used memory > maxmemory ({limit} bytes)")))
+}
+
+/// Append the operation just run to `ctx.log` in replayable form: first the keys it
+/// evicted, as `key.del` (eviction samples at random, so it is logged as its effect),
+/// then the operation itself if it changed something — or the rewrite it asked for.
+fn log_op(ctx: &mut Ctx, gone_mark: usize, name: &str, params: &Params, rewrite: Option<Vec<u8>>) {
+    let sep = |log: &mut Vec<u8>, n: &mut usize| {
+        if *n > 0 {
+            log.push(b',');
+        }
+        *n += 1;
+    };
+    for (key, why, _) in ctx.store.gone_since(gone_mark) {
+        if *why == Gone::Evicted {
+            sep(&mut ctx.log, &mut ctx.log_count);
+            ctx.log.extend_from_slice(b"{\"method\":\"key.del\",\"params\":{\"key\":");
+            crate::proto::write_str(&mut ctx.log, key);
+            ctx.log.extend_from_slice(b"}}");
+        }
+    }
+    if !ctx.changed {
+        return;
+    }
+    sep(&mut ctx.log, &mut ctx.log_count);
+    match rewrite {
+        Some(op) => ctx.log.extend_from_slice(&op),
+        None => {
+            ctx.log.extend_from_slice(b"{\"method\":");
+            crate::proto::write_str(&mut ctx.log, name);
+            ctx.log.extend_from_slice(b",\"params\":");
+            params.write_json(&mut ctx.log);
+            ctx.log.push(b'}');
+        }
+    }
 }
 
 /// `batch`: operations in order, nothing from another connection in between (we are

@@ -1,7 +1,7 @@
 //! `server.*`: liveness, time, statistics and whole-store operations.
 
-use super::{Ctx, Def, ADMIN, ALL_KEYS, KEYLESS, READ, WRITE};
-use crate::proto::{Json, Params, Result};
+use super::{Ctx, Def, ADMIN, ALL_KEYS, KEYLESS, NO_BATCH, READ, WRITE};
+use crate::proto::{Code, Error, Json, Params, Result};
 
 pub const COMMANDS: &[Def] = &[
     Def { name: "server.ping", flags: READ | KEYLESS, run: ping },
@@ -9,6 +9,7 @@ pub const COMMANDS: &[Def] = &[
     Def { name: "server.info", flags: READ | KEYLESS, run: info },
     Def { name: "server.dbsize", flags: READ | KEYLESS, run: dbsize },
     Def { name: "server.flush", flags: WRITE | ADMIN | KEYLESS | ALL_KEYS, run: flush },
+    Def { name: "server.save", flags: ADMIN | KEYLESS | NO_BATCH, run: save },
 ];
 
 fn ping(_: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
@@ -55,5 +56,23 @@ fn flush(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
     ctx.touched_all();
     ctx.flushed = true;
     out.u64("flushed", n as u64);
+    Ok(())
+}
+
+/// Start a background snapshot (the reactor forks once this returns); `started` is
+/// false when one is already running.
+fn save(ctx: &mut Ctx, _: &Params, out: &mut Json) -> Result<()> {
+    if !ctx.facts.persist_enabled {
+        return Err(Error::new(
+            Code::Unavailable,
+            "Persistence is off (DBX_PERSIST=false): there is nothing to save to",
+        ));
+    }
+    if let Some(why) = &ctx.facts.writes_refused {
+        return Err(Error::new(Code::Unavailable, format!("No snapshot while the log cannot be written: {why}")));
+    }
+    let started = !ctx.facts.snapshot_running;
+    ctx.save_requested = started;
+    out.bool("started", started);
     Ok(())
 }

@@ -136,6 +136,19 @@ fn pop(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let popped = write(ctx, &key, false, |s| s.pop(count))?.unwrap_or_default();
     if !popped.is_empty() {
         ctx.touched(&key);
+        // Which members a pop takes depends on the hash seed of this process: log the
+        // effect (a set.remove of exactly these members) so replay is deterministic.
+        let mut op = b"{\"method\":\"set.remove\",\"params\":{\"key\":".to_vec();
+        crate::proto::write_str(&mut op, &key);
+        op.extend_from_slice(b",\"members\":[");
+        for (i, m) in popped.iter().enumerate() {
+            if i > 0 {
+                op.push(b',');
+            }
+            crate::proto::write_str(&mut op, m);
+        }
+        op.extend_from_slice(b"]}}");
+        ctx.log_override = Some(op);
     }
     write_members(out, popped.iter().map(|m| &**m));
     Ok(())

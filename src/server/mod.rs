@@ -23,6 +23,7 @@ pub mod wheel;
 use crate::auth::{self, AuthConfig, AuthError, Authenticator, Identity};
 use crate::cmd::{self, Ctx, ServerFacts};
 use crate::config::Config;
+use crate::persist::Persist;
 use crate::proto::{self, Code, Incoming, Json};
 use crate::pubsub::Hub;
 use crate::store::{Gone, Store};
@@ -109,6 +110,14 @@ pub struct Server {
     rng: u64,
     accept_paused: bool,
     signals: Option<signal_hook_mio::v1_0::Signals>,
+    // ---- persistence (issue 7) ----
+    persist: Persist,
+    /// Connections that issued a logged write this turn.
+    persist_writers: Vec<usize>,
+    /// Under `always`: connections whose write is not on disk yet (the log failed);
+    /// their replies wait until it is.
+    persist_held: Vec<usize>,
+    log_buf: Vec<u8>,
 }
 
 fn unix_ms_now() -> u64 {
@@ -181,12 +190,21 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let rng = seed();
         let now = unix_ms_now();
+        // Persistence: load the data directory before serving (issue 7).
+        let (persist, store, epoch) = if cfg.persist {
+            let o = Persist::open(&cfg, &format!("{:016x}", rng), now)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            (o.persist, o.store, o.epoch)
+        } else {
+            (Persist::off(), Store::new(), format!("{:016x}", rng))
+        };
         let facts = ServerFacts {
             version: env!("CARGO_PKG_VERSION"),
-            epoch: format!("{:016x}", rng),
+            epoch,
             max_batch: cfg.max_batch,
             maxmemory: cfg.maxmemory,
             maxmemory_policy: cfg.maxmemory_policy,
+            persist_enabled: cfg.persist,
             ..ServerFacts::default()
         };
         Ok(Server {
@@ -195,8 +213,8 @@ impl Server {
             local_addr,
             conns: Slab::with_capacity(1024),
             wheel: Wheel::new(10, 1024, 0),
-            hub: Hub::new(cfg.watch_backlog, 0),
-            store: Store::new(),
+            hub: Hub::new(cfg.watch_backlog, store.rev()),
+            store,
             facts,
             metrics: metrics::Metrics::default(),
             started: Instant::now(),
@@ -215,6 +233,10 @@ impl Server {
             rng,
             accept_paused: false,
             signals: None,
+            persist,
+            persist_writers: Vec::new(),
+            persist_held: Vec::new(),
+            log_buf: Vec::new(),
             auth,
             cfg,
         })
@@ -316,6 +338,7 @@ impl Server {
             self.metrics.loop_turns.record(turn.elapsed().as_micros() as u64);
             if let Some(deadline) = self.shutting_down {
                 if self.conns.is_empty() || self.mono_ms() >= deadline {
+                    self.persist.close();
                     log::info!("shutdown complete ({} connections left)", self.conns.len());
                     return Ok(());
                 }
@@ -336,6 +359,9 @@ impl Server {
         }
         if let Some(deadline) = self.shutting_down {
             let d = deadline.saturating_sub(now);
+            ms = Some(ms.map_or(d, |m| m.min(d)));
+        }
+        if let Some(d) = self.persist.wakeup_ms() {
             ms = Some(ms.map_or(d, |m| m.min(d)));
         }
         ms.map(Duration::from_millis)
@@ -470,8 +496,8 @@ impl Server {
             Route::Upgrade(up) => self.upgrade(t, up, len, false),
             Route::Echo(up) => self.upgrade(t, up, len, true),
             Route::Health => {
-                let body = self.health_json();
-                self.answer(t, handshake::response(200, "application/json", &body, ""));
+                let (status, body) = self.health_json();
+                self.answer(t, handshake::response(status, "application/json", &body, ""));
             }
             Route::Metrics => {
                 let body = self.metrics_text();
@@ -859,6 +885,8 @@ impl Server {
         self.facts.uptime_s = self.started.elapsed().as_secs();
         self.facts.connections = self.ws_count;
         self.facts.ops_total = self.metrics.ops_total;
+        self.facts.writes_refused = self.persist.refusing();
+        self.facts.snapshot_running = self.persist.snapshot_running();
         let identity = self.conns.get(t).map_or_else(|| Rc::new(Identity::anonymous()), |c| c.identity.clone());
         let mut ctx = Ctx::new(&mut self.store, self.unix_ms, &self.facts);
         ctx.identity = identity;
@@ -866,9 +894,13 @@ impl Server {
         ctx.hub = Some(&mut self.hub);
         ctx.conn = t;
         ctx.track_changes = true;
+        ctx.log_ops = self.persist.is_on();
+        ctx.log = std::mem::take(&mut self.log_buf);
         let err = cmd::respond(&mut ctx, id, &req.method, &req.params, &self.stamp, &mut buf);
         let ops = ctx.ops;
         let flushed = ctx.flushed;
+        let save = ctx.save_requested;
+        let (mut log, logged) = (std::mem::take(&mut ctx.log), ctx.log_count);
         let new_identity = ctx.identity_changed.then(|| ctx.identity.clone());
         let changes = std::mem::take(&mut ctx.changes);
         drop(ctx);
@@ -889,9 +921,20 @@ impl Server {
         }
         self.push_frame(t, &buf);
         self.buf = buf;
+        if logged > 0 {
+            // Into the log before the reply leaves (before_sleep flushes it first).
+            self.persist.append_ops(self.store.rev(), self.unix_ms, &log);
+            self.persist_writers.push(t);
+        }
+        log.clear();
+        self.log_buf = log;
         if flushed {
             // History is gone: a new epoch (PROTOCOL.md §5).
             self.facts.epoch = format!("{:016x}", self.rand());
+            self.persist.append_epoch(&self.facts.epoch);
+        }
+        if save {
+            self.persist.start_snapshot(&self.store, &self.facts.epoch, self.unix_ms);
         }
         // Reply first, then the events it caused (also to the caller itself).
         self.publish_changes(changes);
@@ -1030,14 +1073,41 @@ impl Server {
         if self.store.has_gone() {
             self.publish_changes(Vec::new());
         }
+        self.persist_flush();
         self.flush_dirty();
         self.free_dead();
+    }
+
+    /// The append-only log before any reply (Redis's beforeSleep order): write the
+    /// turn's records, fsync under `always`; if that fails under `always`, the replies
+    /// of this turn's writers wait (they are not on disk) until a retry succeeds.
+    fn persist_flush(&mut self) {
+        if !self.persist.is_on() {
+            return;
+        }
+        self.persist.note_rev(self.store.rev());
+        let ok = self.persist.flush();
+        let writers = std::mem::take(&mut self.persist_writers);
+        if !ok && self.persist.holds_replies() {
+            self.persist_held.extend(writers);
+        } else if ok && !self.persist_held.is_empty() {
+            for t in std::mem::take(&mut self.persist_held) {
+                self.mark_dirty(t);
+            }
+        }
+        self.persist.poll_child();
+        self.persist.maybe_rewrite(&self.store, &self.facts.epoch, self.unix_ms);
     }
 
     fn flush_dirty(&mut self) {
         let max_out = self.cfg.ws_max_outbound as usize;
         let dirty = std::mem::take(&mut self.dirty);
         for t in dirty {
+            if !self.persist_held.is_empty() && self.persist_held.contains(&t) {
+                // Stays dirty: flushed once its write is on disk.
+                self.dirty.push(t);
+                continue;
+            }
             let Some(c) = self.conns.get_mut(t) else {
                 continue;
             };
@@ -1116,9 +1186,16 @@ impl Server {
                     c.dead.map_or("unknown", CloseReason::as_str)
                 );
             }
+            let held = self.persist_held.contains(&t);
+            if held {
+                self.persist_held.retain(|&h| h != t);
+            }
             if let Some(wire) = c.wire() {
-                // Last chance for queued bytes (a close frame); never blocks.
-                let _ = wire.send();
+                // Last chance for queued bytes (a close frame); never blocks. Not for a
+                // reply whose write is not on disk yet.
+                if !held {
+                    let _ = wire.send();
+                }
                 let _ = self.poll.registry().deregister(&mut wire.sock);
             }
         }
@@ -1145,19 +1222,21 @@ impl Server {
 
     // ---- HTTP endpoints ----
 
-    fn health_json(&self) -> Vec<u8> {
+    /// 200 `ok`, or 503 `degraded` while the log cannot be written (writes refused).
+    fn health_json(&self) -> (u16, Vec<u8>) {
+        let degraded = self.persist.refusing().is_some();
         let mut b = Vec::with_capacity(256);
         b.push(b'{');
-        Json::fields(&mut b, true)
-            .str("status", "ok")
+        let mut j = Json::fields(&mut b, true);
+        j.str("status", if degraded { "degraded" } else { "ok" })
             .str("version", env!("CARGO_PKG_VERSION"))
             .u64("uptime_s", self.started.elapsed().as_secs())
             .u64("connections", self.ws_count as u64)
             .u64("keys", self.store.len() as u64)
-            .u64("used_memory", self.store.used_memory() as u64)
-            .str("persistence", if self.cfg.persist { "unavailable" } else { "off" });
+            .u64("used_memory", self.store.used_memory() as u64);
+        self.persist.describe(&mut j);
         b.push(b'}');
-        b
+        (if degraded { 503 } else { 200 }, b)
     }
 
     fn metrics_text(&self) -> String {

@@ -409,6 +409,17 @@ impl Store {
         std::mem::take(&mut self.gone)
     }
 
+    /// How many removals `take_gone` would return now (the log notes where a request
+    /// started, then reads its evictions with `gone_since`).
+    pub fn gone_len(&self) -> usize {
+        self.gone.len()
+    }
+
+    /// Removals recorded since `gone_len()` returned `from`.
+    pub fn gone_since(&self, from: usize) -> &[(Box<str>, Gone, u64)] {
+        self.gone.get(from..).unwrap_or_default()
+    }
+
     pub fn has_gone(&self) -> bool {
         !self.gone.is_empty()
     }
