@@ -8,7 +8,7 @@
 
 use crate::auth::Identity;
 use crate::glob::glob_match;
-use crate::proto::{write_str, write_u64, Json};
+use crate::proto::{rfc3339_ms, write_str, write_u64, Json};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -19,8 +19,10 @@ pub struct Logged {
     /// None: every key (`server.flush`).
     pub key: Option<Box<str>>,
     pub event: &'static str,
-    /// The serialized `keyspace` message, shared with live deliveries.
-    pub payload: Rc<[u8]>,
+    /// When it happened (unix ms): replays carry the original timestamp. The message
+    /// itself is serialized only when someone receives it, so an unwatched write costs
+    /// no formatting.
+    pub at_ms: u64,
 }
 
 #[derive(Default)]
@@ -264,9 +266,8 @@ impl Hub {
 
     /// Record one change (in rev order) and deliver it to the connections watching it.
     /// `epoch` is included in `server.flush` events: the history before it is gone.
-    pub fn changed(&mut self, key: Option<&str>, event: &'static str, rev: u64, epoch: &str) {
-        let payload = keyspace_payload(key, event, rev, &self.stamp, key.is_none().then_some(epoch));
-        match key {
+    pub fn changed(&mut self, key: Option<Box<str>>, event: &'static str, rev: u64, epoch: &str, at_ms: u64) {
+        match key.as_deref() {
             Some(k) => {
                 // Exact watches were checked against the scope by `key.watch`, but the
                 // scope may have narrowed since (`auth.refresh`): check both kinds.
@@ -281,26 +282,28 @@ impl Hub {
                         }
                     }
                 }
-                for t in to {
-                    self.out.push((t, payload.clone()));
+                if !to.is_empty() {
+                    let payload = keyspace_payload(Some(k), event, rev, &self.stamp, None);
+                    for t in to {
+                        self.out.push((t, payload.clone()));
+                    }
                 }
             }
             None => {
                 // A flush changes every key: one event per watching connection, and the
                 // history before it is gone (a new epoch).
+                let payload = keyspace_payload(None, event, rev, &self.stamp, Some(epoch));
                 for (&t, s) in &self.conns {
                     if s.watches() {
                         self.out.push((t, payload.clone()));
                     }
                 }
                 self.history.clear();
+                self.history_floor = rev;
+                return;
             }
         }
         if self.capacity == 0 {
-            self.history_floor = rev;
-            return;
-        }
-        if key.is_none() {
             self.history_floor = rev;
             return;
         }
@@ -309,7 +312,7 @@ impl Hub {
                 self.history_floor = old.rev;
             }
         }
-        self.history.push_back(Logged { rev, key: key.map(Into::into), event, payload });
+        self.history.push_back(Logged { rev, key, event, at_ms });
     }
 
     /// The changes after `since` that match `keys`/`patterns` (and the scope), or None
@@ -327,7 +330,7 @@ impl Hub {
                         scope.key_allowed(k) && (keys.contains(&k) || patterns.iter().any(|p| glob_match(p, k)))
                     })
                 })
-                .map(|l| l.payload.clone())
+                .map(|l| keyspace_payload(l.key.as_deref(), l.event, l.rev, &rfc3339_ms(l.at_ms), None))
                 .collect(),
         )
     }
@@ -400,17 +403,17 @@ mod tests {
     fn watch_history_and_gap() {
         let mut h = Hub::new(3, 0);
         h.watch(1, &["a"], &["user:*"], anyone());
-        h.changed(Some("a"), "string.set", 1, "e");
-        h.changed(Some("b"), "string.set", 2, "e");
-        h.changed(Some("user:1"), "hash.set", 3, "e");
+        h.changed(Some("a".into()), "string.set", 1, "e", 0);
+        h.changed(Some("b".into()), "string.set", 2, "e", 0);
+        h.changed(Some("user:1".into()), "hash.set", 3, "e", 0);
         assert_eq!(h.out.len(), 2);
         let r = h.replay(1, &["a"], &["user:*"], &Identity::anonymous()).unwrap();
         assert_eq!(r.len(), 1);
-        h.changed(Some("c"), "key.del", 4, "e");
+        h.changed(Some("c".into()), "key.del", 4, "e", 0);
         // capacity 3: rev 1 fell out, so since=0 is a gap but since=1 still works
         assert!(h.replay(0, &["a"], &[], &Identity::anonymous()).is_none());
         assert!(h.replay(1, &["a"], &[], &Identity::anonymous()).is_some());
-        h.changed(None, "server.flush", 5, "e2");
+        h.changed(None, "server.flush", 5, "e2", 0);
         assert!(h.replay(4, &["a"], &[], &Identity::anonymous()).is_none());
         assert!(h.replay(5, &["a"], &[], &Identity::anonymous()).unwrap().is_empty());
     }

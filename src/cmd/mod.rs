@@ -18,7 +18,7 @@ use crate::config::MaxMemoryPolicy;
 use crate::proto::{Code, Error, Json, Params, Result};
 use crate::pubsub::Hub;
 use crate::store::{Gone, Store};
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::rc::Rc;
 use std::sync::OnceLock;
 

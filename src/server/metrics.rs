@@ -3,7 +3,7 @@
 //! and recording stays a couple of integer additions on the loop.
 
 use crate::proto::Code;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::fmt::Write;
 
 /// Request-handling latency buckets, microseconds (upper bounds; +Inf implied).

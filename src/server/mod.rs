@@ -102,6 +102,8 @@ pub struct Server {
     dead: Vec<usize>,
     /// Current turn's unix ms and its RFC 3339 text, formatted once per turn.
     unix_ms: u64,
+    /// This turn's monotonic ms (activity stamps and token buckets need no finer clock).
+    mono: u64,
     stamp: String,
     stamp_ms: u64,
     shutdown_flag: Arc<AtomicBool>,
@@ -225,6 +227,7 @@ impl Server {
             more_input: Vec::new(),
             dead: Vec::new(),
             unix_ms: now,
+            mono: 0,
             stamp: proto::rfc3339_ms(now),
             stamp_ms: now,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
@@ -368,6 +371,7 @@ impl Server {
     }
 
     fn tick_clock(&mut self) {
+        self.mono = self.mono_ms();
         self.unix_ms = unix_ms_now();
         if self.unix_ms != self.stamp_ms {
             self.stamp_ms = self.unix_ms;
@@ -733,7 +737,7 @@ impl Server {
             match msg {
                 Ok(msg) => {
                     handled += 1;
-                    c.last_seen_ms = self.started.elapsed().as_millis() as u64;
+                    c.last_seen_ms = self.mono;
                     self.on_message(t, msg);
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -749,7 +753,7 @@ impl Server {
             // Part of a frame is activity too: a large message arriving slowly must
             // not be cut off by the liveness check before its last byte.
             if c.wire_ref().is_some_and(|w| w.bytes_in != bytes_in) {
-                c.last_seen_ms = self.started.elapsed().as_millis() as u64;
+                c.last_seen_ms = self.mono;
             }
             if let Phase::Ws(ws) = &mut c.phase {
                 if ws.get_ref().pending() == 0 {
@@ -869,7 +873,7 @@ impl Server {
         };
         let id = req.id.map(|r| r.get());
         let cost = cmd::cost(&req.method, &req.params, self.cfg.max_batch);
-        let now_mono = self.mono_ms();
+        let now_mono = self.mono;
         if let Some(c) = self.conns.get_mut(t) {
             if let Err(wait) = c.bucket.try_take(cost, now_mono) {
                 self.metrics.rate_limited += 1;
@@ -882,7 +886,7 @@ impl Server {
             }
         }
         let mut buf = std::mem::take(&mut self.buf);
-        self.facts.uptime_s = self.started.elapsed().as_secs();
+        self.facts.uptime_s = self.mono / 1000;
         self.facts.connections = self.ws_count;
         self.facts.ops_total = self.metrics.ops_total;
         self.facts.writes_refused = self.persist.refusing();
@@ -954,7 +958,7 @@ impl Server {
                 .collect();
             all.sort_by_key(|c| c.0);
             for (rev, key, event) in all {
-                self.hub.changed(key.as_deref(), event, rev, &self.facts.epoch);
+                self.hub.changed(key, event, rev, &self.facts.epoch, self.unix_ms);
             }
         }
         self.deliver();
