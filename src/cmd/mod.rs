@@ -196,8 +196,8 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn table() -> &'static HashMap<&'static str, Command> {
-    static TABLE: OnceLock<HashMap<&'static str, Command>> = OnceLock::new();
+fn table() -> &'static HashMap<&'static str, &'static Command> {
+    static TABLE: OnceLock<HashMap<&'static str, &'static Command>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = HashMap::new();
         for list in [
@@ -212,7 +212,7 @@ fn table() -> &'static HashMap<&'static str, Command> {
             list::COMMANDS,
         ] {
             for c in list {
-                t.insert(c.name, Command { name: c.name, flags: c.flags, run: c.run });
+                t.insert(c.name, c);
             }
         }
         t
@@ -220,7 +220,7 @@ fn table() -> &'static HashMap<&'static str, Command> {
 }
 
 pub fn lookup(method: &str) -> Option<&'static Command> {
-    table().get(method)
+    table().get(method).copied()
 }
 
 /// Every method name, sorted (metrics, docs).
@@ -490,13 +490,6 @@ fn batch_op(ctx: &mut Ctx, raw: &serde_json::value::RawValue, buf: &mut Vec<u8>)
     Ok(())
 }
 
-/// A relative TTL in seconds (integer or fractional, millisecond precision) as an
-/// absolute unix-ms deadline. `None` if absent.
-pub fn ttl_param(p: &Params, name: &str, now_ms: u64) -> Result<Option<f64>> {
-    let _ = now_ms;
-    p.opt_f64(name)
-}
-
 /// Seconds → ms, rounded to the millisecond, saturating.
 pub fn secs_to_ms(secs: f64) -> u64 {
     let ms = (secs * 1000.0).round();
@@ -512,9 +505,5 @@ pub fn ms_to_ttl_secs(ms: u64) -> i64 {
     ms.div_ceil(1000) as i64
 }
 
-/// Pick a list of command definitions for the table (used by each command module).
-pub struct Def {
-    pub name: &'static str,
-    pub flags: u16,
-    pub run: Handler,
-}
+/// Each command module lists its commands as `Def`s: the table entry itself.
+pub type Def = Command;
