@@ -66,6 +66,8 @@ pub struct Loaded {
     /// Bytes of the logs after the snapshot (the rewrite trigger compares it).
     pub log_bytes: u64,
     pub records: u64,
+    /// `--aof-truncate-corrupt` cut records away: acknowledged writes may be gone.
+    pub cut_corrupt: bool,
 }
 
 #[derive(Deserialize)]
@@ -89,7 +91,15 @@ pub fn load(dir: &Path, truncate_corrupt: bool) -> Result<Loaded, String> {
     let t0 = Instant::now();
     fs::create_dir_all(dir).map_err(|e| format!("cannot create DBX_DATA_DIR {}: {e}", dir.display()))?;
     let (snaps, logs) = scan(dir).map_err(|e| format!("cannot read DBX_DATA_DIR {}: {e}", dir.display()))?;
-    let mut out = Loaded { store: Store::new(), epoch: None, snapshot: None, last_log: None, log_bytes: 0, records: 0 };
+    let mut out = Loaded {
+        store: Store::new(),
+        epoch: None,
+        snapshot: None,
+        last_log: None,
+        log_bytes: 0,
+        records: 0,
+        cut_corrupt: false,
+    };
     let base = snaps.last().copied();
     if let Some(g) = base {
         let path = snapshot_path(dir, g);
@@ -145,6 +155,7 @@ pub fn load(dir: &Path, truncate_corrupt: bool) -> Result<Loaded, String> {
                     path.display()
                 );
                 cut(&path, offset)?;
+                out.cut_corrupt = true;
                 out.log_bytes += offset;
                 for &later in want.get(i + 1..).unwrap_or_default() {
                     let p = log_path(dir, later);

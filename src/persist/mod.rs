@@ -222,8 +222,37 @@ impl Persist {
     pub fn open(cfg: &Config, fresh_epoch: &str, now_ms: u64) -> Result<Opened, String> {
         let dir = cfg.data_dir.clone();
         let lock = lock_dir(&dir)?;
+        // A clean shutdown leaves a marker; its absence means the process died.
+        let marker = dir.join(CLEAN_MARKER);
+        let clean = marker.exists();
+        if clean {
+            std::fs::remove_file(&marker)
+                .and_then(|()| sync_dir(&dir))
+                .map_err(|e| format!("cannot remove {}: {e}", marker.display()))?;
+        }
         let loaded = load::load(&dir, cfg.aof_truncate_corrupt)?;
-        let epoch = loaded.epoch.clone().unwrap_or_else(|| fresh_epoch.to_string());
+        // The epoch promises watchers that no acknowledged change is missing from the
+        // revisions they saw. After a crash under `everysec`/`no` (the last moments'
+        // acknowledged writes may not have reached the disk) or a cut of a damaged log,
+        // revisions may be reused for other changes: start a new epoch so resuming
+        // watchers resync instead of trusting a replay.
+        let maybe_lost = loaded.cut_corrupt || (!clean && cfg.appendfsync != AppendFsync::Always);
+        let epoch = match loaded.epoch.clone() {
+            Some(e) if !maybe_lost => e,
+            Some(_) => {
+                log::warn!(
+                    "{}; starting a new epoch so that watchers resynchronise",
+                    if loaded.cut_corrupt {
+                        "records were cut from a damaged log"
+                    } else {
+                        "the last run did not shut down cleanly and acknowledged writes of its last moments may be lost"
+                    }
+                );
+                fresh_epoch.to_string()
+            }
+            None => fresh_epoch.to_string(),
+        };
+        let epoch_changed = loaded.epoch.as_deref().is_some_and(|e| e != epoch);
         let store = loaded.store;
         let gen = loaded.last_log.or(loaded.snapshot.map(|(g, _)| g)).unwrap_or(0);
         let path = load::log_path(&dir, gen);
@@ -261,6 +290,10 @@ impl Persist {
             crash_at,
             _lock: Some(lock),
         };
+        let mut persist = persist;
+        if epoch_changed {
+            persist.append_epoch(&epoch);
+        }
         Ok(Opened { persist, store, epoch })
     }
 
@@ -550,10 +583,19 @@ impl Persist {
         if !self.on {
             return;
         }
-        self.flush();
+        let ok = self.flush();
         if let Some(f) = &self.file {
             match f.sync_all() {
-                Ok(()) => log::info!("append-only log flushed and fsynced"),
+                Ok(()) if ok => {
+                    log::info!("append-only log flushed and fsynced");
+                    // Tell the next start that nothing acknowledged was lost.
+                    let marker = self.dir.join(CLEAN_MARKER);
+                    if let Err(e) = File::create(&marker).and_then(|m| m.sync_all()).and_then(|()| sync_dir(&self.dir))
+                    {
+                        log::warn!("cannot write {}: {e}", marker.display());
+                    }
+                }
+                Ok(()) => log::error!("append-only log could not be written at shutdown"),
                 Err(e) => log::error!("cannot fsync {}: {e}", self.log_path().display()),
             }
         }
@@ -649,6 +691,9 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
 
 /// Open log `path` for appending; a new (or empty) one gets its magic and header,
 /// fsynced. Returns the file and its size.
+/// Written at a clean shutdown, removed at start.
+const CLEAN_MARKER: &str = "CLEAN";
+
 fn open_log(path: &Path, gen: u64, rev: u64, now_ms: u64, epoch: &str) -> io::Result<(File, u64)> {
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     let mut len = f.metadata()?.len();
