@@ -835,7 +835,7 @@ fn evictions_are_logged_and_replayed() {
             _ => c.ok("list.push", json!({"key": k, "values": [pad, "z"]})),
         };
         // Touch an old key now and then so the LRU order is not just insertion order.
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             c.call("hash.get", json!({"key": format!("k{}", i / 2)}));
         }
         i += 1;
