@@ -486,3 +486,438 @@ fn disk_full_refuses_writes_and_recovers() {
     assert_eq!(value(&mut c, "resumed"), "1");
     assert_eq!(value(&mut c, "refused"), Value::Null);
 }
+
+// ---- every data type survives a restart (issue 7 × collections) ----
+
+/// Every live key (via `key.scan`) with its type, full contents and TTL in seconds:
+/// `{key: {"type", "value", "ttl"}}`. Sets are sorted (their order is per process).
+fn dump(c: &mut support_persist::Client) -> std::collections::BTreeMap<String, Value> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let r = c.ok("key.scan", json!({"cursor": cursor, "count": 1000}));
+        keys.extend(r["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()));
+        cursor = r["cursor"].as_str().unwrap().to_string();
+        if cursor == "0" {
+            break;
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for k in keys {
+        let kind = c.ok("key.type", json!({ "key": k }))["type"].as_str().unwrap().to_string();
+        let v = match kind.as_str() {
+            "string" => c.ok("string.get", json!({ "key": k }))["value"].clone(),
+            "hash" => c.ok("hash.get", json!({ "key": k }))["fields"].clone(),
+            "set" => {
+                let mut m: Vec<String> = c.ok("set.members", json!({ "key": k }))["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap().to_string())
+                    .collect();
+                m.sort();
+                json!(m)
+            }
+            "zset" => c.ok("zset.range", json!({"key": k, "start": 0, "stop": -1}))["members"].clone(),
+            "list" => c.ok("list.range", json!({"key": k, "start": 0, "stop": -1}))["values"].clone(),
+            other => panic!("unknown type {other} of {k}"),
+        };
+        let ttl = c.ok("key.ttl", json!({ "key": k }))["ttl"].clone();
+        out.insert(k, json!({"type": kind, "value": v, "ttl": ttl}));
+    }
+    out
+}
+
+/// Same keys, types and contents; TTLs both absent or within 2 s of each other (the
+/// deadline is absolute, the seconds left shrink while we restart).
+fn assert_same(before: &std::collections::BTreeMap<String, Value>, after: &std::collections::BTreeMap<String, Value>) {
+    let (kb, ka): (Vec<_>, Vec<_>) = (before.keys().collect(), after.keys().collect());
+    assert_eq!(kb, ka, "key sets differ");
+    for (k, b) in before {
+        let a = &after[k];
+        assert_eq!(a["type"], b["type"], "type of {k}");
+        assert_eq!(a["value"], b["value"], "contents of {k}");
+        match (b["ttl"].as_i64(), a["ttl"].as_i64()) {
+            (None, None) => {}
+            (Some(tb), Some(ta)) => assert!(ta <= tb && tb - ta <= 2, "ttl of {k}: {tb} before, {ta} after"),
+            (tb, ta) => panic!("ttl of {k}: {tb:?} before, {ta:?} after"),
+        }
+    }
+}
+
+/// Strings, hashes, sets, sorted sets and lists, some with TTLs, one collection that
+/// expires before the restart.
+fn fill_all_types(c: &mut support_persist::Client, tag: &str) {
+    let k = |n: &str| format!("{tag}{n}");
+    c.ok("string.set", json!({"key": k("s"), "value": "héllo \"q\""}));
+    c.ok("string.set", json!({"key": k("s-ttl"), "value": "v", "ttl": 300}));
+    c.ok("string.incr", json!({"key": k("n"), "by": 7}));
+    // hashes
+    c.ok("hash.set", json!({"key": k("h"), "fields": {"a": "1", "b": "two", "c": 3, "ü": "ß"}}));
+    c.ok("hash.set", json!({"key": k("h"), "field": "b", "value": "TWO"}));
+    c.ok("hash.incr", json!({"key": k("h"), "field": "a", "by": 41}));
+    c.ok("hash.del", json!({"key": k("h"), "field": "c"}));
+    c.ok("hash.set", json!({"key": k("h-ttl"), "field": "f", "value": "v"}));
+    c.ok("key.expire", json!({"key": k("h-ttl"), "ttl": 200}));
+    // sets
+    let members: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    c.ok("set.add", json!({"key": k("st"), "members": members}));
+    c.ok("set.remove", json!({"key": k("st"), "members": ["m3", "m4", "nope"]}));
+    c.ok("set.add", json!({"key": k("st-ttl"), "member": "only"}));
+    c.ok("key.expire", json!({"key": k("st-ttl"), "ttl": 250}));
+    // sorted sets: infinities, ties ordered by member, incr, remove
+    c.ok(
+        "zset.add",
+        json!({"key": k("z"), "members": [
+            {"member": "top", "score": "+inf"},
+            {"member": "c", "score": 1},
+            {"member": "bottom", "score": "-inf"},
+            {"member": "a", "score": 1},
+            {"member": "b", "score": 1.0},
+            {"member": "neg", "score": -2.5},
+            {"member": "gone", "score": 5},
+            {"member": "x", "score": 1e300},
+        ]}),
+    );
+    c.ok("zset.incr", json!({"key": k("z"), "member": "neg", "by": 0.25}));
+    c.ok("zset.remove", json!({"key": k("z"), "member": "gone"}));
+    c.ok("zset.add", json!({"key": k("z-ttl"), "member": "m", "score": 0.1}));
+    c.ok("key.expire", json!({"key": k("z-ttl"), "ttl": 400}));
+    // lists: both ends, pops at both ends, trim
+    c.ok("list.push", json!({"key": k("l"), "values": ["r1", "r2", "r3", 4]}));
+    c.ok("list.push", json!({"key": k("l"), "values": ["l1", "l2", "l3"], "side": "left"}));
+    c.ok("list.pop", json!({"key": k("l")}));
+    c.ok("list.pop", json!({"key": k("l"), "side": "right"}));
+    c.ok("list.push", json!({"key": k("l"), "value": "tail"}));
+    c.ok("list.push", json!({"key": k("l-ttl"), "values": ["a", "b", "c", "d", "e"]}));
+    c.ok("list.trim", json!({"key": k("l-ttl"), "start": 1, "stop": -2}));
+    c.ok("key.expire", json!({"key": k("l-ttl"), "ttl": 500}));
+    c.ok("key.persist", json!({"key": k("s-ttl")}));
+    c.ok("key.expire", json!({"key": k("s-ttl"), "ttl": 300}));
+    // A collection whose deadline passes before the restart.
+    c.ok("zset.add", json!({"key": k("short"), "member": "m", "score": 1}));
+    c.ok("key.expire", json!({"key": k("short"), "ttl": 0.2}));
+}
+
+/// The contents `fill_all_types` leaves, checked explicitly (not only before = after).
+fn check_all_types(d: &std::collections::BTreeMap<String, Value>, tag: &str) {
+    let k = |n: &str| format!("{tag}{n}");
+    assert_eq!(d[&k("s")]["value"], "héllo \"q\"");
+    assert_eq!(d[&k("n")]["value"], "7");
+    assert_eq!(d[&k("h")]["value"], json!({"a": "42", "b": "TWO", "ü": "ß"}));
+    assert_eq!(d[&k("st")]["value"].as_array().unwrap().len(), 28);
+    let z: Vec<(String, Value)> = d[&k("z")]["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["member"].as_str().unwrap().to_string(), p["score"].clone()))
+        .collect();
+    let names: Vec<&str> = z.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(names, ["bottom", "neg", "a", "b", "c", "x", "top"]);
+    assert_eq!(z[0].1, "-inf");
+    assert_eq!(z[1].1, -2.25);
+    assert_eq!(z[6].1, "+inf");
+    assert_eq!(d[&k("l")]["value"], json!(["l2", "l1", "r1", "r2", "r3", "tail"]));
+    assert_eq!(d[&k("l-ttl")]["value"], json!(["b", "c", "d"]));
+    for t in ["s-ttl", "h-ttl", "st-ttl", "z-ttl", "l-ttl"] {
+        assert!(d[&k(t)]["ttl"].as_i64().is_some(), "{t} has a ttl: {}", d[&k(t)]);
+    }
+    for t in ["s", "h", "st", "z", "l"] {
+        assert!(d[&k(t)]["ttl"].is_null(), "{t} has no ttl");
+    }
+    assert!(!d.contains_key(&k("short")), "expired before the restart");
+}
+
+#[test]
+fn restart_keeps_every_type_after_log_replay() {
+    let dir = TempDir::new("types-log");
+    let o = Opts::new(&dir.path().join("data"));
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    fill_all_types(&mut c, "");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = dump(&mut c);
+    check_all_types(&before, "");
+    let info = c.ok("server.info", json!({}));
+    let (rev, epoch) = (info["rev"].as_u64().unwrap(), info["epoch"].clone());
+    assert_eq!(s.term().code(), Some(0));
+
+    let mut s = Dbx::start(&o);
+    assert!(s.stderr().contains("replayed"), "{}", s.stderr());
+    let mut c = s.client();
+    assert_eq!(c.hello["epoch"], epoch);
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), rev, "rev restored exactly");
+    let after = dump(&mut c);
+    assert_same(&before, &after);
+    check_all_types(&after, "");
+    // A second restart (SIGKILL this time) replays the same log to the same state.
+    s.kill();
+    let s = Dbx::start(&o);
+    let mut c = s.client();
+    assert_same(&before, &dump(&mut c));
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), rev);
+}
+
+#[test]
+fn restart_keeps_every_type_after_snapshot_and_later_records() {
+    let dir = TempDir::new("types-snap");
+    let data = dir.path().join("data");
+    let o = Opts::new(&data);
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    fill_all_types(&mut c, "");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.ok("server.save", json!({}))["started"], true);
+    wait_for(Duration::from_secs(20), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
+        .expect("snapshot finished");
+    let f = files(&data);
+    assert!(f.contains(&"snapshot-1.dbx".to_string()) && !f.contains(&"aof-0.log".to_string()), "{f:?}");
+    // Later records on top of the snapshot, touching every type again.
+    fill_all_types(&mut c, "p-");
+    c.ok("hash.set", json!({"key": "h", "field": "late", "value": "1"}));
+    c.ok("set.remove", json!({"key": "st", "member": "m0"}));
+    c.ok("zset.add", json!({"key": "z", "member": "a", "score": "-inf"}));
+    c.ok("list.push", json!({"key": "l", "value": "later", "side": "left"}));
+    c.ok("key.del", json!({"key": "n"}));
+    c.ok("key.expire", json!({"key": "h", "ttl": 600}));
+    c.ok("key.persist", json!({"key": "z-ttl"}));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = dump(&mut c);
+    check_all_types(&before, "p-");
+    assert_eq!(before["h"]["value"]["late"], "1");
+    assert!(before["h"]["ttl"].as_i64().is_some());
+    assert!(before["z-ttl"]["ttl"].is_null());
+    assert_eq!(before["z"]["value"][0], json!({"member": "a", "score": "-inf"}));
+    assert_eq!(before["z"]["value"][1], json!({"member": "bottom", "score": "-inf"}));
+    assert_eq!(before["l"]["value"][0], "later");
+    assert!(!before.contains_key("n"));
+    let info = c.ok("server.info", json!({}));
+    let (rev, epoch) = (info["rev"].as_u64().unwrap(), info["epoch"].clone());
+    s.kill();
+
+    let s = Dbx::start(&o);
+    let err = s.stderr();
+    assert!(err.contains("loaded") && err.contains("snapshot-1.dbx") && err.contains("replayed"), "{err}");
+    let mut c = s.client();
+    assert_eq!(c.hello["epoch"], epoch);
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), rev, "rev restored exactly");
+    let after = dump(&mut c);
+    assert_same(&before, &after);
+    check_all_types(&after, "p-");
+
+    // And a snapshot of the restored store loads to the same state again.
+    assert_eq!(c.ok("server.save", json!({}))["started"], true);
+    wait_for(Duration::from_secs(20), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
+        .expect("second snapshot finished");
+    drop(c);
+    drop(s);
+    let s = Dbx::start(&o);
+    let mut c = s.client();
+    assert!(files(&data).contains(&"snapshot-2.dbx".to_string()));
+    assert_same(&before, &dump(&mut c));
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), rev);
+}
+
+fn sorted_members(c: &mut support_persist::Client, key: &str) -> Vec<String> {
+    let mut m: Vec<String> = c.ok("set.members", json!({ "key": key }))["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    m.sort();
+    m
+}
+
+/// `set.pop` picks by the per-process hash seed: the log holds the members it took.
+#[test]
+fn set_pop_replays_to_the_same_members() {
+    let dir = TempDir::new("spop");
+    let o = Opts::new(&dir.path().join("data"));
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    let all: Vec<String> = (0..200).map(|i| format!("m{i:03}")).collect();
+    c.ok("set.add", json!({"key": "s", "members": all}));
+    c.ok("set.add", json!({"key": "small", "members": ["a", "b", "c"]}));
+    let mut popped = Vec::new();
+    for count in [Value::Null, json!(1), json!(7), json!(40)] {
+        let mut p = json!({"key": "s"});
+        if !count.is_null() {
+            p["count"] = count;
+        }
+        let r = c.ok("set.pop", p);
+        popped.extend(r["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()));
+    }
+    assert_eq!(popped.len(), 49);
+    // Inside a batch too, and a pop that empties (deletes) the set.
+    let b = c.ok(
+        "batch",
+        json!({"operations": [
+            {"method": "set.pop", "params": {"key": "s", "count": 3}},
+            {"method": "set.pop", "params": {"key": "small", "count": 10}},
+        ]}),
+    );
+    assert_eq!(b["results"][0]["result"]["members"].as_array().unwrap().len(), 3);
+    assert_eq!(b["results"][1]["result"]["members"].as_array().unwrap().len(), 3);
+    let left = sorted_members(&mut c, "s");
+    assert_eq!(left.len(), 148);
+    assert!(popped.iter().all(|m| !left.contains(m)));
+    s.kill();
+
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    assert_eq!(sorted_members(&mut c, "s"), left, "exactly the remaining members");
+    assert_eq!(c.ok("key.exists", json!({"key": "small"}))["exists"], false);
+    // Pop again in this process (another hash seed), restart once more.
+    c.ok("set.pop", json!({"key": "s", "count": 48}));
+    let left = sorted_members(&mut c, "s");
+    assert_eq!(left.len(), 100);
+    s.kill();
+    let s = Dbx::start(&o);
+    let mut c = s.client();
+    assert_eq!(sorted_members(&mut c, "s"), left);
+}
+
+/// A batch is one log record: every operation that changed something is in it, the
+/// failing one is not, and a torn copy of the record applies nothing.
+#[test]
+fn batch_of_mixed_types_is_one_record() {
+    let dir = TempDir::new("batch");
+    let data = dir.path().join("data");
+    let o = Opts::new(&data);
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    let ops = json!({"operations": [
+        {"method": "hash.set", "params": {"key": "h", "fields": {"f": "v", "g": "w"}}},
+        {"method": "zset.add", "params": {"key": "z", "members": [{"member": "m", "score": "+inf"}, {"member": "n", "score": 2}]}},
+        {"method": "list.push", "params": {"key": "l", "values": ["a", "b"]}},
+        {"method": "list.push", "params": {"key": "h", "value": "wrong type"}},
+        {"method": "set.add", "params": {"key": "s", "members": ["x", "y"]}},
+        {"method": "string.set", "params": {"key": "str", "value": "1", "ttl": 100}},
+    ]});
+    let b = c.ok("batch", ops.clone());
+    assert_eq!(b["results"][3]["error"]["code"], "wrong_type", "{b}");
+    let before = dump(&mut c);
+    assert_eq!(before.len(), 5, "{before:?}");
+    let rev = c.ok("server.info", json!({}))["rev"].as_u64().unwrap();
+    assert_eq!(s.term().code(), Some(0));
+    let log = log_file(&data);
+    let whole = std::fs::metadata(&log).unwrap().len();
+
+    let mut s = Dbx::start(&o);
+    assert!(s.stderr().contains("replayed 1 records"), "one record: {}", s.stderr());
+    let mut c = s.client();
+    assert_same(&before, &dump(&mut c));
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), rev);
+    assert_eq!(before["z"]["value"], json!([{"member": "n", "score": 2}, {"member": "m", "score": "+inf"}]));
+    s.term();
+
+    // The same record cut short: none of its operations is applied.
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), whole);
+    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    f.set_len(whole - 5).unwrap();
+    drop(f);
+    let s = Dbx::start(&o);
+    assert!(s.stderr().contains("torn last record"), "{}", s.stderr());
+    let mut c = s.client();
+    assert!(dump(&mut c).is_empty(), "a torn batch applies nothing");
+}
+
+/// Evictions sample at random: they are logged as `key.del`, so the restarted store
+/// holds exactly the keys the evicting one did.
+#[test]
+fn evictions_are_logged_and_replayed() {
+    let dir = TempDir::new("evict");
+    let o =
+        Opts::new(&dir.path().join("data")).env("DBX_MAXMEMORY", "200kb").env("DBX_MAXMEMORY_POLICY", "allkeys-lru");
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    let pad = "x".repeat(500);
+    let mut i = 0u64;
+    let mut evicted_at = None;
+    while i < 20_000 {
+        let k = format!("k{i}");
+        match i % 5 {
+            0 => c.ok("string.set", json!({"key": k, "value": pad})),
+            1 => c.ok("hash.set", json!({"key": k, "fields": {"a": pad, "b": "1"}})),
+            2 => c.ok("set.add", json!({"key": k, "members": [pad, "m"]})),
+            3 => c.ok("zset.add", json!({"key": k, "members": [{"member": pad, "score": i}]})),
+            _ => c.ok("list.push", json!({"key": k, "values": [pad, "z"]})),
+        };
+        // Touch an old key now and then so the LRU order is not just insertion order.
+        if i.is_multiple_of(7) {
+            c.call("hash.get", json!({"key": format!("k{}", i / 2)}));
+        }
+        i += 1;
+        if evicted_at.is_none() && c.ok("server.info", json!({}))["evicted_keys"].as_u64().unwrap() > 0 {
+            evicted_at = Some(i);
+        }
+        if evicted_at.is_some_and(|e| i >= e + 600) {
+            break;
+        }
+    }
+    let info = c.ok("server.info", json!({}));
+    let evicted = info["evicted_keys"].as_u64().unwrap();
+    assert!(evicted > 500, "evictions happened: {info}");
+    let before = dump(&mut c);
+    assert!(before.len() < i as usize && !before.is_empty(), "{} keys of {i}", before.len());
+    let rev = info["rev"].as_u64().unwrap();
+    s.kill();
+
+    let s = Dbx::start(&o);
+    let mut c = s.client();
+    let after = dump(&mut c);
+    assert_eq!(after.len(), before.len());
+    assert_same(&before, &after);
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), rev);
+    assert_eq!(c.ok("server.info", json!({}))["evicted_keys"], 0, "replay is not an eviction");
+}
+
+/// After a restart the watch backlog is empty: resuming from an older rev is a gap
+/// (with the full values), resuming from the current rev an empty replay.
+#[test]
+fn watch_resume_after_restart() {
+    let dir = TempDir::new("watch");
+    let o = Opts::new(&dir.path().join("data"));
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    c.ok("hash.set", json!({"key": "w:h", "field": "f", "value": "1"}));
+    c.ok("zset.add", json!({"key": "w:z", "member": "m", "score": "-inf"}));
+    c.ok("list.push", json!({"key": "w:l", "values": ["a", "b"]}));
+    c.ok("set.add", json!({"key": "w:s", "members": ["y", "x"]}));
+    c.ok("string.set", json!({"key": "w:str", "value": "v"}));
+    // A key the active expiry removes before the restart: it must not expire (and take
+    // a rev) a second time after it.
+    c.ok("hash.set", json!({"key": "w:gone", "field": "f", "value": "1"}));
+    c.ok("key.expire", json!({"key": "w:gone", "ttl": 0.1}));
+    std::thread::sleep(Duration::from_millis(400));
+    let w = c.ok("key.watch", json!({"patterns": ["w:*"]}));
+    let (last, epoch) = (w["rev"].as_u64().unwrap(), c.hello["epoch"].clone());
+    let fresh_values = w["values"].clone();
+    assert_eq!(fresh_values.as_object().unwrap().len(), 5, "{w}");
+    s.kill();
+
+    let s = Dbx::start(&o);
+    let mut c = s.client();
+    assert_eq!(c.hello["epoch"], epoch);
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), last);
+    // since = current rev: an empty replay.
+    let r = c.ok("key.watch", json!({"patterns": ["w:*"], "since": last, "epoch": epoch}));
+    assert_eq!(r["replay"], json!([]), "{r}");
+    assert_eq!(r["rev"].as_u64().unwrap(), last);
+    assert!(r.get("gap").is_none(), "{r}");
+    // since < current rev: the changes are not in the (new, empty) backlog → gap.
+    let r = c.ok("key.watch", json!({"patterns": ["w:*"], "since": last - 1, "epoch": epoch}));
+    assert_eq!(r["gap"], true, "{r}");
+    assert_eq!(r["epoch"], epoch);
+    assert_eq!(r["rev"].as_u64().unwrap(), last);
+    assert_eq!(r["values"], fresh_values, "the same values as before the restart");
+    // Changes after the restart resume normally.
+    c.ok("list.push", json!({"key": "w:l", "value": "c"}));
+    let mut d = s.client();
+    let r = d.ok("key.watch", json!({"keys": ["w:l"], "since": last, "epoch": epoch}));
+    let replay = r["replay"].as_array().unwrap();
+    assert_eq!(replay.len(), 1, "{r}");
+    assert_eq!(replay[0]["key"], "w:l");
+    assert_eq!(replay[0]["rev"].as_u64().unwrap(), last + 1);
+}

@@ -26,7 +26,8 @@ pub const K_HEADER: u8 = b'H';
 /// Log: one request that changed something, as `{"method","params"}` JSON, with the
 /// rev after it and the clock it ran at (`rev:u64 now_ms:u64 json…`).
 pub const K_OPS: u8 = b'O';
-/// Log: the rev moved without a logged operation (expiry): `rev:u64`.
+/// Log: the rev moved without a logged operation (active expiry): `rev:u64 now_ms:u64`,
+/// the clock the expiry ran at (absent in logs of older versions: `rev:u64` only).
 pub const K_REV: u8 = b'R';
 /// Log: a new epoch (after `server.flush`): `epoch:str16`.
 pub const K_EPOCH: u8 = b'P';

@@ -301,6 +301,12 @@ fn replay_log(
                 let Some(rev) = c.u64() else {
                     return Ok(Some((at, "short record")));
                 };
+                // The active expiry that consumed these revs, at its clock: without it
+                // the keys it removed would still be here and expire again after the
+                // restart, taking new revs (and sending `expired` events a second time).
+                if let Some(now_ms) = c.u64() {
+                    out.store.expire_cycle(now_ms, usize::MAX);
+                }
                 out.store.set_rev(rev);
             }
             Some(format::K_EPOCH) => {
@@ -311,6 +317,9 @@ fn replay_log(
             }
             _ => return Ok(Some((at, "unknown record kind"))),
         }
+        // Keys expired during replay were reported when they expired the first time:
+        // nothing to publish (and nothing to accumulate over a long log).
+        out.store.take_gone();
         out.records += 1;
     }
     out.log_bytes += r.len();

@@ -7,7 +7,7 @@
 //!   the normalisation; effects that are not a function of the request and the store
 //!   are logged as their effect (evictions as `key.del`, `Ctx::log_override` for random
 //!   commands). Expiry is not logged: it follows from the clock; the revs it consumed
-//!   are kept by `K_REV` records.
+//!   are kept by `K_REV` records, with the clock the active expiry ran at.
 //! - Records collect in `pending` during a loop turn; `flush` (from the reactor's
 //!   `before_sleep`, before any reply is written) writes them with one `write(2)` and,
 //!   under `always`, one `fdatasync` for the whole turn (group commit). Under
@@ -352,9 +352,11 @@ impl Persist {
         format::end_frame(b, at);
     }
 
-    /// Keep revs consumed without a logged request (expiry): a rev never goes back,
-    /// also across a restart.
-    pub fn note_rev(&mut self, rev: u64) {
+    /// Keep revs consumed without a logged request (active expiry at clock `now_ms`):
+    /// a rev never goes back, also across a restart. The clock lets replay expire the
+    /// same keys there, so they do not expire (and consume revs) a second time after
+    /// the restart.
+    pub fn note_rev(&mut self, rev: u64, now_ms: u64) {
         if !self.on || rev <= self.last_rev {
             return;
         }
@@ -362,6 +364,7 @@ impl Persist {
         let at = format::begin_frame(b);
         b.push(format::K_REV);
         format::put_u64(b, rev);
+        format::put_u64(b, now_ms);
         format::end_frame(b, at);
         self.last_rev = rev;
     }

@@ -1089,7 +1089,7 @@ impl Server {
         if !self.persist.is_on() {
             return;
         }
-        self.persist.note_rev(self.store.rev());
+        self.persist.note_rev(self.store.rev(), self.unix_ms);
         let ok = self.persist.flush();
         let writers = std::mem::take(&mut self.persist_writers);
         if !ok && self.persist.holds_replies() {
