@@ -476,17 +476,19 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
+        // An HTTP answer, or a WebSocket failed by us (`linger`): keep its reason.
+        let why = c.closing.unwrap_or(CloseReason::HttpDone);
         let Phase::Answered { wire } = &mut c.phase else {
             return;
         };
         let mut sink = [0u8; 4096];
         loop {
             match wire.sock.read(&mut sink) {
-                Ok(0) => return self.kill(t, CloseReason::HttpDone),
+                Ok(0) => return self.kill(t, why),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.kill(t, CloseReason::HttpDone),
+                Err(_) => return self.kill(t, why),
             }
         }
     }
@@ -718,15 +720,30 @@ impl Server {
                 self.mark_dirty(t);
                 self.kill(t, why);
             }
+            // A frame length over the limit is refused from its header, and the frame
+            // stays half-read (its payload would follow): the peer's close reply could
+            // never be parsed. Send 1009 and end the connection without waiting for it.
             tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
-                self.close_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig)
+                self.close_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig);
+                self.linger(t);
             }
-            tungstenite::Error::Capacity(_) => self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig),
+            tungstenite::Error::Capacity(_) => {
+                self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig);
+                self.linger(t);
+            }
             tungstenite::Error::Utf8(_) => {
                 self.close_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
             }
             tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 self.kill(t, CloseReason::PeerReset)
+            }
+            // A reserved opcode fails in the frame header, which tungstenite leaves in
+            // its buffer: every later read would fail on it again, so the peer's close
+            // reply could never be read. Same treatment as an oversized header.
+            tungstenite::Error::Protocol(p @ ProtocolError::InvalidOpcode(_)) => {
+                log::debug!("protocol error on #{t}: {p}");
+                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError);
+                self.linger(t);
             }
             tungstenite::Error::Protocol(p) => {
                 log::debug!("protocol error on #{t}: {p}");
@@ -738,6 +755,26 @@ impl Server {
                 self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
             }
         }
+    }
+
+    /// After `close_ws`, when the inbound frame stream can no longer be parsed: stop
+    /// reading frames, send what is queued (our close frame), shut the write side and
+    /// discard input until the peer's EOF — a lingering close, bounded by the
+    /// `CLOSE_GRACE_MS` timer `close_ws` armed. Without it the connection would sit out
+    /// the whole grace period, its close reply unreadable behind the bad frame.
+    fn linger(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        if c.dead.is_some() {
+            return;
+        }
+        let phase = std::mem::replace(&mut c.phase, Phase::Gone);
+        c.phase = match phase {
+            Phase::Ws(ws) => Phase::Answered { wire: ws.into_inner() },
+            other => other,
+        };
+        self.mark_dirty(t);
     }
 
     /// Start the closing handshake; the peer gets `CLOSE_GRACE_MS` to answer.
@@ -960,7 +997,7 @@ impl Server {
                 c.timers.deadline = None;
                 match (&c.phase, c.closing) {
                     (Phase::Http { .. }, _) => self.kill(t, CloseReason::HandshakeTimeout),
-                    (Phase::Answered { .. }, _) => self.kill(t, CloseReason::HttpDone),
+                    (Phase::Answered { .. }, why) => self.kill(t, why.unwrap_or(CloseReason::HttpDone)),
                     (Phase::Ws(_), Some(why)) => self.kill(t, why),
                     (Phase::Ws(_), None) => {
                         // Liveness: nothing arrived for interval + timeout → 1001.

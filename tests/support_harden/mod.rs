@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// How long any single expectation may take before the test calls it a hang.
 pub const PATIENCE: Duration = Duration::from_secs(5);
+/// After the closing handshake the server must close TCP within this (its own grace
+/// timer for a missing close reply is 2 s).
+pub const CLOSE_PROMPTLY: Duration = Duration::from_millis(1000);
 
 /// A server on 127.0.0.1:0, run on its own thread (the reactor holds `Rc`s, so it is
 /// built on that thread). Stopped by `stop()` or on drop.
@@ -350,15 +353,18 @@ impl Client {
         // Complete the closing handshake (may fail if the server already closed).
         let reply = frame(true, 0x8, f.payload.get(..2).unwrap_or_default());
         let _ = self.sock.write_all(&reply);
+        // Promptly: well before the server's 2 s grace timer would cut it off anyway
+        // (waiting that long means the server could not read our close reply).
         let start = Instant::now();
         loop {
             match self.next_frame() {
                 None => {
-                    return if start.elapsed() >= PATIENCE {
-                        Outcome::Other(format!("close {code}: server did not close TCP"))
+                    let waited = start.elapsed();
+                    return if waited >= CLOSE_PROMPTLY {
+                        Outcome::Other(format!("close {code}: server closed TCP only after {} ms", waited.as_millis()))
                     } else {
                         Outcome::Close(code)
-                    }
+                    };
                 }
                 Some(g) => {
                     return Outcome::Other(format!("close {code}: frame with opcode {:#x} after close", g.opcode()))
