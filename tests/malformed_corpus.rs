@@ -336,6 +336,28 @@ fn ws_cases() -> Vec<Case> {
         case("close 3000 is echoed", Ws(frame(true, 0x8, &close_payload(3000, b""))), Close(3000)),
         case("close 4999 is echoed", Ws(frame(true, 0x8, &close_payload(4999, b""))), Close(4999)),
         case("close without a code", Ws(frame(true, 0x8, b"")), Close(1005)),
+        // The shapes of Autobahn 5.1, 6.4.x, 7.3.2, 7.3.6 and 7.5.1: the peer keeps
+        // sending the rest of a broken message, or the bad frame is its own close.
+        case(
+            "fragmented ping, then the continuation",
+            Ws([frame(false, 0x9, b"fragment1"), frame(true, 0, b"fragment2")].concat()),
+            Close(1002),
+        ),
+        case(
+            "invalid UTF-8 in a first fragment, then more fragments",
+            Ws([
+                frame(false, 1, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"),
+                frame(false, 0, b"\x65\x64\x69"),
+                frame(true, 0, b"ted"),
+            ]
+            .concat()),
+            Close(1007),
+        ),
+        case(
+            "data, then close with a non-UTF-8 reason",
+            Ws([text(ping_req()), frame(true, 0x8, &close_payload(1000, b"\xff"))].concat()),
+            Close(1007),
+        ),
         case(
             "frames after close are ignored",
             Ws([frame(true, 0x8, &close_payload(1000, b"")), text(ping_req())].concat()),
@@ -422,16 +444,31 @@ fn run(srv: &TestServer, c: &Case) -> Outcome {
         }
         Input::Ws(bytes) | Input::WsEof(bytes) | Input::Echo(bytes) => {
             let path = if matches!(c.input, Input::Echo(_)) { "/echo" } else { "/ws" };
-            let mut cl = Client::open(srv.addr, path);
-            cl.send(bytes);
-            if matches!(c.input, Input::WsEof(_)) {
-                let _ = cl.sock.shutdown(std::net::Shutdown::Write);
-            }
             let want = match c.expect {
                 Expect::Reply(w) => Some(w),
                 _ => None,
             };
-            cl.outcome(want)
+            // Twice: a peer that answers the server's close frame, and one that does
+            // not (it sent its own close already, or is gone). Both must end promptly.
+            let mut first: Option<Outcome> = None;
+            for reply_to_close in [true, false] {
+                let mut cl = Client::open(srv.addr, path);
+                cl.reply_to_close = reply_to_close;
+                cl.send(bytes);
+                if matches!(c.input, Input::WsEof(_)) {
+                    let _ = cl.sock.shutdown(std::net::Shutdown::Write);
+                }
+                let got = cl.outcome(want);
+                first = match first {
+                    None => Some(got),
+                    Some(prev @ Outcome::Reply(_)) if matches!(got, Outcome::Reply(_)) => Some(prev),
+                    Some(prev) if prev == got => Some(prev),
+                    Some(prev) => {
+                        return Outcome::Other(format!("{prev:?} when answering the close, {got:?} when not"));
+                    }
+                };
+            }
+            first.unwrap_or(Outcome::Hang)
         }
     }
 }

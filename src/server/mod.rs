@@ -476,7 +476,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        // An HTTP answer, or a WebSocket failed by us (`linger`): keep its reason.
+        // An HTTP answer, or a WebSocket failed by us (`fail_ws`): keep its reason.
         let why = c.closing.unwrap_or(CloseReason::HttpDone);
         let Phase::Answered { wire } = &mut c.phase else {
             return;
@@ -713,56 +713,47 @@ impl Server {
     }
 
     fn on_ws_error(&mut self, t: usize, e: tungstenite::Error) {
-        use tungstenite::error::{CapacityError, ProtocolError};
+        use tungstenite::error::ProtocolError;
         match e {
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
                 let why = self.conns.get(t).and_then(|c| c.closing).unwrap_or(CloseReason::PeerClosed);
                 self.mark_dirty(t);
                 self.kill(t, why);
             }
-            // A frame length over the limit is refused from its header, and the frame
-            // stays half-read (its payload would follow): the peer's close reply could
-            // never be parsed. Send 1009 and end the connection without waiting for it.
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
-                self.close_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig);
-                self.linger(t);
-            }
             tungstenite::Error::Capacity(_) => {
-                self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig);
-                self.linger(t);
+                self.fail_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig)
             }
             tungstenite::Error::Utf8(_) => {
-                self.close_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
+                self.fail_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
             }
             tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 self.kill(t, CloseReason::PeerReset)
             }
-            // A reserved opcode fails in the frame header, which tungstenite leaves in
-            // its buffer: every later read would fail on it again, so the peer's close
-            // reply could never be read. Same treatment as an oversized header.
-            tungstenite::Error::Protocol(p @ ProtocolError::InvalidOpcode(_)) => {
-                log::debug!("protocol error on #{t}: {p}");
-                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError);
-                self.linger(t);
-            }
             tungstenite::Error::Protocol(p) => {
                 log::debug!("protocol error on #{t}: {p}");
-                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+                self.fail_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
             }
             tungstenite::Error::Io(_) => self.kill(t, CloseReason::IoError),
             other => {
                 log::debug!("websocket error on #{t}: {other}");
-                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+                self.fail_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
             }
         }
     }
 
-    /// After `close_ws`, when the inbound frame stream can no longer be parsed: stop
-    /// reading frames, send what is queued (our close frame), shut the write side and
-    /// discard input until the peer's EOF — a lingering close, bounded by the
-    /// `CLOSE_GRACE_MS` timer `close_ws` armed. Without it the connection would sit out
-    /// the whole grace period, its close reply unreadable behind the bad frame.
-    fn linger(&mut self, t: usize) {
+    /// _Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame with
+    /// `code`, then close the connection without waiting for the peer's close reply —
+    /// a lingering close: stop parsing frames, send what is queued, shut the write side
+    /// and discard input until the peer's EOF (bounded by the `CLOSE_GRACE_MS` timer
+    /// that `close_ws` arms), so our close frame is not lost to an RST.
+    ///
+    /// Waiting for the reply, as a graceful close does, cannot work here: after a bad
+    /// frame header (reserved opcode: tungstenite keeps the header in its buffer and
+    /// fails on it again; a length over the limit: the frame stays half-read) the
+    /// reply can never be parsed, and when the bad frame was the peer's own close frame
+    /// (1-byte payload, reason not UTF-8, over 125 bytes) no reply will come.
+    fn fail_ws(&mut self, t: usize, code: CloseCode, reason: &'static str, why: CloseReason) {
+        self.close_ws(t, code, reason, why);
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
@@ -803,8 +794,11 @@ impl Server {
     }
 
     fn on_message(&mut self, t: usize, msg: Message) {
-        let echo = self.conns.get(t).is_some_and(|c| c.echo);
+        let (echo, closing) = self.conns.get(t).map_or((false, false), |c| (c.echo, c.closing.is_some()));
         match msg {
+            // After we sent a close frame, data is no longer executed nor answered
+            // (RFC 6455 §5.5.1); we only wait for the peer's close reply.
+            Message::Text(_) | Message::Binary(_) if closing => {}
             Message::Text(text) if echo => self.echo(t, Message::Text(text)),
             Message::Binary(data) if echo => self.echo(t, Message::Binary(data)),
             Message::Text(text) => self.on_text(t, text.as_str()),

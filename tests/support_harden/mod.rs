@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 /// How long any single expectation may take before the test calls it a hang.
 pub const PATIENCE: Duration = Duration::from_secs(5);
-/// After the closing handshake the server must close TCP within this (its own grace
-/// timer for a missing close reply is 2 s).
+/// After its close frame (and our reply, if we send one) the server must close TCP
+/// within this (its own grace timer for a missing close reply is 2 s).
 pub const CLOSE_PROMPTLY: Duration = Duration::from_millis(1000);
 
 /// A server on 127.0.0.1:0, run on its own thread (the reactor holds `Rc`s, so it is
@@ -237,6 +237,9 @@ pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
 pub struct Client {
     pub sock: TcpStream,
     buf: Vec<u8>,
+    /// Answer the server's close frame (a polite peer) or stay silent (a peer that
+    /// already sent its own close, or is gone): either way the server must close TCP.
+    pub reply_to_close: bool,
 }
 
 /// One server frame: first octet and (unmasked) payload.
@@ -257,7 +260,7 @@ impl Client {
     pub fn open(addr: SocketAddr, path: &str) -> Client {
         let mut sock = connect(addr);
         send_all(&mut sock, &upgrade_request(path, ""));
-        let mut c = Client { sock, buf: Vec::new() };
+        let mut c = Client { sock, buf: Vec::new(), reply_to_close: true };
         let head_end = loop {
             if let Some(i) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
@@ -334,8 +337,8 @@ impl Client {
         }
     }
 
-    /// The server sent a close frame: nothing may follow it; answer it and expect the
-    /// server to end the TCP connection.
+    /// The server sent a close frame: nothing may follow it; answer it (or not) and
+    /// expect the server to end the TCP connection promptly.
     fn after_close(&mut self, f: &ServerFrame) -> Outcome {
         let code = match f.payload.as_slice() {
             [] => 1005,
@@ -350,9 +353,11 @@ impl Client {
         if f.first & 0x80 == 0 || f.payload.len() > 125 {
             return Outcome::Other("malformed server close frame".into());
         }
-        // Complete the closing handshake (may fail if the server already closed).
-        let reply = frame(true, 0x8, f.payload.get(..2).unwrap_or_default());
-        let _ = self.sock.write_all(&reply);
+        if self.reply_to_close {
+            // Complete the closing handshake (may fail if the server already closed).
+            let reply = frame(true, 0x8, f.payload.get(..2).unwrap_or_default());
+            let _ = self.sock.write_all(&reply);
+        }
         // Promptly: well before the server's 2 s grace timer would cut it off anyway
         // (waiting that long means the server could not read our close reply).
         let start = Instant::now();
