@@ -524,3 +524,29 @@ fn malformed_http_requests() {
 fn malformed_websocket_frames() {
     run_table(ws_cases());
 }
+
+/// The echo endpoint (Autobahn's target) must be a pure echo: no `hello`, and no
+/// heartbeat text frames (nor pings) slipped between the echoes. With the default 30 s
+/// interval the first beat lands at a random point, and Autobahn 9.4.8 once received
+/// a heartbeat in place of its 4 MiB echo.
+#[test]
+fn echo_endpoint_sends_nothing_of_its_own() {
+    let srv = TestServer::start_with(|c| {
+        c.ws_heartbeat_interval = 0.05;
+        c.ws_timeout = 5.0;
+    });
+    // Sanity: the WebSocket path does get heartbeats at this interval.
+    let mut ws = Client::open(srv.addr, "/ws");
+    assert!(matches!(ws.outcome(Some("\"type\":\"heartbeat\"")), Outcome::Reply(_)));
+    let mut echo = Client::open(srv.addr, "/echo");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    echo.send(&text("first"));
+    let f = echo.next_frame().expect("a frame");
+    assert_eq!(
+        (f.opcode(), f.payload.as_slice()),
+        (0x1, b"first".as_slice()),
+        "{:?}",
+        String::from_utf8_lossy(&f.payload)
+    );
+    srv.stop();
+}

@@ -564,10 +564,12 @@ impl Server {
         if let Some(id) = c.timers.deadline.take() {
             self.wheel.cancel(id);
         }
-        let hb_id = self.wheel.insert(first_beat, Timer::Heartbeat(t, serial));
+        // The echo endpoint is a pure echo (conformance suites compare every frame it
+        // sends): no heartbeat text frames or pings; the liveness deadline still holds.
+        let hb_id = (!echo).then(|| self.wheel.insert(first_beat, Timer::Heartbeat(t, serial)));
         let dl_id = self.wheel.insert(now + live_ms, Timer::Deadline(t, serial));
         if let Some(c) = self.conns.get_mut(t) {
-            c.timers.heartbeat = Some(hb_id);
+            c.timers.heartbeat = hb_id;
             c.timers.deadline = Some(dl_id);
         }
         self.arm_expiry(t);
