@@ -361,20 +361,16 @@ impl Client {
         // Promptly: well before the server's 2 s grace timer would cut it off anyway
         // (waiting that long means the server could not read our close reply).
         let start = Instant::now();
-        loop {
-            match self.next_frame() {
-                None => {
-                    let waited = start.elapsed();
-                    return if waited >= CLOSE_PROMPTLY {
-                        Outcome::Other(format!("close {code}: server closed TCP only after {} ms", waited.as_millis()))
-                    } else {
-                        Outcome::Close(code)
-                    };
-                }
-                Some(g) => {
-                    return Outcome::Other(format!("close {code}: frame with opcode {:#x} after close", g.opcode()))
+        match self.next_frame() {
+            None => {
+                let waited = start.elapsed();
+                if waited >= CLOSE_PROMPTLY {
+                    Outcome::Other(format!("close {code}: server closed TCP only after {} ms", waited.as_millis()))
+                } else {
+                    Outcome::Close(code)
                 }
             }
+            Some(g) => Outcome::Other(format!("close {code}: frame with opcode {:#x} after close", g.opcode())),
         }
     }
 }
