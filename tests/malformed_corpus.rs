@@ -403,6 +403,11 @@ fn ws_cases() -> Vec<Case> {
         ),
         case("JSON array", Ws(text("[1,2,3]")), Reply("invalid_request")),
         case("NUL bytes in JSON text", Ws(text("{\"id\":1,\"method\":\"server.ping\0\"}")), Reply("invalid_request")),
+        case(
+            "id with a lone surrogate escape",
+            Ws(text(r#"{"id":"a\ud800","method":"server.ping"}"#)),
+            Reply("{\"id\":null,\"error\":{\"code\":\"invalid_request\""),
+        ),
         // --- the echo endpoint shares the framing
         case("echo: unmasked frame", Echo(frame_with(0x82, false, Len::Auto, b"x")), Close(1002)),
         case("echo: invalid UTF-8 text", Echo(frame(true, 1, b"\xc0\xaf")), Close(1007)),
