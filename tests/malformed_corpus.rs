@@ -165,6 +165,18 @@ fn http_cases() -> Vec<Case> {
             Http(with_extra(&["X-A: a\rSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="])),
             Status(400),
         ),
+        // A bare LF ends a header line (as httparse reads it), so an LF smuggled into a
+        // value becomes a header of its own: here a second key, refused as a duplicate.
+        case(
+            "LF injecting a second key",
+            Http(with_extra(&["X-A: a\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="])),
+            Status(400),
+        ),
+        case(
+            "LF injecting an Upgrade without Connection",
+            Http(head(&[REQ_LINE, HOST, "X-A: a\nUpgrade: websocket"])),
+            Status(400),
+        ),
         case("NUL inside a header value", Http(with_extra(&["X-A: a\0b"])), Status(400)),
         case("DEL inside a header value", Http(with_extra(&["X-A: a\x7fb"])), Status(400)),
         case("obs-fold continuation line", Http(with_extra(&["X-A: a", " folded"])), Status(400)),
