@@ -19,17 +19,28 @@
 //! - [`auth`]: API keys and JWTs, roles and key scopes (pure).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 //! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
+//!
+//! # Panics
+//! Nothing reachable from the network may panic (docs/CONTRIBUTING.md): no `unwrap`,
+//! `expect` or `panic!` outside tests anywhere, and in the modules that handle peer
+//! input and data (`server`, `proto`, `cmd`, `store`) no indexing or slicing that can
+//! go out of bounds either — use `.get()`. `scripts/check-panics.sh` double-checks.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod auth;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod cmd;
 pub mod config;
 pub mod glob;
 pub mod logging;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod persist;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod proto;
 pub mod pubsub;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod server;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod store;
 
 /// Why the server did not run: a configuration error (exit status 2, PROTOCOL.md §8)

@@ -184,6 +184,12 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
         if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
             return Incoming::Invalid { id: None, message: "'id' must be a string or a number".into() };
         }
+        // The id is echoed verbatim, so it must be a string every JSON parser reads back:
+        // the envelope scan lets an escaped lone surrogate ("\ud800") through, which
+        // strict parsers (serde_json among them) refuse, making the whole reply unreadable.
+        if first == b'"' && raw.get().contains('\\') && raw_str(raw).is_none() {
+            return Incoming::Invalid { id: None, message: "'id' is not a valid JSON string".into() };
+        }
     }
     let method = match env.method {
         Some(m) => match raw_str(m) {
@@ -701,6 +707,15 @@ mod tests {
         ] {
             assert!(matches!(parse_incoming(bad), Incoming::Invalid { .. }), "{bad}");
         }
+        // Found by fuzzing (envelope target): an id with a lone surrogate escape was
+        // echoed into replies that strict JSON parsers cannot read.
+        for bad_id in [r#"{"id":"a\ud800b","method":"server.ping"}"#, r#"{"id":"\udc00","method":"x"}"#] {
+            match parse_incoming(bad_id) {
+                Incoming::Invalid { id, .. } => assert!(id.is_none(), "{bad_id}"),
+                other => panic!("{bad_id}: {other:?}"),
+            }
+        }
+        assert!(matches!(parse_incoming(r#"{"id":"a\u00e9\ud83d\ude00","method":"m"}"#), Incoming::Request(_)));
         let deep = "[".repeat(10_000);
         let text = format!("{{\"method\":\"a\",\"params\":{{\"x\":{deep}}}}}");
         assert!(matches!(parse_incoming(&text), Incoming::Invalid { .. }));

@@ -53,9 +53,11 @@ pub fn end_frame(buf: &mut [u8], at: usize) {
     h.update(&len_bytes);
     h.update(buf.get(at + 8..).unwrap_or_default());
     let crc = h.finalize().to_le_bytes();
-    if let Some(head) = buf.get_mut(at..at + 8) {
-        head[..4].copy_from_slice(&len_bytes);
-        head[4..].copy_from_slice(&crc);
+    if let Some(head) = buf.get_mut(at..at + 4) {
+        head.copy_from_slice(&len_bytes);
+    }
+    if let Some(head) = buf.get_mut(at + 4..at + 8) {
+        head.copy_from_slice(&crc);
     }
 }
 

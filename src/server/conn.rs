@@ -152,8 +152,10 @@ impl Write for Wire {
 pub enum Phase {
     /// Reading the HTTP request head.
     Http { wire: Wire, head: Vec<u8> },
-    /// A refusal or an HTTP answer is queued; after it is sent the socket is shut down
-    /// for writing and drained until the peer closes (so our answer is not lost to an RST).
+    /// A refusal or an HTTP answer is queued — or the final close frame of a WebSocket
+    /// whose inbound frames can no longer be parsed; after it is sent the socket is shut
+    /// down for writing and drained until the peer closes (so our answer is not lost to
+    /// an RST).
     Answered { wire: Wire },
     /// An open WebSocket.
     Ws(Box<WebSocket<Wire>>),

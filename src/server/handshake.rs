@@ -216,7 +216,7 @@ fn route_inner(req: &httparse::Request, paths: &Paths) -> Result<Route, Refusal>
 
 fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
+        Some((i, _)) => s.get(..i).unwrap_or(s),
         None => s,
     }
 }

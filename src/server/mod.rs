@@ -535,17 +535,19 @@ impl Server {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
+        // An HTTP answer, or a WebSocket failed by us (`fail_ws`): keep its reason.
+        let why = c.closing.unwrap_or(CloseReason::HttpDone);
         let Phase::Answered { wire } = &mut c.phase else {
             return;
         };
         let mut sink = [0u8; 4096];
         loop {
             match wire.sock.read(&mut sink) {
-                Ok(0) => return self.kill(t, CloseReason::HttpDone),
+                Ok(0) => return self.kill(t, why),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.kill(t, CloseReason::HttpDone),
+                Err(_) => return self.kill(t, why),
             }
         }
     }
@@ -622,10 +624,12 @@ impl Server {
         if let Some(id) = c.timers.deadline.take() {
             self.wheel.cancel(id);
         }
-        let hb_id = self.wheel.insert(first_beat, Timer::Heartbeat(t, serial));
+        // The echo endpoint is a pure echo (conformance suites compare every frame it
+        // sends): no heartbeat text frames or pings; the liveness deadline still holds.
+        let hb_id = (!echo).then(|| self.wheel.insert(first_beat, Timer::Heartbeat(t, serial)));
         let dl_id = self.wheel.insert(now + live_ms, Timer::Deadline(t, serial));
         if let Some(c) = self.conns.get_mut(t) {
-            c.timers.heartbeat = Some(hb_id);
+            c.timers.heartbeat = hb_id;
             c.timers.deadline = Some(dl_id);
         }
         self.arm_expiry(t);
@@ -777,33 +781,59 @@ impl Server {
     }
 
     fn on_ws_error(&mut self, t: usize, e: tungstenite::Error) {
-        use tungstenite::error::{CapacityError, ProtocolError};
+        use tungstenite::error::ProtocolError;
         match e {
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
                 let why = self.conns.get(t).and_then(|c| c.closing).unwrap_or(CloseReason::PeerClosed);
                 self.mark_dirty(t);
                 self.kill(t, why);
             }
-            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => {
-                self.close_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig)
+            tungstenite::Error::Capacity(_) => {
+                self.fail_ws(t, CloseCode::Size, "message too big", CloseReason::MessageTooBig)
             }
-            tungstenite::Error::Capacity(_) => self.close_ws(t, CloseCode::Size, "too big", CloseReason::MessageTooBig),
             tungstenite::Error::Utf8(_) => {
-                self.close_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
+                self.fail_ws(t, CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8)
             }
             tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 self.kill(t, CloseReason::PeerReset)
             }
             tungstenite::Error::Protocol(p) => {
                 log::debug!("protocol error on #{t}: {p}");
-                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+                self.fail_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
             }
             tungstenite::Error::Io(_) => self.kill(t, CloseReason::IoError),
             other => {
                 log::debug!("websocket error on #{t}: {other}");
-                self.close_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
+                self.fail_ws(t, CloseCode::Protocol, "protocol error", CloseReason::ProtocolError)
             }
         }
+    }
+
+    /// _Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame with
+    /// `code`, then close the connection without waiting for the peer's close reply —
+    /// a lingering close: stop parsing frames, send what is queued, shut the write side
+    /// and discard input until the peer's EOF (bounded by the `CLOSE_GRACE_MS` timer
+    /// that `close_ws` arms), so our close frame is not lost to an RST.
+    ///
+    /// Waiting for the reply, as a graceful close does, cannot work here: after a bad
+    /// frame header (reserved opcode: tungstenite keeps the header in its buffer and
+    /// fails on it again; a length over the limit: the frame stays half-read) the
+    /// reply can never be parsed, and when the bad frame was the peer's own close frame
+    /// (1-byte payload, reason not UTF-8, over 125 bytes) no reply will come.
+    fn fail_ws(&mut self, t: usize, code: CloseCode, reason: &'static str, why: CloseReason) {
+        self.close_ws(t, code, reason, why);
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        if c.dead.is_some() {
+            return;
+        }
+        let phase = std::mem::replace(&mut c.phase, Phase::Gone);
+        c.phase = match phase {
+            Phase::Ws(ws) => Phase::Answered { wire: ws.into_inner() },
+            other => other,
+        };
+        self.mark_dirty(t);
     }
 
     /// Start the closing handshake; the peer gets `CLOSE_GRACE_MS` to answer.
@@ -832,8 +862,11 @@ impl Server {
     }
 
     fn on_message(&mut self, t: usize, msg: Message) {
-        let echo = self.conns.get(t).is_some_and(|c| c.echo);
+        let (echo, closing) = self.conns.get(t).map_or((false, false), |c| (c.echo, c.closing.is_some()));
         match msg {
+            // After we sent a close frame, data is no longer executed nor answered
+            // (RFC 6455 §5.5.1); we only wait for the peer's close reply.
+            Message::Text(_) | Message::Binary(_) if closing => {}
             Message::Text(text) if echo => self.echo(t, Message::Text(text)),
             Message::Binary(data) if echo => self.echo(t, Message::Binary(data)),
             Message::Text(text) => self.on_text(t, text.as_str()),
@@ -1040,7 +1073,7 @@ impl Server {
                 c.timers.deadline = None;
                 match (&c.phase, c.closing) {
                     (Phase::Http { .. }, _) => self.kill(t, CloseReason::HandshakeTimeout),
-                    (Phase::Answered { .. }, _) => self.kill(t, CloseReason::HttpDone),
+                    (Phase::Answered { .. }, why) => self.kill(t, why.unwrap_or(CloseReason::HttpDone)),
                     (Phase::Ws(_), Some(why)) => self.kill(t, why),
                     (Phase::Ws(_), None) => {
                         // Liveness: nothing arrived for interval + timeout → 1001.
