@@ -115,9 +115,49 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     method: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
+    params: Option<ParamsField<'a>>,
     #[serde(borrow, default, rename = "type")]
     kind: Option<&'a RawValue>,
+}
+
+/// `params` read in the same pass as the envelope (no second scan of its text): an
+/// object becomes its fields; anything else is remembered as an error so that the
+/// reply can still carry the request's id.
+struct ParamsField<'a>(Option<Vec<(Cow<'a, str>, &'a RawValue)>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ParamsField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ParamsField<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("params")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
+                FieldsVisitor.visit_map(map).map(|f| ParamsField(Some(f)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ParamsField(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+                Ok(ParamsField(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+                Ok(ParamsField(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+                Ok(ParamsField(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+                Ok(ParamsField(None))
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
+                Ok(ParamsField(None))
+            }
+        }
+        d.deserialize_any(V).map(|ParamsField(f)| ParamsField(f))
+    }
 }
 
 /// Deepest nesting of arrays and objects accepted in a request (serde_json's own
@@ -203,9 +243,10 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
             return Incoming::Invalid { id, message: "Missing 'method'".into() };
         }
     };
-    match Params::parse(env.params) {
-        Ok(params) => Incoming::Request(Request { id, method, params }),
-        Err(message) => Incoming::Invalid { id, message },
+    match env.params {
+        None => Incoming::Request(Request { id, method, params: Params::default() }),
+        Some(ParamsField(Some(fields))) => Incoming::Request(Request { id, method, params: Params { fields } }),
+        Some(ParamsField(None)) => Incoming::Invalid { id, message: "'params' must be an object".into() },
     }
 }
 

@@ -14,6 +14,7 @@
 //! because no new edge will come for them.
 
 pub mod conn;
+pub mod cycles;
 pub mod handshake;
 pub mod metrics;
 pub mod notify;
@@ -102,6 +103,8 @@ pub struct Server {
     dead: Vec<usize>,
     /// Current turn's unix ms and its RFC 3339 text, formatted once per turn.
     unix_ms: u64,
+    /// Time-stamp counter for per-request latency.
+    cycles: cycles::Cycles,
     /// This turn's monotonic ms (activity stamps and token buckets need no finer clock).
     mono: u64,
     stamp: String,
@@ -228,6 +231,7 @@ impl Server {
             dead: Vec::new(),
             unix_ms: now,
             mono: 0,
+            cycles: cycles::Cycles::calibrate(Duration::from_millis(10)),
             stamp: proto::rfc3339_ms(now),
             stamp_ms: now,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
@@ -895,7 +899,7 @@ impl Server {
     }
 
     fn on_text(&mut self, t: usize, text: &str) {
-        let started = Instant::now();
+        let started = self.cycles.stamp();
         let req = match proto::parse_incoming(text) {
             Incoming::Heartbeat => return,
             Incoming::Invalid { id, message } => {
@@ -976,7 +980,8 @@ impl Server {
         // Reply first, then the events it caused (also to the caller itself).
         self.publish_changes(changes);
         let name = if req.method == "batch" { "batch" } else { cmd::lookup(&req.method).map_or("unknown", |c| c.name) };
-        self.metrics.count_request(name, started.elapsed().as_micros() as u64);
+        let us = self.cycles.micros(started, self.cycles.stamp());
+        self.metrics.count_request(name, us);
     }
 
     /// Hand key-space changes to the hub in rev order — keys that expired or were
