@@ -156,7 +156,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ParamsField<'a> {
                 Ok(ParamsField(None))
             }
         }
-        d.deserialize_any(V).map(|ParamsField(f)| ParamsField(f))
+        d.deserialize_any(V)
     }
 }
 
