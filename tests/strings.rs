@@ -336,3 +336,25 @@ fn very_large_ttls() {
     assert!(c.ok("key.ttl", json!({"key":"k"}))["ttl"].as_i64().is_some_and(|t| t > 1_000_000_000_000_000));
     assert_eq!(c.ok("server.ping", json!({})), json!({"pong":true}));
 }
+
+#[test]
+fn increments_by_zero_change_nothing() {
+    let s = start_default();
+    let mut c = connect(&s);
+    c.ok("string.set", json!({"key":"n","value":"5"}));
+    c.ok("hash.set", json!({"key":"h","field":"f","value":"5"}));
+    c.ok("zset.add", json!({"key":"z","member":"m","score":5}));
+    let rev = c.ok("server.info", json!({}))["rev"].as_u64().unwrap();
+    assert_eq!(c.ok("string.incr", json!({"key":"n","by":0})), json!({"value":5,"rev":rev}));
+    assert_eq!(c.ok("string.decr", json!({"key":"n","by":0})), json!({"value":5,"rev":rev}));
+    assert_eq!(c.ok("hash.incr", json!({"key":"h","field":"f","by":0})), json!({"value":5,"rev":rev}));
+    assert_eq!(c.ok("zset.incr", json!({"key":"z","member":"m","by":0})), json!({"score":5,"rev":rev}));
+    // A non-canonical integer is rewritten by an increment of 0: that is a change.
+    c.ok("string.set", json!({"key":"p","value":"007"}));
+    let r = c.ok("string.incr", json!({"key":"p","by":0}));
+    assert_eq!(r["value"], 7);
+    assert_eq!(r["rev"], rev + 2);
+    // Missing keys and fields are created: changes.
+    assert_eq!(c.ok("string.incr", json!({"key":"new","by":0})), json!({"value":0,"rev":rev + 3}));
+    assert_eq!(c.ok("hash.incr", json!({"key":"h","field":"g","by":0})), json!({"value":0,"rev":rev + 4}));
+}

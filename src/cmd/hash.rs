@@ -154,19 +154,24 @@ fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let key = p.str("key")?;
     let field = p.str("field")?;
     let by = p.opt_i64("by")?.unwrap_or(1);
-    let new = write(ctx, &key, true, |h| {
+    let (new, changed) = write(ctx, &key, true, |h| {
         let cur = match h.get(&field) {
-            None => 0,
-            Some(v) => v
-                .parse::<i64>()
-                .map_err(|_| Error::new(Code::NotInteger, "Hash value is not an integer or out of range"))?,
+            None => None,
+            Some(v) => Some(
+                v.parse::<i64>()
+                    .map_err(|_| Error::new(Code::NotInteger, "Hash value is not an integer or out of range"))?,
+            ),
         };
-        let new = cur.checked_add(by).ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
+        let new =
+            cur.unwrap_or(0).checked_add(by).ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
         h.insert(&field, itoa::Buffer::new().format(new));
-        Ok(new)
+        // Adding 0 to an existing field changes nothing: no rev, no event.
+        Ok((new, by != 0 || cur.is_none()))
     })?
-    .unwrap_or(0);
-    ctx.touched(&key);
+    .unwrap_or((0, false));
+    if changed {
+        ctx.touched(&key);
+    }
     out.i64("value", new);
     Ok(())
 }

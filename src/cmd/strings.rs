@@ -126,18 +126,23 @@ fn decr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
 fn add(ctx: &mut Ctx, p: &Params, by: i64, out: &mut Json) -> Result<()> {
     let key = p.str("key")?;
     let now = ctx.now_ms;
-    let (cur, exp) = match read(ctx, &key)? {
-        None => (0, 0),
-        Some((v, exp)) => (
-            v.parse::<i64>().map_err(|_| Error::new(Code::NotInteger, "Value is not an integer or out of range"))?,
-            exp,
-        ),
+    let mut buf = itoa::Buffer::new();
+    let (new, exp, same) = match read(ctx, &key)? {
+        None => (by, 0, false),
+        Some((v, exp)) => {
+            let cur = v
+                .parse::<i64>()
+                .map_err(|_| Error::new(Code::NotInteger, "Value is not an integer or out of range"))?;
+            let new = cur.checked_add(by).ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
+            (new, exp, buf.format(new) == v)
+        }
     };
-    let new = cur.checked_add(by).ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
-    let text = itoa::Buffer::new().format(new).into();
-    // INCR keeps the key's TTL, as in Redis.
-    ctx.store.set(&key, Value::Str(text), exp, now);
-    ctx.touched(&key);
+    // Adding 0 to a stored integer changes nothing: no rev, no event.
+    if !same {
+        // INCR keeps the key's TTL, as in Redis.
+        ctx.store.set(&key, Value::Str(buf.format(new).into()), exp, now);
+        ctx.touched(&key);
+    }
     out.i64("value", new);
     Ok(())
 }

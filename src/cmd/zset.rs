@@ -142,16 +142,20 @@ fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let key = p.str("key")?;
     let member = p.str("member")?;
     let by = score_param(p, "by")?;
-    let new = write(ctx, &key, true, |z| {
-        let new = z.score(&member).unwrap_or(0.0) + by;
+    let (new, changed) = write(ctx, &key, true, |z| {
+        let cur = z.score(&member);
+        let new = cur.unwrap_or(0.0) + by;
         if new.is_nan() {
             return Err(Error::invalid_params("Resulting score is not a number (NaN)"));
         }
         z.try_insert(&member, new).ok_or_else(|| Error::invalid_params("Sorted set is full"))?;
-        Ok(new)
+        // A score that stays the same changes nothing: no rev, no event.
+        Ok((new, cur != Some(new)))
     })?
-    .unwrap_or(by);
-    ctx.touched(&key);
+    .unwrap_or((by, false));
+    if changed {
+        ctx.touched(&key);
+    }
     out.f64("score", new);
     Ok(())
 }
