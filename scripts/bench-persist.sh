@@ -5,26 +5,23 @@
 # Needs: cargo build --release (dbx and dbx-bench), python3 with `websockets`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/dbx
-BENCH=target/release/dbx-bench
+LIB_NAME=bench-persist
+. scripts/lib.sh
 DUR=${DUR:-10s}
 WORK=$(mktemp -d /var/tmp/dbx-bench-persist.XXXXXX)
 PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+cleanup() { stop_pids "$PID"; rm -rf "$WORK"; }
+cleanup_on_exit cleanup
 
 start() { # start PORT ENV... ; waits until it listens
   local port=$1; shift
   rm -rf "$WORK/data"
-  env DBX_PORT="$port" DBX_DATA_DIR="$WORK/data" DBX_WS_RATE_LIMIT=0 DBX_LOG=warn "$@" "$BIN" 2>"$WORK/err.log" &
+  env DBX_PORT="$port" DBX_DATA_DIR="$WORK/data" DBX_WS_RATE_LIMIT=0 DBX_LOG=warn "$@" "$DBX" 2>"$WORK/err.log" &
   PID=$!
-  for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
+  wait_health "$port" "$PID" "$WORK/err.log" 300 && return 0
   echo "server did not start"; cat "$WORK/err.log"; exit 1
 }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+stop() { stop_pids "$PID"; PID=; }
 
 PORT=18391
 MODES=${MODES-off everysec always}   # MODES= skips the throughput runs

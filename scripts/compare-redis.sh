@@ -14,6 +14,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+LIB_NAME=compare-redis
+. scripts/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
@@ -33,14 +35,9 @@ export DBX_PERSIST=${DBX_PERSIST:-false}
 export DBX_WS_RATE_LIMIT=${DBX_WS_RATE_LIMIT:-0}
 export DBX_LOG=${DBX_LOG:-warn}
 
-DBX=$ROOT/target/release/dbx
-BENCH=$ROOT/target/release/dbx-bench
 mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw.txt
 : >"$RAW"
-
-say() { printf '%s\n' "$*" >&2; }
-die() { say "compare-redis: $*"; exit 1; }
 
 # --- redis from apt if missing
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null \
@@ -57,64 +54,33 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
 fi
 
 # --- pinning
-NCPU=$(nproc 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && [ "$NCPU" -gt "$SERVER_CORE" ] && [ "$NCPU" -gt "$BENCH_CORE" ] \
-   && [ "$SERVER_CORE" != "$BENCH_CORE" ]; then
-  PIN_SERVER=(taskset -c "$SERVER_CORE")
-  PIN_BENCH=(taskset -c "$BENCH_CORE")
-else
-  say "compare-redis: WARNING: cannot pin to separate cores ($NCPU CPUs); running unpinned"
-  PIN_SERVER=()
-  PIN_BENCH=()
-fi
+pin_cores "$SERVER_CORE" "$BENCH_CORE" "cannot pin to separate cores (@NCPU@ CPUs); running unpinned"
 
 # --- build
-if [ "$BUILD" = 1 ]; then
-  say "compare-redis: building release binaries"
-  timeout "${BUILD_TIMEOUT:-3600}" cargo build --release --bin dbx --bin dbx-bench >&2 \
-    || die "cargo build failed"
-fi
-[ -x "$DBX" ] && [ -x "$BENCH" ] || die "release binaries missing (run with BUILD=1)"
+release_binaries "run with BUILD=1"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port_open "$REDIS_PORT" && die "port $REDIS_PORT is in use; set REDIS_PORT="
-port_open "$DBX_PORT" && die "port $DBX_PORT is in use; set DBX_PORT="
+ensure_port_free "$REDIS_PORT" REDIS_PORT "in use"
+ensure_port_free "$DBX_PORT" DBX_PORT "in use"
 
 # --- servers (killed on exit)
 REDIS_PID=
 DBX_PID=
 DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dbx-compare.XXXXXX")
 export DBX_DATA_DIR=${DBX_DATA_DIR:-$DATA_DIR/dbx}
-stop_pid() {
-  local pid=$1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() { stop_pid "$REDIS_PID"; stop_pid "$DBX_PID"; rm -rf "$DATA_DIR"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup() { stop_pids "$REDIS_PID" "$DBX_PID"; rm -rf "$DATA_DIR"; }
+cleanup_on_exit cleanup
 
 ( cd "$DATA_DIR" && exec "${PIN_SERVER[@]}" redis-server --save '' --appendonly no \
     --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize no --logfile '' ) >"$OUT_DIR/redis.log" 2>&1 &
 REDIS_PID=$!
-"${PIN_SERVER[@]}" "$DBX" --port "$DBX_PORT" >"$OUT_DIR/dbx.log" 2>&1 &
-DBX_PID=$!
+start_dbx "$OUT_DIR/dbx.log" --port "$DBX_PORT"
 
 ready_redis=0 ready_dbx=0
 for _ in $(seq 150); do
   kill -0 "$REDIS_PID" 2>/dev/null || { cat "$OUT_DIR/redis.log" >&2; die "redis-server exited"; }
   kill -0 "$DBX_PID" 2>/dev/null || { cat "$OUT_DIR/dbx.log" >&2; die "dbx exited"; }
   [ "$ready_redis" = 1 ] || { [ "$(timeout 2 redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && ready_redis=1; }
-  if [ "$ready_dbx" = 0 ]; then
-    if command -v curl >/dev/null; then
-      curl -fsS --max-time 1 "http://127.0.0.1:$DBX_PORT/health" >/dev/null 2>&1 && ready_dbx=1
-    else
-      port_open "$DBX_PORT" && ready_dbx=1
-    fi
-  fi
+  [ "$ready_dbx" = 1 ] || { health_ok "$DBX_PORT" && ready_dbx=1; }
   [ "$ready_redis" = 1 ] && [ "$ready_dbx" = 1 ] && break
   sleep 0.1
 done
@@ -135,8 +101,6 @@ redis_bench() {
   awk -F, '{ printf "%s %s %s\n", $2, ($5 == "" ? "-" : $5), ($7 == "" ? "-" : $7) }' <<<"$line"
 }
 
-field() { sed -nE "s/.*\"$2\":(-?[0-9.eE+]+|null).*/\1/p" <<<"$1"; }
-
 # dbx_bench TEST P -> "ops p50_ms p99_ms"
 dbx_bench() {
   local test=$1 p=$2 line
@@ -145,7 +109,7 @@ dbx_bench() {
          --keyspace "$KEYSPACE" --value-size "$VALUE_SIZE" --json-only 2>>"$OUT_DIR/bench.log" | tail -n 1) || true
   printf 'dbx %s P%s: %s\n' "$test" "$p" "$line" >>"$RAW"
   local ops p50 p99
-  ops=$(field "$line" ops_per_sec); p50=$(field "$line" p50_us); p99=$(field "$line" p99_us)
+  ops=$(json_field "$line" ops_per_sec); p50=$(json_field "$line" p50_us); p99=$(json_field "$line" p99_us)
   [ -n "$ops" ] || { echo "0 - -"; return; }
   awk -v o="$ops" -v a="$p50" -v b="$p99" 'BEGIN { printf "%s %.3f %.3f\n", o, a / 1000, b / 1000 }'
 }

@@ -17,6 +17,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+LIB_NAME=fanout
+. scripts/lib.sh
 
 PORT=${PORT:-18090}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
@@ -35,64 +37,29 @@ export DBX_WS_RATE_LIMIT=${DBX_WS_RATE_LIMIT:-0}
 export DBX_WS_MAX_CONNECTIONS=${DBX_WS_MAX_CONNECTIONS:-$((SUBSCRIBERS + PUBLISHERS + 100))}
 export DBX_LOG=${DBX_LOG:-warn}
 
-DBX=$ROOT/target/release/dbx
-BENCH=$ROOT/target/release/dbx-bench
 OUT_DIR=${OUT_DIR:-$ROOT/target/fanout}
 mkdir -p "$OUT_DIR"
 SERVER_LOG=$OUT_DIR/server.log
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "fanout: $*"; exit 1; }
+pin_cores "$SERVER_CORE" "$BENCH_CORE" \
+  "cannot pin server and bench to separate cores (@NCPU@ CPUs); running unpinned"
 
-NCPU=$(nproc 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && [ "$NCPU" -gt "$SERVER_CORE" ] && [ "$NCPU" -gt "$BENCH_CORE" ] \
-   && [ "$SERVER_CORE" != "$BENCH_CORE" ]; then
-  PIN_SERVER=(taskset -c "$SERVER_CORE")
-  PIN_BENCH=(taskset -c "$BENCH_CORE")
-else
-  say "fanout: WARNING: cannot pin server and bench to separate cores ($NCPU CPUs); running unpinned"
-  PIN_SERVER=()
-  PIN_BENCH=()
-fi
+raise_fd_limit $((SUBSCRIBERS + PUBLISHERS + 512))
 
-NEED_FDS=$((SUBSCRIBERS + PUBLISHERS + 512))
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NEED_FDS" ]; then
-  ulimit -n "$NEED_FDS" 2>/dev/null || die "open-file limit $(ulimit -n) < $NEED_FDS"
-fi
+release_binaries "run with BUILD=1"
 
-if [ "$BUILD" = 1 ]; then
-  say "fanout: building release binaries"
-  cargo build --release --bin dbx --bin dbx-bench >&2 || die "cargo build failed"
-fi
-[ -x "$DBX" ] && [ -x "$BENCH" ] || die "release binaries missing (run with BUILD=1)"
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port_open "$PORT" && die "port $PORT is already in use; set PORT="
+ensure_port_free "$PORT" PORT
 
 SERVER_PID=
-cleanup() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup() { stop_pids "$SERVER_PID"; }
+cleanup_on_exit cleanup
 
 say "fanout: load before: $(uptime)"
-"${PIN_SERVER[@]}" "$DBX" --port "$PORT" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "server exited at start"; }
-  port_open "$PORT" && break
-  sleep 0.1
-done
-port_open "$PORT" || die "server did not listen on $PORT"
+start_dbx "$SERVER_LOG" --port "$PORT"
+SERVER_PID=$DBX_PID
+wait_health "$PORT" "$SERVER_PID" "$SERVER_LOG" 100 || die "server did not listen on $PORT"
 
-# Server CPU time (utime + stime, clock ticks) from /proc.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+cpu_ticks() { proc_cpu_ticks "$SERVER_PID"; }
 TCK=$(getconf CLK_TCK)
 
 ARGS=(--url "ws://127.0.0.1:$PORT/ws" -c "$PUBLISHERS" -P "$PIPELINE" --mix publish=1

@@ -17,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+LIB_NAME=heartbeat-scale
+. scripts/lib.sh
 
 N=${N:-10000}
 C=${C:-1}
@@ -28,60 +30,36 @@ SERVER_CORE=${SERVER_CORE:-0}
 BENCH_CORE=${BENCH_CORE:-1}
 INTERVAL=${INTERVAL:-1}
 BUILD=${BUILD:-0}
-DBX=$ROOT/target/release/dbx
-BENCH=$ROOT/target/release/dbx-bench
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/dbx-hb-scale.XXXXXX")
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "heartbeat-scale: $*"; exit 1; }
+release_binaries BUILD=1
 
-if [ "$BUILD" = 1 ]; then
-  timeout 3600 cargo build --release --bin dbx --bin dbx-bench >&2 || die "build failed"
-fi
-[ -x "$DBX" ] && [ -x "$BENCH" ] || die "release binaries missing (BUILD=1)"
-
-PIN_S=(); PIN_B=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_S=(taskset -c "$SERVER_CORE"); PIN_B=(taskset -c "$BENCH_CORE")
-else
-  say "heartbeat-scale: WARNING: not pinned (need taskset and 2 CPUs)"
-fi
-NEED=$((N + 512))
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NEED" ]; then
-  ulimit -n "$NEED" 2>/dev/null || die "open-file limit $(ulimit -n) < $NEED"
-fi
+pin_cores "$SERVER_CORE" "$BENCH_CORE" "not pinned (need taskset and 2 CPUs)"
+raise_fd_limit $((N + 512))
 
 SERVER_PID=; HOLDER_PID=
 cleanup() {
-  for p in $HOLDER_PID $SERVER_PID; do kill "$p" 2>/dev/null || true; done
-  for p in $HOLDER_PID $SERVER_PID; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
+  stop_pids "$HOLDER_PID" "$SERVER_PID"
   rm -rf "$OUT"
 }
-trap cleanup EXIT
+cleanup_on_exit cleanup
 
 DBX_PERSIST=false DBX_LOG=warn DBX_WS_RATE_LIMIT=0 DBX_WS_MAX_CONNECTIONS=$((N + 100)) \
 DBX_WS_HEARTBEAT_INTERVAL=$INTERVAL DBX_WS_TIMEOUT=30 \
-  "${PIN_S[@]}" "$DBX" --port "$PORT" >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-  curl -fsS --max-time 1 "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; die "server exited"; }
-  sleep 0.1
-done
+  start_dbx "$OUT/server.log" --port "$PORT"
+SERVER_PID=$DBX_PID
+wait_health "$PORT" "$SERVER_PID" "$OUT/server.log" 100 || true
 
 URL="ws://127.0.0.1:$PORT/ws"
 measure() { # label
-  timeout $((DURATION + WARMUP + 30)) "${PIN_B[@]}" "$BENCH" --url "$URL" -c "$C" -P "$PIPELINE" \
+  timeout $((DURATION + WARMUP + 30)) "${PIN_BENCH[@]}" "$BENCH" --url "$URL" -c "$C" -P "$PIPELINE" \
     -d "${DURATION}s" --warmup "${WARMUP}s" --mix get=9,set=1 --keyspace 1000 --preload \
     --key-prefix "hb:" --json-only 2>>"$OUT/bench.err" | tail -n 1 >"$OUT/$1.json"
   grep -q '"error"' "$OUT/$1.json" && { cat "$OUT/$1.json" >&2; die "$1 run failed"; }
   true
 }
 field() { sed -nE "s/.*\"$2\":(-?[0-9.eE+]+).*/\1/p" "$OUT/$1.json"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+cpu_ticks() { proc_cpu_ticks "$SERVER_PID"; }
 
 say "heartbeat-scale: baseline (c=$C, no idle connections)"
 B0=$(cpu_ticks)
@@ -91,17 +69,12 @@ B1=$(cpu_ticks)
 # Hold N idle connections in a second process for the loaded run (it also has one
 # active connection at 1 request/s).
 HOLD=$((DURATION + WARMUP + 6))
-timeout $((HOLD + 60)) "${PIN_B[@]}" "$BENCH" --url "$URL" -c 1 --rate 1 --idle "$N" -d "${HOLD}s" \
+timeout $((HOLD + 60)) "${PIN_BENCH[@]}" "$BENCH" --url "$URL" -c 1 --rate 1 --idle "$N" -d "${HOLD}s" \
   --warmup 0s --mix get=1 --keyspace 10 --key-prefix "hold:" --connect-timeout 30s \
   >"$OUT/holder.out" 2>"$OUT/holder.err" &
 HOLDER_PID=$!
-opened=0
-for _ in $(seq 400); do
-  grep -q "idle connections to" "$OUT/holder.err" 2>/dev/null && { opened=1; break; }
-  kill -0 "$HOLDER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[ "$opened" = 1 ] || { cat "$OUT/holder.err" >&2; die "holder did not open $N connections"; }
+wait_log "$OUT/holder.err" "idle connections to" "$HOLDER_PID" 400 \
+  || { cat "$OUT/holder.err" >&2; die "holder did not open $N connections"; }
 say "heartbeat-scale: $(grep 'idle connections to' "$OUT/holder.err")"
 sleep 2 # every connection is now past its first (random-phase) heartbeat
 T0=$(cpu_ticks)

@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+LIB_NAME=idle-memory
+. scripts/lib.sh
 
 N=${N:-10000}
 PORT=${PORT:-18181}
@@ -20,75 +22,43 @@ SERVER_CORE=${SERVER_CORE:-0}
 BENCH_CORE=${BENCH_CORE:-1}
 BUILD=${BUILD:-0}
 HOLD=${HOLD:-8}
-DBX=$ROOT/target/release/dbx
-BENCH=$ROOT/target/release/dbx-bench
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/dbx-idle-mem.XXXXXX")
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "idle-memory: $*"; exit 1; }
+release_binaries BUILD=1
 
-if [ "$BUILD" = 1 ]; then
-  timeout 3600 cargo build --release --bin dbx --bin dbx-bench >&2 || die "build failed"
-fi
-[ -x "$DBX" ] && [ -x "$BENCH" ] || die "release binaries missing (BUILD=1)"
-
-PIN_S=(); PIN_B=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_S=(taskset -c "$SERVER_CORE"); PIN_B=(taskset -c "$BENCH_CORE")
-fi
+pin_cores "$SERVER_CORE" "$BENCH_CORE"
 
 # Both processes need a descriptor per connection.
-NEED=$((N + 512))
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NEED" ]; then
-  ulimit -n "$NEED" 2>/dev/null || die "open-file limit $(ulimit -n) < $NEED (raise the hard limit)"
-fi
+raise_fd_limit $((N + 512)) "(raise the hard limit)"
 
 SERVER_PID=; BENCH_PID=
 cleanup() {
-  for p in $BENCH_PID $SERVER_PID; do
-    kill "$p" 2>/dev/null || true
-  done
-  for p in $BENCH_PID $SERVER_PID; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
+  stop_pids "$BENCH_PID" "$SERVER_PID"
   rm -rf "$OUT"
 }
-trap cleanup EXIT
-
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cleanup_on_exit cleanup
 
 DBX_PERSIST=false DBX_LOG=warn DBX_WS_RATE_LIMIT=0 DBX_WS_MAX_CONNECTIONS=$((N + 100)) \
-  "${PIN_S[@]}" "$DBX" --port "$PORT" >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-  curl -fsS --max-time 1 "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; die "server exited"; }
-  sleep 0.1
-done
-curl -fsS --max-time 1 "http://127.0.0.1:$PORT/health" >/dev/null || die "server not up"
+  start_dbx "$OUT/server.log" --port "$PORT"
+SERVER_PID=$DBX_PID
+wait_health "$PORT" "$SERVER_PID" "$OUT/server.log" 100 || die "server not up"
 
 # Warm the allocator and the code paths with one short connection round, then settle.
-timeout 20 "${PIN_B[@]}" "$BENCH" --url "ws://127.0.0.1:$PORT/ws" -c 1 -d 200ms --warmup 0s \
+timeout 20 "${PIN_BENCH[@]}" "$BENCH" --url "ws://127.0.0.1:$PORT/ws" -c 1 -d 200ms --warmup 0s \
   --mix get=1 --keyspace 10 --json-only >/dev/null 2>&1 || true
 sleep 0.5
-BEFORE=$(rss_kib "$SERVER_PID")
+BEFORE=$(proc_rss_kib "$SERVER_PID")
 
 # Hold N idle connections (+1 active one sending 1 request/s).
-timeout $((HOLD + 90)) "${PIN_B[@]}" "$BENCH" --url "ws://127.0.0.1:$PORT/ws" -c 1 --rate 1 \
+timeout $((HOLD + 90)) "${PIN_BENCH[@]}" "$BENCH" --url "ws://127.0.0.1:$PORT/ws" -c 1 --rate 1 \
   --idle "$N" -d "${HOLD}s" --warmup 0s --mix get=1 --keyspace 10 --connect-timeout 60s \
   >"$OUT/bench.out" 2>"$OUT/bench.err" &
 BENCH_PID=$!
-opened=0
-for _ in $(seq 900); do
-  grep -q "idle connections to" "$OUT/bench.err" 2>/dev/null && { opened=1; break; }
-  kill -0 "$BENCH_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[ "$opened" = 1 ] || { cat "$OUT/bench.err" >&2; die "dbx-bench did not open $N connections"; }
+wait_log "$OUT/bench.err" "idle connections to" "$BENCH_PID" 900 \
+  || { cat "$OUT/bench.err" >&2; die "dbx-bench did not open $N connections"; }
 sleep $((HOLD / 2))
 CONNS=$(curl -fsS --max-time 2 "http://127.0.0.1:$PORT/metrics" | awk '$1=="dbx_connections" {print $2}')
-AFTER=$(rss_kib "$SERVER_PID")
+AFTER=$(proc_rss_kib "$SERVER_PID")
 wait "$BENCH_PID" || true
 BENCH_PID=
 

@@ -18,6 +18,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+LIB_NAME=loadtest
+. scripts/lib.sh
 
 PORT=${PORT:-18080}
 DURATION=${DURATION:-10s}
@@ -38,17 +40,12 @@ export DBX_WS_RATE_LIMIT=${DBX_WS_RATE_LIMIT:-0}
 export DBX_WS_MAX_CONNECTIONS=${DBX_WS_MAX_CONNECTIONS:-$((IDLE + CONNS + 1000))}
 export DBX_LOG=${DBX_LOG:-warn}
 
-DBX=$ROOT/target/release/dbx
-BENCH=$ROOT/target/release/dbx-bench
 mkdir -p "$OUT_DIR"
 SERVER_LOG=$OUT_DIR/server.log
 BENCH_LOG=$OUT_DIR/bench.log
 RESULTS=$OUT_DIR/loadtest.jsonl
 : >"$RESULTS"
 : >"$BENCH_LOG"
-
-say() { printf '%s\n' "$*" >&2; }
-die() { say "loadtest: $*"; exit 1; }
 
 # Seconds from a dbx-bench duration ("10s", "500ms", "2m", "3").
 secs() {
@@ -61,16 +58,8 @@ secs() {
 }
 
 # --- CPU pinning (needs two CPUs; otherwise run unpinned and say so)
-NCPU=$(nproc 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && [ "$NCPU" -gt "$SERVER_CORE" ] && [ "$NCPU" -gt "$BENCH_CORE" ] \
-   && [ "$SERVER_CORE" != "$BENCH_CORE" ]; then
-  PIN_SERVER=(taskset -c "$SERVER_CORE")
-  PIN_BENCH=(taskset -c "$BENCH_CORE")
-else
-  say "loadtest: WARNING: cannot pin server and bench to separate cores ($NCPU CPUs); running unpinned"
-  PIN_SERVER=()
-  PIN_BENCH=()
-fi
+pin_cores "$SERVER_CORE" "$BENCH_CORE" \
+  "cannot pin server and bench to separate cores (@NCPU@ CPUs); running unpinned"
 
 # --- file descriptors: idle + active connections, in both processes
 NEED_FDS=$((IDLE + CONNS + 512))
@@ -94,47 +83,29 @@ fi
 # --- build
 if [ "$BUILD" = 1 ]; then
   say "loadtest: building release binaries"
-  timeout "${BUILD_TIMEOUT:-3600}" cargo build --release --bin dbx --bin dbx-bench >&2 \
-    || die "cargo build failed"
+  build_release
 fi
 [ -x "$DBX" ] || die "$DBX not found (run with BUILD=1)"
 [ -x "$BENCH" ] || die "$BENCH not found (run with BUILD=1)"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-port_open "$PORT" && die "port $PORT is already in use; set PORT="
+ensure_port_free "$PORT" PORT
 
 # --- server
 SERVER_PID=
 DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dbx-loadtest.XXXXXX")
 export DBX_DATA_DIR=${DBX_DATA_DIR:-$DATA_DIR}
 cleanup() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
+  stop_pids "$SERVER_PID"
   rm -rf "$DATA_DIR"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit cleanup
 
-"${PIN_SERVER[@]}" "$DBX" --port "$PORT" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
+start_dbx "$SERVER_LOG" --port "$PORT"
+SERVER_PID=$DBX_PID
 
 # Wait (bounded) until /health answers.
-ready=0
-for _ in $(seq 150); do
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "server exited at start"; }
-  if command -v curl >/dev/null; then
-    curl -fsS --max-time 1 "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && { ready=1; break; }
-  elif port_open "$PORT"; then
-    ready=1; break
-  fi
-  sleep 0.1
-done
-[ "$ready" = 1 ] || { cat "$SERVER_LOG" >&2; die "server did not answer on port $PORT within 15s"; }
+wait_health "$PORT" "$SERVER_PID" "$SERVER_LOG" 150 \
+  || { cat "$SERVER_LOG" >&2; die "server did not answer on port $PORT within 15s"; }
 say "loadtest: dbx (pid $SERVER_PID) on 127.0.0.1:$PORT, persist=$DBX_PERSIST rate_limit=$DBX_WS_RATE_LIMIT"
 
 # --- scenarios

@@ -4,12 +4,18 @@
 //! claims, key scopes, expiry with close code 4001, `auth.refresh`, protected mode,
 //! and that no credential reaches a log line.
 
-mod support_auth;
+mod common;
 
+use common::*;
+use dbx::config::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use support_auth::*;
+
+/// A config with no credential, memory only; tests set the auth fields.
+fn config() -> Config {
+    Config::for_tests()
+}
 
 const API_KEYS: &str = "rk-read-1111:read,wk-write-2222:write,ak-admin-3333:admin,bare-admin-4444,p%ss+w/rd=:write";
 const ADMIN_KEY: &str = "ak-admin-3333";
@@ -71,20 +77,20 @@ fn assert_closed_4001_after(c: &mut Client, exp_plus_leeway: u64) {
 fn api_key_from_query_header_and_subprotocol() {
     let s = keys_server();
 
-    let mut q = s.connect_key(ADMIN_KEY);
+    let mut q = s.client_key(ADMIN_KEY);
     assert_eq!(q.ok("server.flush", json!({}))["flushed"], 0);
 
-    let mut h = s.connect_bearer(ADMIN_KEY);
+    let mut h = s.client_bearer(ADMIN_KEY);
     assert!(h.alive());
     // The query value is percent-decoded before the comparison.
-    let mut pct = s.connect("api_key=p%25ss%2Bw%2Frd%3D");
+    let mut pct = s.client_query("api_key=p%25ss%2Bw%2Frd%3D");
     pct.ok("string.set", json!({"key": "p", "value": "1"}));
-    assert_eq!(pct.err("server.flush", json!({})), "forbidden");
+    assert_eq!(pct.err_code("server.flush", json!({})), "forbidden");
     // Unencoded, `%ss` is not percent-encoding: a bad request, not a match.
-    assert_eq!(s.raw_upgrade("api_key=p%ss+w/rd=", &[]).status, 400);
+    assert_eq!(raw_upgrade(s.addr, "api_key=p%ss+w/rd=", &[]).status, 400);
     // The role comes with the key, wherever it is passed.
-    let mut r = s.connect_bearer("rk-read-1111");
-    assert_eq!(r.err("string.set", json!({"key": "a", "value": "1"})), "forbidden");
+    let mut r = s.client_bearer("rk-read-1111");
+    assert_eq!(r.err_code("string.set", json!({"key": "a", "value": "1"})), "forbidden");
 
     let (mut p, resp) =
         Client::connect_full(s.addr, "", &[("Sec-WebSocket-Protocol", &format!("dbx.v1, bearer.{ADMIN_KEY}"))])
@@ -102,9 +108,9 @@ fn jwt_from_query_header_and_subprotocol() {
     let s = hs_server();
     let token = hs(claims("alice", json!({})));
 
-    let mut q = s.connect_key(&token);
+    let mut q = s.client_key(&token);
     assert!(q.alive());
-    let mut h = s.connect_bearer(&token);
+    let mut h = s.client_bearer(&token);
     assert!(h.alive());
     // `Bearer` is case-insensitive (RFC 6750 / 7235 auth schemes).
     let mut h2 = Client::connect(s.addr, "", &[("Authorization", &format!("bearer {token}"))]).unwrap();
@@ -128,24 +134,24 @@ fn refusals_are_401_json_before_any_upgrade() {
     let bad = hs_with("not-the-secret", claims("alice", json!({})));
 
     // No credential at all.
-    s.raw_upgrade("", &[]).assert_unauthorized();
+    raw_upgrade(s.addr, "", &[]).assert_unauthorized();
     // Wrong API key, in each place.
-    s.raw_upgrade("api_key=nope-0000", &[]).assert_unauthorized();
-    s.raw_upgrade("", &[("Authorization", "Bearer nope-0000")]).assert_unauthorized();
-    s.raw_upgrade("", &[("Sec-WebSocket-Protocol", "dbx.v1, bearer.nope-0000")]).assert_unauthorized();
+    raw_upgrade(s.addr, "api_key=nope-0000", &[]).assert_unauthorized();
+    raw_upgrade(s.addr, "", &[("Authorization", "Bearer nope-0000")]).assert_unauthorized();
+    raw_upgrade(s.addr, "", &[("Sec-WebSocket-Protocol", "dbx.v1, bearer.nope-0000")]).assert_unauthorized();
     // Bad token, in each place.
-    s.raw_upgrade(&format!("api_key={bad}"), &[]).assert_unauthorized();
-    s.raw_upgrade("", &[("Authorization", &format!("Bearer {bad}"))]).assert_unauthorized();
-    s.raw_upgrade("", &[("Sec-WebSocket-Protocol", &format!("dbx.v1, bearer.{bad}"))]).assert_unauthorized();
+    raw_upgrade(s.addr, &format!("api_key={bad}"), &[]).assert_unauthorized();
+    raw_upgrade(s.addr, "", &[("Authorization", &format!("Bearer {bad}"))]).assert_unauthorized();
+    raw_upgrade(s.addr, "", &[("Sec-WebSocket-Protocol", &format!("dbx.v1, bearer.{bad}"))]).assert_unauthorized();
     // Another auth scheme is no credential.
-    s.raw_upgrade("", &[("Authorization", &format!("Basic {good}"))]).assert_unauthorized();
+    raw_upgrade(s.addr, "", &[("Authorization", &format!("Basic {good}"))]).assert_unauthorized();
     // The subprotocol alone is no credential.
-    s.raw_upgrade("", &[("Sec-WebSocket-Protocol", "dbx.v1")]).assert_unauthorized();
+    raw_upgrade(s.addr, "", &[("Sec-WebSocket-Protocol", "dbx.v1")]).assert_unauthorized();
     // An empty api_key is absent.
-    s.raw_upgrade("api_key=", &[]).assert_unauthorized();
+    raw_upgrade(s.addr, "api_key=", &[]).assert_unauthorized();
 
     // The refusal body never echoes the credential.
-    let a = s.raw_upgrade(&format!("api_key={bad}"), &[]);
+    let a = raw_upgrade(s.addr, &format!("api_key={bad}"), &[]);
     assert!(!a.body.contains(&bad));
 
     // A WebSocket client sees an HTTP error, not a socket.
@@ -160,18 +166,18 @@ fn refusals_are_401_json_before_any_upgrade() {
     }
 
     // The server is still fine, and a good credential still works.
-    let mut c = s.connect_key(&good);
+    let mut c = s.client_key(&good);
     assert!(c.alive());
 }
 
 #[test]
 fn anonymous_on_loopback_is_admin() {
     let s = TestServer::start(config());
-    let mut c = s.connect("");
+    let mut c = s.client_query("");
     c.ok("string.set", json!({"key": "k", "value": "v"}));
     assert_eq!(c.ok("server.flush", json!({}))["flushed"], 1);
     // Without configured credentials an api_key is not checked.
-    let mut c2 = s.connect("api_key=anything");
+    let mut c2 = s.client_query("api_key=anything");
     assert!(c2.alive());
 }
 
@@ -182,11 +188,11 @@ fn anonymous_on_loopback_is_admin() {
 #[test]
 fn api_key_roles_read_write_admin_and_bare() {
     let s = keys_server();
-    let mut admin = s.connect_key(ADMIN_KEY);
+    let mut admin = s.client_key(ADMIN_KEY);
     admin.ok("string.set", json!({"key": "k", "value": "original"}));
 
     // read: may read, may not write; the refused write changes nothing.
-    let mut r = s.connect_key("rk-read-1111");
+    let mut r = s.client_key("rk-read-1111");
     assert_eq!(r.ok("string.get", json!({"key": "k"}))["value"], "original");
     assert_eq!(r.ok("key.exists", json!({"key": "k"}))["exists"], true);
     assert!(r.ok("key.scan", json!({"cursor": "0"}))["keys"].is_array());
@@ -200,7 +206,7 @@ fn api_key_roles_read_write_admin_and_bare() {
         ("key.rename", json!({"key": "k", "new_key": "k3"})),
         ("server.flush", json!({})),
     ] {
-        assert_eq!(r.err(method, params), "forbidden", "read role calling {method}");
+        assert_eq!(r.err_code(method, params), "forbidden", "read role calling {method}");
     }
     // Through a batch too.
     let b = r.ok(
@@ -220,15 +226,15 @@ fn api_key_roles_read_write_admin_and_bare() {
     assert_eq!(admin.ok("key.ttl", json!({"key": "k"}))["ttl"], Value::Null);
 
     // write: all data methods, but not the admin ones.
-    let mut w = s.connect_key("wk-write-2222");
+    let mut w = s.client_key("wk-write-2222");
     w.ok("string.set", json!({"key": "w", "value": "1"}));
     w.ok("string.incr", json!({"key": "w"}));
     w.ok("key.del", json!({"key": "w"}));
-    assert_eq!(w.err("server.flush", json!({})), "forbidden");
+    assert_eq!(w.err_code("server.flush", json!({})), "forbidden");
     assert_eq!(get(&mut admin, "k").as_deref(), Some("original"));
 
     // admin and a bare key (= admin) may flush.
-    let mut bare = s.connect_key("bare-admin-4444");
+    let mut bare = s.client_key("bare-admin-4444");
     assert_eq!(bare.ok("server.flush", json!({}))["flushed"], 1);
     assert!(!exists(&mut admin, "k"));
     admin.ok("string.set", json!({"key": "k", "value": "v"}));
@@ -244,13 +250,13 @@ fn hs256_valid_expired_nbf_wrong_secret_none_missing_exp() {
     let s = hs_server();
     let now = now_s();
 
-    let mut ok = s.connect_key(&hs(json!({"sub": "a", "exp": now + 600})));
+    let mut ok = s.client_key(&hs(json!({"sub": "a", "exp": now + 600})));
     assert!(ok.alive());
     // nbf in the past and iat are fine.
-    let mut ok2 = s.connect_key(&hs(json!({"sub": "a", "exp": now + 600, "nbf": now - 10, "iat": now - 10})));
+    let mut ok2 = s.client_key(&hs(json!({"sub": "a", "exp": now + 600, "nbf": now - 10, "iat": now - 10})));
     assert!(ok2.alive());
     // Without a subject too.
-    let mut ok3 = s.connect_key(&hs(json!({"exp": now + 600})));
+    let mut ok3 = s.client_key(&hs(json!({"exp": now + 600})));
     assert!(ok3.alive());
 
     for (what, token) in [
@@ -265,10 +271,10 @@ fn hs256_valid_expired_nbf_wrong_secret_none_missing_exp() {
         ("keys not a list", hs(claims("a", json!({"keys": "user:*"})))),
         ("garbage", "not.a.jwt".to_string()),
     ] {
-        let a = s.raw_upgrade(&format!("api_key={token}"), &[]);
+        let a = raw_upgrade(s.addr, &format!("api_key={token}"), &[]);
         assert_eq!(a.status, 401, "{what}: {a:?}");
         a.assert_unauthorized();
-        let b = s.raw_upgrade("", &[("Authorization", &format!("Bearer {token}"))]);
+        let b = raw_upgrade(s.addr, "", &[("Authorization", &format!("Bearer {token}"))]);
         assert_eq!(b.status, 401, "{what} (header): {b:?}");
     }
 }
@@ -277,19 +283,19 @@ fn hs256_valid_expired_nbf_wrong_secret_none_missing_exp() {
 fn leeway_accepts_slightly_expired_and_early_tokens() {
     let s = hs_server_with(|c| c.jwt_leeway = 30);
     let now = now_s();
-    let mut a = s.connect_key(&hs(json!({"sub": "a", "exp": now - 10})));
+    let mut a = s.client_key(&hs(json!({"sub": "a", "exp": now - 10})));
     assert!(a.alive());
-    let mut b = s.connect_key(&hs(json!({"sub": "a", "exp": now + 600, "nbf": now + 10})));
+    let mut b = s.client_key(&hs(json!({"sub": "a", "exp": now + 600, "nbf": now + 10})));
     assert!(b.alive());
-    s.raw_upgrade(&format!("api_key={}", hs(json!({"sub": "a", "exp": now - 60}))), &[]).assert_unauthorized();
-    s.raw_upgrade(&format!("api_key={}", hs(json!({"sub": "a", "exp": now + 600, "nbf": now + 60}))), &[])
+    raw_upgrade(s.addr, &format!("api_key={}", hs(json!({"sub": "a", "exp": now - 60}))), &[]).assert_unauthorized();
+    raw_upgrade(s.addr, &format!("api_key={}", hs(json!({"sub": "a", "exp": now + 600, "nbf": now + 60}))), &[])
         .assert_unauthorized();
 
     // Without leeway the same tokens are refused.
     let strict = hs_server();
-    strict.raw_upgrade(&format!("api_key={}", hs(json!({"sub": "a", "exp": now - 10}))), &[]).assert_unauthorized();
-    strict
-        .raw_upgrade(&format!("api_key={}", hs(json!({"sub": "a", "exp": now + 600, "nbf": now + 10}))), &[])
+    raw_upgrade(strict.addr, &format!("api_key={}", hs(json!({"sub": "a", "exp": now - 10}))), &[])
+        .assert_unauthorized();
+    raw_upgrade(strict.addr, &format!("api_key={}", hs(json!({"sub": "a", "exp": now + 600, "nbf": now + 10}))), &[])
         .assert_unauthorized();
 }
 
@@ -299,7 +305,7 @@ fn leeway_also_delays_the_4001_close() {
     let leeway = 3;
     let s = hs_server_with(|c| c.jwt_leeway = leeway);
     let exp = now_s() - 1;
-    let mut c = s.connect_key(&hs(json!({"sub": "a", "exp": exp})));
+    let mut c = s.client_key(&hs(json!({"sub": "a", "exp": exp})));
     assert!(c.alive());
     assert_closed_4001_after(&mut c, exp + leeway);
 }
@@ -311,9 +317,9 @@ fn issuer_and_audience() {
         c.jwt_audience = Some("dbx-api".into());
     });
     let iss = "https://issuer.example";
-    let mut ok = s.connect_key(&hs(claims("a", json!({"iss": iss, "aud": "dbx-api"}))));
+    let mut ok = s.client_key(&hs(claims("a", json!({"iss": iss, "aud": "dbx-api"}))));
     assert!(ok.alive());
-    let mut arr = s.connect_key(&hs(claims("a", json!({"iss": iss, "aud": ["other-api", "dbx-api"]}))));
+    let mut arr = s.client_key(&hs(claims("a", json!({"iss": iss, "aud": ["other-api", "dbx-api"]}))));
     assert!(arr.alive(), "aud may be an array containing the audience");
 
     for (what, extra) in [
@@ -323,23 +329,23 @@ fn issuer_and_audience() {
         ("missing iss", json!({"aud": "dbx-api"})),
         ("missing aud", json!({"iss": iss})),
     ] {
-        let a = s.raw_upgrade(&format!("api_key={}", hs(claims("a", extra))), &[]);
+        let a = raw_upgrade(s.addr, &format!("api_key={}", hs(claims("a", extra))), &[]);
         assert_eq!(a.status, 401, "{what}: {a:?}");
         a.assert_unauthorized();
     }
 
     // Without a configured issuer/audience, those claims are not checked.
     let plain = hs_server();
-    let mut c = plain.connect_key(&hs(claims("a", json!({"iss": "https://whoever.example", "aud": "whatever"}))));
+    let mut c = plain.client_key(&hs(claims("a", json!({"iss": "https://whoever.example", "aud": "whatever"}))));
     assert!(c.alive());
 }
 
 #[test]
 fn rs256_public_key() {
     let s = pem_server("rsa_public.pem");
-    let mut ok = s.connect_key(&rs(claims("a", json!({}))));
+    let mut ok = s.client_key(&rs(claims("a", json!({}))));
     assert!(ok.alive());
-    let mut ok_header = s.connect_bearer(&rs(claims("a", json!({"role": "admin"}))));
+    let mut ok_header = s.client_bearer(&rs(claims("a", json!({"role": "admin"}))));
     assert_eq!(ok_header.ok("server.flush", json!({}))["flushed"], 0);
 
     // The RSA public key PEM text as an HMAC secret: the classic HS/RS confusion.
@@ -354,7 +360,7 @@ fn rs256_public_key() {
         ("expired", rs(json!({"sub": "a", "exp": now_s() - 30}))),
         ("missing exp", rs(json!({"sub": "a"}))),
     ] {
-        let a = s.raw_upgrade(&format!("api_key={token}"), &[]);
+        let a = raw_upgrade(s.addr, &format!("api_key={token}"), &[]);
         assert_eq!(a.status, 401, "{what}: {a:?}");
         a.assert_unauthorized();
     }
@@ -363,7 +369,7 @@ fn rs256_public_key() {
 #[test]
 fn es256_public_key() {
     let s = pem_server("ec_public.pem");
-    let mut ok = s.connect_key(&es(claims("a", json!({}))));
+    let mut ok = s.client_key(&es(claims("a", json!({}))));
     assert!(ok.alive());
     let public_pem = String::from_utf8(fixture("ec_public.pem")).unwrap();
     for (what, token) in [
@@ -373,7 +379,7 @@ fn es256_public_key() {
         ("alg none", alg_none(claims("a", json!({})))),
         ("expired", es(json!({"sub": "a", "exp": now_s() - 30}))),
     ] {
-        let a = s.raw_upgrade(&format!("api_key={token}"), &[]);
+        let a = raw_upgrade(s.addr, &format!("api_key={token}"), &[]);
         assert_eq!(a.status, 401, "{what}: {a:?}");
         a.assert_unauthorized();
     }
@@ -382,7 +388,7 @@ fn es256_public_key() {
 #[test]
 fn eddsa_public_key() {
     let s = pem_server("ed25519_public.pem");
-    let mut ok = s.connect_key(&ed(claims("a", json!({}))));
+    let mut ok = s.client_key(&ed(claims("a", json!({}))));
     assert!(ok.alive());
     let public_pem = String::from_utf8(fixture("ed25519_public.pem")).unwrap();
     for (what, token) in [
@@ -392,7 +398,7 @@ fn eddsa_public_key() {
         ("alg none", alg_none(claims("a", json!({})))),
         ("expired", ed(json!({"sub": "a", "exp": now_s() - 30}))),
     ] {
-        let a = s.raw_upgrade(&format!("api_key={token}"), &[]);
+        let a = raw_upgrade(s.addr, &format!("api_key={token}"), &[]);
         assert_eq!(a.status, 401, "{what}: {a:?}");
         a.assert_unauthorized();
     }
@@ -405,25 +411,25 @@ fn eddsa_public_key() {
 #[test]
 fn jwt_roles_and_default_write() {
     let s = hs_server();
-    let mut admin = s.connect_key(ADMIN_KEY);
+    let mut admin = s.client_key(ADMIN_KEY);
     admin.ok("string.set", json!({"key": "k", "value": "original"}));
 
-    let mut r = s.connect_key(&hs(claims("reader", json!({"role": "read"}))));
+    let mut r = s.client_key(&hs(claims("reader", json!({"role": "read"}))));
     assert_eq!(r.ok("string.get", json!({"key": "k"}))["value"], "original");
     assert_eq!(r.ok("string.mget", json!({"keys": ["k", "x"]}))["values"], json!(["original", null]));
-    assert_eq!(r.err("string.set", json!({"key": "k", "value": "changed"})), "forbidden");
-    assert_eq!(r.err("key.del", json!({"key": "k"})), "forbidden");
-    assert_eq!(r.err("string.set", json!({"key": "new", "value": "1"})), "forbidden");
+    assert_eq!(r.err_code("string.set", json!({"key": "k", "value": "changed"})), "forbidden");
+    assert_eq!(r.err_code("key.del", json!({"key": "k"})), "forbidden");
+    assert_eq!(r.err_code("string.set", json!({"key": "new", "value": "1"})), "forbidden");
     assert_eq!(get(&mut admin, "k").as_deref(), Some("original"));
     assert!(!exists(&mut admin, "new"));
 
     // No role claim: write.
-    let mut w = s.connect_key(&hs(claims("writer", json!({}))));
+    let mut w = s.client_key(&hs(claims("writer", json!({}))));
     w.ok("string.set", json!({"key": "k", "value": "by-writer"}));
-    assert_eq!(w.err("server.flush", json!({})), "forbidden");
+    assert_eq!(w.err_code("server.flush", json!({})), "forbidden");
     assert_eq!(get(&mut admin, "k").as_deref(), Some("by-writer"));
 
-    let mut a = s.connect_key(&hs(claims("boss", json!({"role": "admin"}))));
+    let mut a = s.client_key(&hs(claims("boss", json!({"role": "admin"}))));
     assert_eq!(a.ok("server.flush", json!({}))["flushed"], 1);
 }
 
@@ -438,9 +444,9 @@ fn scoped_token() -> String {
 /// A server with some keys inside and outside the scope `user:1:*`, `shared`.
 fn scoped_setup() -> (TestServer, Client, Client) {
     let s = hs_server();
-    let mut admin = s.connect_key(ADMIN_KEY);
+    let mut admin = s.client_key(ADMIN_KEY);
     admin.ok("string.mset", json!({"pairs": {"user:1:a": "a", "user:2:a": "other", "shared": "s", "outside": "o"}}));
-    let scoped = s.connect_key(&scoped_token());
+    let scoped = s.client_key(&scoped_token());
     (s, admin, scoped)
 }
 
@@ -451,13 +457,13 @@ fn key_scope_single_key_methods() {
     assert_eq!(c.ok("string.get", json!({"key": "shared"}))["value"], "s");
     c.ok("string.set", json!({"key": "user:1:new", "value": "n"}));
 
-    assert_eq!(c.err("string.set", json!({"key": "user:2:a", "value": "x"})), "forbidden");
-    assert_eq!(c.err("string.set", json!({"key": "evil", "value": "x"})), "forbidden");
-    assert_eq!(c.err("string.get", json!({"key": "outside"})), "forbidden");
-    assert_eq!(c.err("key.exists", json!({"key": "outside"})), "forbidden");
-    assert_eq!(c.err("key.del", json!({"key": "outside"})), "forbidden");
-    assert_eq!(c.err("key.expire", json!({"key": "outside", "ttl": 1})), "forbidden");
-    assert_eq!(c.err("string.incr", json!({"key": "counter"})), "forbidden");
+    assert_eq!(c.err_code("string.set", json!({"key": "user:2:a", "value": "x"})), "forbidden");
+    assert_eq!(c.err_code("string.set", json!({"key": "evil", "value": "x"})), "forbidden");
+    assert_eq!(c.err_code("string.get", json!({"key": "outside"})), "forbidden");
+    assert_eq!(c.err_code("key.exists", json!({"key": "outside"})), "forbidden");
+    assert_eq!(c.err_code("key.del", json!({"key": "outside"})), "forbidden");
+    assert_eq!(c.err_code("key.expire", json!({"key": "outside", "ttl": 1})), "forbidden");
+    assert_eq!(c.err_code("string.incr", json!({"key": "counter"})), "forbidden");
 
     assert_eq!(get(&mut admin, "user:2:a").as_deref(), Some("other"));
     assert_eq!(get(&mut admin, "outside").as_deref(), Some("o"));
@@ -473,12 +479,12 @@ fn key_scope_multi_key_methods() {
     // Inside the scope, multi-key methods work.
     assert_eq!(c.ok("string.mget", json!({"keys": ["user:1:a", "shared"]}))["values"], json!(["a", "s"]));
     // One key outside refuses the whole call.
-    assert_eq!(c.err("string.mget", json!({"keys": ["user:1:a", "outside"]})), "forbidden");
-    assert_eq!(c.err("key.exists", json!({"keys": ["user:1:a", "outside"]})), "forbidden");
-    assert_eq!(c.err("key.del", json!({"keys": ["user:1:a", "outside"]})), "forbidden");
-    assert_eq!(c.err("string.mset", json!({"pairs": {"user:1:b": "b", "evil": "e"}})), "forbidden");
-    assert_eq!(c.err("key.rename", json!({"key": "user:1:a", "new_key": "evil"})), "forbidden");
-    assert_eq!(c.err("key.rename", json!({"key": "outside", "new_key": "user:1:stolen"})), "forbidden");
+    assert_eq!(c.err_code("string.mget", json!({"keys": ["user:1:a", "outside"]})), "forbidden");
+    assert_eq!(c.err_code("key.exists", json!({"keys": ["user:1:a", "outside"]})), "forbidden");
+    assert_eq!(c.err_code("key.del", json!({"keys": ["user:1:a", "outside"]})), "forbidden");
+    assert_eq!(c.err_code("string.mset", json!({"pairs": {"user:1:b": "b", "evil": "e"}})), "forbidden");
+    assert_eq!(c.err_code("key.rename", json!({"key": "user:1:a", "new_key": "evil"})), "forbidden");
+    assert_eq!(c.err_code("key.rename", json!({"key": "outside", "new_key": "user:1:stolen"})), "forbidden");
     // Nothing changed: the in-scope halves of the refused calls did not run either.
     assert_eq!(get(&mut admin, "user:1:a").as_deref(), Some("a"));
     assert_eq!(get(&mut admin, "outside").as_deref(), Some("o"));
@@ -495,7 +501,7 @@ fn key_scope_multi_key_methods() {
 fn key_scope_forbids_whole_keyspace_writes() {
     // server.flush would delete keys outside the scope: even a scoped admin may not.
     let (_s, mut admin, mut c) = scoped_setup();
-    assert_eq!(c.err("server.flush", json!({})), "forbidden");
+    assert_eq!(c.err_code("server.flush", json!({})), "forbidden");
     let b = c.ok("batch", json!({"operations": [{"method": "server.flush"}]}));
     assert_eq!(b["results"][0]["error"]["code"], "forbidden", "{b}");
     assert_eq!(get(&mut admin, "outside").as_deref(), Some("o"));
@@ -591,11 +597,11 @@ fn key_scope_scan_returns_only_keys_in_scope() {
 fn expiry_during_a_connection_closes_with_4001() {
     let s = hs_server();
     let exp = now_s() + 2;
-    let mut c = s.connect_key(&hs(json!({"sub": "alice", "exp": exp})));
+    let mut c = s.client_key(&hs(json!({"sub": "alice", "exp": exp})));
     assert!(c.alive());
     assert_closed_4001_after(&mut c, exp);
     // API-key connections do not expire.
-    let mut k = s.connect_key(ADMIN_KEY);
+    let mut k = s.client_key(ADMIN_KEY);
     assert!(k.alive());
 }
 
@@ -603,7 +609,7 @@ fn expiry_during_a_connection_closes_with_4001() {
 fn refresh_before_exp_keeps_the_connection_open() {
     let s = hs_server();
     let exp = now_s() + 2;
-    let mut c = s.connect_key(&hs(json!({"sub": "alice", "exp": exp})));
+    let mut c = s.client_key(&hs(json!({"sub": "alice", "exp": exp})));
     let new_exp = now_s() + 600;
     let r = c.ok("auth.refresh", json!({"token": hs(json!({"sub": "alice", "exp": new_exp}))}));
     assert_eq!(r, json!({"expires_at": new_exp}));
@@ -619,8 +625,8 @@ fn refresh_before_exp_keeps_the_connection_open() {
 fn refresh_for_another_subject_is_refused_and_the_old_exp_stands() {
     let s = hs_server();
     let exp = now_s() + 2;
-    let mut c = s.connect_key(&hs(json!({"sub": "alice", "exp": exp})));
-    let code = c.err("auth.refresh", json!({"token": hs(json!({"sub": "mallory", "exp": now_s() + 600}))}));
+    let mut c = s.client_key(&hs(json!({"sub": "alice", "exp": exp})));
+    let code = c.err_code("auth.refresh", json!({"token": hs(json!({"sub": "mallory", "exp": now_s() + 600}))}));
     assert_eq!(code, "unauthorized");
     assert!(c.alive(), "a refused refresh keeps the connection");
     // The old credential remains: role write (not the refused token's anything),
@@ -632,7 +638,7 @@ fn refresh_for_another_subject_is_refused_and_the_old_exp_stands() {
 #[test]
 fn refresh_with_a_weaker_role_or_garbage_is_refused() {
     let s = hs_server();
-    let mut c = s.connect_key(&hs(claims("alice", json!({"role": "admin"}))));
+    let mut c = s.client_key(&hs(claims("alice", json!({"role": "admin"}))));
 
     let v = c.call("auth.refresh", json!({"token": hs(claims("alice", json!({"role": "read"})))}));
     let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("{v}"));
@@ -648,12 +654,12 @@ fn refresh_with_a_weaker_role_or_garbage_is_refused() {
         json!(hs(json!({"sub": "alice", "role": "admin", "exp": now_s() - 30}))),
         json!(alg_none(claims("alice", json!({"role": "admin"})))),
     ] {
-        let code = c.err("auth.refresh", json!({ "token": garbage }));
+        let code = c.err_code("auth.refresh", json!({ "token": garbage }));
         assert_eq!(code, "unauthorized", "refresh with {garbage}");
         assert!(c.alive(), "connection stays open after refresh with {garbage}");
     }
     // A refresh with a missing or non-string token is a parameter error.
-    assert_eq!(c.err("auth.refresh", json!({})), "invalid_params");
+    assert_eq!(c.err_code("auth.refresh", json!({})), "invalid_params");
 
     // The original credential still works, with its role.
     assert_eq!(c.ok("server.flush", json!({}))["flushed"], 0);
@@ -669,11 +675,11 @@ fn refresh_with_a_weaker_role_or_garbage_is_refused() {
 fn refresh_may_not_widen_the_key_scope() {
     let (_s, _admin, mut c) = scoped_setup();
     let wider = hs(claims("scoped", json!({"role": "admin"})));
-    assert_eq!(c.err("auth.refresh", json!({ "token": wider })), "unauthorized");
-    assert_eq!(c.err("string.get", json!({"key": "outside"})), "forbidden");
+    assert_eq!(c.err_code("auth.refresh", json!({ "token": wider })), "unauthorized");
+    assert_eq!(c.err_code("string.get", json!({"key": "outside"})), "forbidden");
     // The same scope is fine.
     c.ok("auth.refresh", json!({ "token": scoped_token() }));
-    assert_eq!(c.err("string.get", json!({"key": "outside"})), "forbidden");
+    assert_eq!(c.err_code("string.get", json!({"key": "outside"})), "forbidden");
 }
 
 // ---------------------------------------------------------------------------------
@@ -687,14 +693,14 @@ fn credentials_never_reach_a_log_line() {
     let jwt_secret = "jwt-SeCrEt-91b2c3d4e5f6";
     let port = free_port();
     let port_s = port.to_string();
-    let mut child = spawn_dbx(&[
+    let mut child = Dbx::spawn(&Opts::memory().envs(&[
         ("DBX_HOST", "127.0.0.1"),
         ("DBX_PORT", &port_s),
         ("DBX_LOG", "debug"),
         ("DBX_API_KEYS", &format!("{api_key}:admin")),
         ("DBX_JWT_SECRET", jwt_secret),
-    ]);
-    wait_listening(&mut child, port, Instant::now() + Duration::from_secs(10));
+    ]));
+    child.wait_listening(Instant::now() + Duration::from_secs(10));
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
     let token = hs_with(jwt_secret, claims("alice", json!({})));
@@ -712,24 +718,24 @@ fn credentials_never_reach_a_log_line() {
     let mut d = Client::connect(addr, &format!("api_key={token}"), &[]).expect("token in query");
     let refreshed = hs_with(jwt_secret, claims("alice", json!({"exp": now_s() + 900})));
     d.ok("auth.refresh", json!({ "token": refreshed }));
-    d.err("auth.refresh", json!({"token": bad_token}));
+    d.err_code("auth.refresh", json!({"token": bad_token}));
     // Refused, in every place (these are logged as refusals).
     raw_upgrade(addr, &format!("api_key={wrong_key}"), &[]).assert_unauthorized();
     raw_upgrade(addr, &format!("api_key={bad_token}&token={bad_token}"), &[]).assert_unauthorized();
     raw_upgrade(addr, "", &[("Authorization", &format!("Bearer {bad_token}"))]).assert_unauthorized();
     raw_upgrade(addr, "", &[("Sec-WebSocket-Protocol", &format!("dbx.v1, bearer.{wrong_key}"))]).assert_unauthorized();
     // An unknown path and a bad request with a key in the query.
-    let r = raw_http(addr, &format!("GET /nope?api_key={api_key} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let r = http_answer(addr, &format!("GET /nope?api_key={api_key} HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert_eq!(r.status, 404);
-    let r = raw_http(
+    let r = http_answer(
         addr,
         &format!("GET /ws?api_key={api_key}&version=9 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
     );
     assert_eq!(r.status, 400);
     drop((a, b, c, d));
 
-    let status = stop(&mut child);
-    let log = stderr_of(&mut child);
+    let status = child.term_within(Duration::from_secs(10));
+    let log = child.stderr();
     assert!(status.success(), "dbx stopped with {status}; log:\n{log}");
     assert!(log.contains("open") && log.contains("refused"), "the debug log has connection lines:\n{log}");
     for (what, secret) in [
@@ -749,9 +755,9 @@ fn credentials_never_reach_a_log_line() {
 #[test]
 fn protected_mode_refuses_a_public_address_without_credentials() {
     let port = free_port().to_string();
-    let mut child = spawn_dbx(&[("DBX_HOST", "0.0.0.0"), ("DBX_PORT", &port)]);
-    let status = wait_exit(&mut child, Instant::now() + Duration::from_secs(10));
-    let err = stderr_of(&mut child);
+    let mut child = Dbx::spawn(&Opts::memory().envs(&[("DBX_HOST", "0.0.0.0"), ("DBX_PORT", &port)]));
+    let status = child.wait_exit(Duration::from_secs(10)).expect("dbx did not exit in time");
+    let err = child.stderr();
     assert!(!status.success(), "dbx must not start: {status}\n{err}");
     assert!(err.contains("protected mode") && err.contains("DBX_ALLOW_ANONYMOUS"), "a clear message: {err}");
 }
@@ -760,28 +766,34 @@ fn protected_mode_refuses_a_public_address_without_credentials() {
 fn protected_mode_allows_anonymous_when_asked() {
     let port = free_port();
     let port_s = port.to_string();
-    let mut child = spawn_dbx(&[("DBX_HOST", "0.0.0.0"), ("DBX_PORT", &port_s), ("DBX_ALLOW_ANONYMOUS", "true")]);
-    wait_listening(&mut child, port, Instant::now() + Duration::from_secs(10));
-    assert!(child.try_wait().unwrap().is_none(), "dbx is running");
+    let mut child = Dbx::spawn(&Opts::memory().envs(&[
+        ("DBX_HOST", "0.0.0.0"),
+        ("DBX_PORT", &port_s),
+        ("DBX_ALLOW_ANONYMOUS", "true"),
+    ]));
+    child.wait_listening(Instant::now() + Duration::from_secs(10));
+    assert!(child.try_wait().is_none(), "dbx is running");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = Client::connect(addr, "", &[]).expect("anonymous connect");
     assert!(c.alive());
     drop(c);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
 }
 
 #[test]
 fn protected_mode_allows_a_public_address_with_credentials() {
     let port = free_port();
     let port_s = port.to_string();
-    let mut child = spawn_dbx(&[("DBX_HOST", "0.0.0.0"), ("DBX_PORT", &port_s), ("DBX_API_KEYS", "pm-key-0123")]);
-    wait_listening(&mut child, port, Instant::now() + Duration::from_secs(10));
+    let mut child = Dbx::spawn(&Opts::memory().envs(&[
+        ("DBX_HOST", "0.0.0.0"),
+        ("DBX_PORT", &port_s),
+        ("DBX_API_KEYS", "pm-key-0123"),
+    ]));
+    child.wait_listening(Instant::now() + Duration::from_secs(10));
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     raw_upgrade(addr, "", &[]).assert_unauthorized();
     let mut c = Client::connect(addr, "api_key=pm-key-0123", &[]).expect("connect");
     assert!(c.alive());
     drop(c);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
 }

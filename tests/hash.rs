@@ -1,11 +1,11 @@
 //! `hash.*` against the real server.
-mod support_coll;
+mod common;
+use common::*;
 use serde_json::json;
-use support_coll::*;
 
 #[test]
 fn set_get_and_shapes() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     let r = c.ok("hash.set", json!({"key": "h", "field": "a", "value": "1"}));
     assert_eq!(r["created"], 1);
@@ -15,8 +15,8 @@ fn set_get_and_shapes() {
     assert_eq!(c.ok("hash.get", json!({"key": "h", "field": "a"})), json!({"value": "2"}));
     assert_eq!(c.ok("hash.get", json!({"key": "h", "field": "b"}))["value"], "3", "numbers stored as text");
     assert_eq!(c.ok("hash.get", json!({"key": "h"})), json!({"fields": {"a": "2", "b": "3", "c": "x"}}));
-    assert_eq!(c.err("hash.get", json!({"key": "h", "field": "zz"})), "not_found");
-    assert_eq!(c.err("hash.get", json!({"key": "nope", "field": "a"})), "not_found");
+    assert_eq!(c.err_code("hash.get", json!({"key": "h", "field": "zz"})), "not_found");
+    assert_eq!(c.err_code("hash.get", json!({"key": "nope", "field": "a"})), "not_found");
     assert_eq!(c.ok("hash.get", json!({"key": "nope"})), json!({"fields": {}}));
     assert_eq!(c.ok("hash.mget", json!({"key": "h", "fields": ["a", "zz", "c"]})), json!({"values": ["2", null, "x"]}));
     assert_eq!(c.ok("hash.mget", json!({"key": "nope", "fields": ["a"]})), json!({"values": [null]}));
@@ -29,15 +29,15 @@ fn set_get_and_shapes() {
     assert_eq!(sorted(&c.ok("hash.values", json!({"key": "h"}))["values"]), ["2", "3", "x"]);
     assert_eq!(c.ok("hash.keys", json!({"key": "nope"})), json!({"fields": []}));
     assert_eq!(c.ok("hash.values", json!({"key": "nope"})), json!({"values": []}));
-    assert_eq!(c.err("hash.set", json!({"key": "h", "field": "a"})), "invalid_params");
-    assert_eq!(c.err("hash.set", json!({"key": "h", "fields": {}})), "invalid_params");
-    assert_eq!(c.err("hash.set", json!({"key": "h", "fields": {"a": [1]}})), "invalid_params");
-    assert_eq!(c.err("hash.set", json!({"key": "h"})), "invalid_params");
+    assert_eq!(c.err_code("hash.set", json!({"key": "h", "field": "a"})), "invalid_params");
+    assert_eq!(c.err_code("hash.set", json!({"key": "h", "fields": {}})), "invalid_params");
+    assert_eq!(c.err_code("hash.set", json!({"key": "h", "fields": {"a": [1]}})), "invalid_params");
+    assert_eq!(c.err_code("hash.set", json!({"key": "h"})), "invalid_params");
 }
 
 #[test]
 fn unchanged_set_raises_no_rev() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     let r1 = c.ok("hash.set", json!({"key": "h", "field": "a", "value": "1"}))["rev"].as_u64().unwrap();
     let r2 = c.ok("hash.set", json!({"key": "h", "field": "a", "value": "1"}))["rev"].as_u64().unwrap();
@@ -46,7 +46,7 @@ fn unchanged_set_raises_no_rev() {
 
 #[test]
 fn del_and_empty_hash_disappears() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     c.ok("hash.set", json!({"key": "h", "fields": {"a": "1", "b": "2", "c": "3"}}));
     assert_eq!(c.ok("hash.del", json!({"key": "h", "field": "a"}))["deleted"], 1);
@@ -60,22 +60,22 @@ fn del_and_empty_hash_disappears() {
 
 #[test]
 fn incr() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     assert_eq!(c.ok("hash.incr", json!({"key": "h", "field": "n"}))["value"], 1);
     assert_eq!(c.ok("hash.incr", json!({"key": "h", "field": "n", "by": 41}))["value"], 42);
     assert_eq!(c.ok("hash.incr", json!({"key": "h", "field": "n", "by": -50}))["value"], -8);
     c.ok("hash.set", json!({"key": "h", "field": "s", "value": "abc"}));
-    assert_eq!(c.err("hash.incr", json!({"key": "h", "field": "s"})), "not_integer");
+    assert_eq!(c.err_code("hash.incr", json!({"key": "h", "field": "s"})), "not_integer");
     c.ok("hash.set", json!({"key": "h", "field": "m", "value": i64::MAX.to_string()}));
-    assert_eq!(c.err("hash.incr", json!({"key": "h", "field": "m"})), "not_integer");
-    assert_eq!(c.err("hash.incr", json!({"key": "h2", "field": "m", "by": 1.5})), "invalid_params");
+    assert_eq!(c.err_code("hash.incr", json!({"key": "h", "field": "m"})), "not_integer");
+    assert_eq!(c.err_code("hash.incr", json!({"key": "h2", "field": "m", "by": 1.5})), "invalid_params");
     assert_eq!(c.ok("key.exists", json!({"key": "h2"}))["exists"], false, "a refused incr creates nothing");
 }
 
 #[test]
 fn ttl_is_kept_when_modified() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     c.ok("hash.set", json!({"key": "h", "field": "a", "value": "1"}));
     c.ok("key.expire", json!({"key": "h", "ttl": 100}));
@@ -86,7 +86,7 @@ fn ttl_is_kept_when_modified() {
 
 #[test]
 fn wrong_type() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     assert_wrong_type(
         &mut c,
@@ -109,7 +109,7 @@ fn wrong_type() {
 /// `string.*` reads and in-place updates refuse collections (`string.set` replaces).
 #[test]
 fn string_methods_on_collections() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     assert_wrong_type(
         &mut c,

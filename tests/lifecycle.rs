@@ -6,13 +6,28 @@
 //! generous, and every wait polls with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-mod support_life;
+mod common;
 
+use common::*;
+use dbx::config::Config;
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support_life::*;
+
+/// A config for these tests: memory only, anonymous on loopback, short timers.
+fn cfg() -> Config {
+    let mut c = Config::for_tests();
+    c.ws_heartbeat_interval = 30.0;
+    c.ws_timeout = 30.0;
+    c
+}
+
+/// Start `dbx` (optionally under a wrapper such as `prlimit`), memory only, on a free
+/// port, and wait (10 s at most) until it accepts connections.
+fn spawn(wrapper: &[&str], env: &[(&str, &str)]) -> Dbx {
+    Dbx::start(&Opts::memory().wrapper(wrapper).envs(env).start_within(Duration::from_secs(10)))
+}
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -26,9 +41,9 @@ fn idle_server_does_not_busy_poll() {
     let mut c = cfg();
     c.ws_heartbeat_interval = 1.0;
     c.ws_timeout = 1.0;
-    let srv = Srv::start(c);
+    let srv = TestServer::start(c);
     // One connection keeps heartbeat and liveness timers armed; it answers pings.
-    let mut cl = connect(srv.addr);
+    let mut cl = connect_path(srv.addr, "/ws");
     assert_eq!(cl.call("server.ping", json!({}))["result"]["pong"], true);
     let before = srv.cpu_ticks();
     let t0 = Instant::now();
@@ -50,9 +65,9 @@ fn heartbeats_text_and_ping_each_at_its_own_phase() {
     let mut c = cfg();
     c.ws_heartbeat_interval = 1.0;
     c.ws_timeout = 5.0;
-    let srv = Srv::start(c);
+    let srv = TestServer::start(c);
     let t0 = Instant::now();
-    let raws: Vec<Raw> = (0..8).map(|_| Raw::connect(srv.addr)).collect();
+    let raws: Vec<RawWs> = (0..8).map(|_| RawWs::connect(srv.addr)).collect();
     // Each connection is read on its own thread, all over the same 2.6 s.
     let readers: Vec<_> = raws
         .into_iter()
@@ -101,9 +116,9 @@ fn silent_client_closed_1001_after_interval_plus_timeout() {
     let mut c = cfg();
     c.ws_heartbeat_interval = 1.0;
     c.ws_timeout = 1.0;
-    let srv = Srv::start(c);
+    let srv = TestServer::start(c);
     let t0 = Instant::now();
-    let mut r = Raw::connect(srv.addr);
+    let mut r = RawWs::connect(srv.addr);
     let deadline = t0 + Duration::from_secs(6);
     let closed_at = loop {
         match r.frame(deadline).unwrap() {
@@ -127,14 +142,14 @@ fn any_frame_counts_as_activity() {
     let mut c = cfg();
     c.ws_heartbeat_interval = 1.0;
     c.ws_timeout = 1.0;
-    let srv = Srv::start(c);
+    let srv = TestServer::start(c);
 
     // (a) A tungstenite client that only reads: it answers each Ping with a Pong.
-    let mut pong_only = connect(srv.addr);
+    let mut pong_only = connect_path(srv.addr, "/ws");
     // (b) A raw client that sends unsolicited Pong frames, nothing else.
-    let mut raw_pong = Raw::connect(srv.addr);
+    let mut raw_pong = RawWs::connect(srv.addr);
     // (c) A raw client that sends {"type":"heartbeat"} text, never a pong.
-    let mut raw_beat = Raw::connect(srv.addr);
+    let mut raw_beat = RawWs::connect(srv.addr);
 
     let t0 = Instant::now();
     let mut next_send = t0;
@@ -142,7 +157,7 @@ fn any_frame_counts_as_activity() {
     let mut beat_replies = Vec::new();
     while t0.elapsed() < Duration::from_millis(3500) {
         if Instant::now() >= next_send {
-            raw_pong.send(OP_PONG, b"");
+            raw_pong.send_frame(OP_PONG, b"");
             raw_beat.send_text(r#"{"type":"heartbeat","timestamp":"2024-01-15T10:30:00Z"}"#);
             next_send += Duration::from_millis(400);
         }
@@ -192,11 +207,11 @@ fn slowly_arriving_frame_counts_as_activity() {
     let mut c = cfg();
     c.ws_heartbeat_interval = 1.0;
     c.ws_timeout = 1.0;
-    let srv = Srv::start(c);
-    let mut r = Raw::connect(srv.addr);
+    let srv = TestServer::start(c);
+    let mut r = RawWs::connect(srv.addr);
     let value = "s".repeat(60_000);
     let text = format!(r#"{{"id":9,"method":"string.set","params":{{"key":"slow","value":"{value}"}}}}"#);
-    let frame = mask_frame(OP_TEXT, text.as_bytes());
+    let frame = masked_frame(true, OP_TEXT, text.as_bytes());
     // 3.5 s for one frame (limit 2 s), no pongs, no other frame.
     let pieces = 12;
     let step = frame.len().div_ceil(pieces);
@@ -222,7 +237,7 @@ fn slowly_arriving_frame_counts_as_activity() {
 fn handshake_deadline_drops_silent_and_slowloris() {
     let mut c = cfg();
     c.ws_timeout = 1.0;
-    let srv = Srv::start(c);
+    let srv = TestServer::start(c);
     let t0 = Instant::now();
     let mut silent = TcpStream::connect(srv.addr).unwrap();
     let mut slow = TcpStream::connect(srv.addr).unwrap();
@@ -256,7 +271,7 @@ fn handshake_deadline_drops_silent_and_slowloris() {
         assert!((900..=2500).contains(&at), "{what} connection dropped at {at} ms (timeout 1000 ms)");
     }
     // The server is fine.
-    let mut cl = connect(srv.addr);
+    let mut cl = connect_path(srv.addr, "/ws");
     assert_eq!(cl.call("server.ping", json!({}))["result"]["pong"], true);
 }
 
@@ -267,20 +282,21 @@ fn handshake_deadline_drops_silent_and_slowloris() {
 fn max_connections_refuses_503_and_frees_slot_on_close() {
     let mut c = cfg();
     c.ws_max_connections = 2;
-    let srv = Srv::start(c);
-    let mut a = connect(srv.addr);
-    let _b = connect(srv.addr);
-    let (status, body) = http(srv.addr, &upgrade_request("/ws"));
+    let srv = TestServer::start(c);
+    let mut a = connect_path(srv.addr, "/ws");
+    let _b = connect_path(srv.addr, "/ws");
+    let (status, body) = http_status(srv.addr, &upgrade_request("/ws", ""));
     assert_eq!(status, 503, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "overloaded", "{v}");
     assert!(v["error"]["message"].is_string());
     // Health checks are not WebSocket connections: not refused.
-    assert_eq!(http(srv.addr, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").0, 200);
+    assert_eq!(http_status(srv.addr, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").0, 200);
     // Closing one frees its slot.
     a.ws.close(None).unwrap();
-    let _ = a.wait_close(Duration::from_secs(3));
-    let mut c3 = eventually(Duration::from_secs(3), || try_connect(srv.addr, "").ok()).expect("slot not freed");
+    let _ = a.read_close(Duration::from_secs(3));
+    let mut c3 =
+        poll_within(Duration::from_secs(3), || try_connect_path(srv.addr, "/ws").ok()).expect("slot not freed");
     assert_eq!(c3.call("server.info", json!({}))["result"]["connections"], 2);
 }
 
@@ -296,8 +312,8 @@ fn rate_cfg(per_minute: u32) -> dbx::config::Config {
 #[test]
 fn rate_limit_refuses_with_retry_after_and_refills() {
     // 60 per minute = one token per second, burst 60.
-    let srv = Srv::start(rate_cfg(60));
-    let mut cl = connect(srv.addr);
+    let srv = TestServer::start(rate_cfg(60));
+    let mut cl = connect_path(srv.addr, "/ws");
     for i in 0..60 {
         let r = cl.call("server.ping", json!({}));
         assert_eq!(r["result"]["pong"], true, "request {i}: {r}");
@@ -311,14 +327,14 @@ fn rate_limit_refuses_with_retry_after_and_refills() {
     let r = cl.call("server.ping", json!({}));
     assert_eq!(r["result"]["pong"], true, "after waiting retry_after_ms: {r}");
     // Each connection has its own bucket.
-    let mut other = connect(srv.addr);
+    let mut other = connect_path(srv.addr, "/ws");
     assert_eq!(other.call("server.ping", json!({}))["result"]["pong"], true);
 }
 
 #[test]
 fn rate_limited_batch_is_refused_whole() {
-    let srv = Srv::start(rate_cfg(5));
-    let mut cl = connect(srv.addr);
+    let srv = TestServer::start(rate_cfg(5));
+    let mut cl = connect_path(srv.addr, "/ws");
     for _ in 0..3 {
         assert_eq!(cl.call("server.ping", json!({}))["result"]["pong"], true);
     }
@@ -332,7 +348,7 @@ fn rate_limited_batch_is_refused_whole() {
     assert_eq!(r["error"]["code"], "rate_limited", "{r}");
     assert!(r["error"]["retry_after_ms"].as_u64().unwrap() >= 1);
     // Nothing was executed (checked on another connection: its own bucket).
-    let mut other = connect(srv.addr);
+    let mut other = connect_path(srv.addr, "/ws");
     let got = other.call("string.get", json!({"key": "rl:a"}));
     assert_eq!(got["error"]["code"], "not_found", "{got}");
     // The refused batch took no tokens: a batch of two fits exactly.
@@ -347,8 +363,8 @@ fn rate_limited_batch_is_refused_whole() {
 
 #[test]
 fn rate_limit_zero_is_off() {
-    let srv = Srv::start(rate_cfg(0));
-    let mut cl = connect(srv.addr);
+    let srv = TestServer::start(rate_cfg(0));
+    let mut cl = connect_path(srv.addr, "/ws");
     let n = 1500u64;
     for i in 0..n {
         cl.ws.write(tungstenite::Message::text(format!(r#"{{"id":{i},"method":"server.ping"}}"#))).unwrap();
@@ -367,15 +383,15 @@ fn rate_limit_zero_is_off() {
 /// reading it, its memory stays bounded, and other clients are still served.
 #[test]
 fn pipelining_non_reader_does_not_grow_server_memory() {
-    let mut p = Proc::spawn(&[], &[("DBX_WS_MAX_OUTBOUND", "1mb"), ("DBX_WS_RATE_LIMIT", "0")]);
-    let mut setter = connect(p.addr);
+    let mut p = spawn(&[], &[("DBX_WS_MAX_OUTBOUND", "1mb"), ("DBX_WS_RATE_LIMIT", "0")]);
+    let mut setter = connect_path(p.addr, "/ws");
     let value = "v".repeat(64 * 1024);
     assert_eq!(setter.call("string.set", json!({"key": "big", "value": value}))["result"]["set"], true);
     let rss0 = p.rss_kib();
 
-    let mut hog = Raw::connect(p.addr);
+    let mut hog = RawWs::connect(p.addr);
     hog.sock.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
-    let req = mask_frame(OP_TEXT, br#"{"id":1,"method":"string.get","params":{"key":"big"}}"#);
+    let req = masked_frame(true, OP_TEXT, br#"{"id":1,"method":"string.get","params":{"key":"big"}}"#);
     // 5000 requests would be 320 MiB of replies. Write until the socket is full (the
     // server stopped reading) or all are sent.
     let mut sent = 0;
@@ -404,17 +420,17 @@ fn pipelining_non_reader_does_not_grow_server_memory() {
             got += 1;
         }
     }
-    assert!(!p.log_text().contains("slow consumer"), "hog was cut off");
+    assert!(!p.stderr().contains("slow consumer"), "hog was cut off");
     drop(hog);
-    let _ = p.child.kill();
+    p.kill();
 }
 
 /// A subscriber that stops reading while events pile up past twice
 /// DBX_WS_MAX_OUTBOUND is closed with 1008, and the server logs why.
 #[test]
 fn slow_subscriber_cut_off_with_1008() {
-    let mut p = Proc::spawn(&[], &[("DBX_WS_MAX_OUTBOUND", "64kb"), ("DBX_WS_RATE_LIMIT", "0")]);
-    let mut sub = Raw::connect(p.addr);
+    let mut p = spawn(&[], &[("DBX_WS_MAX_OUTBOUND", "64kb"), ("DBX_WS_RATE_LIMIT", "0")]);
+    let mut sub = RawWs::connect(p.addr);
     sub.send_text(r#"{"id":1,"method":"pubsub.subscribe","params":{"channels":["firehose"]}}"#);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -424,7 +440,7 @@ fn slow_subscriber_cut_off_with_1008() {
         }
     }
     // Now the subscriber stops reading. Publish far more than the socket buffers hold.
-    let mut publ = connect(p.addr);
+    let mut publ = connect_path(p.addr, "/ws");
     let data = "d".repeat(64 * 1024);
     let mut cut = false;
     for i in 0..400u64 {
@@ -436,11 +452,11 @@ fn slow_subscriber_cut_off_with_1008() {
         assert!(r.get("error").is_none(), "publish {i}: {r}");
     }
     assert!(cut, "subscriber still receiving after 25 MiB of unread events");
-    let log = eventually(Duration::from_secs(3), || {
-        let l = p.log_text();
+    let log = poll_within(Duration::from_secs(3), || {
+        let l = p.stderr();
         l.contains("DBX_WS_MAX_OUTBOUND").then_some(l)
     });
-    assert!(log.is_some(), "no log line for the cut: {}", p.log_text());
+    assert!(log.is_some(), "no log line for the cut: {}", p.stderr());
     // What the subscriber reads ends with a 1008 close frame.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut code = None;
@@ -451,25 +467,25 @@ fn slow_subscriber_cut_off_with_1008() {
         }
     }
     assert_eq!(code, Some(1008), "the cut subscriber saw no 1008 close frame");
-    let _ = p.child.kill();
+    p.kill();
 }
 
 // ---------------------------------------------------------------------------
 // 6. Graceful shutdown.
 
 fn shutdown_on(sig: i32) {
-    let mut p = Proc::spawn(&[], &[]);
-    let mut a = connect(p.addr);
-    let mut b = connect(p.addr);
+    let mut p = spawn(&[], &[]);
+    let mut a = connect_path(p.addr, "/ws");
+    let mut b = connect_path(p.addr, "/ws");
     assert_eq!(a.call("server.ping", json!({}))["result"]["pong"], true);
     p.signal(sig);
     for cl in [&mut a, &mut b] {
-        let f = cl.wait_close(Duration::from_secs(5)).expect("close frame");
+        let f = cl.read_close(Duration::from_secs(5)).expect("close frame");
         assert_eq!(u16::from(f.code), 1001);
         assert_eq!(f.reason.as_str(), "server shutting down");
     }
     let st = p.wait_exit(Duration::from_secs(5)).expect("dbx did not exit within 5 s");
-    assert_eq!(st.code(), Some(0), "exit status {st}; log: {}", p.log_text());
+    assert_eq!(st.code(), Some(0), "exit status {st}; log: {}", p.stderr());
     // It no longer accepts.
     assert!(TcpStream::connect(p.addr).is_err());
 }
@@ -487,8 +503,8 @@ fn sigint_closes_every_connection_1001_and_exits_0() {
 /// A client that never answers the close handshake does not hold the exit up.
 #[test]
 fn shutdown_is_bounded_by_unresponsive_clients() {
-    let mut p = Proc::spawn(&[], &[]);
-    let _mute = Raw::connect(p.addr);
+    let mut p = spawn(&[], &[]);
+    let _mute = RawWs::connect(p.addr);
     let t0 = Instant::now();
     p.signal(libc::SIGTERM);
     let st = p.wait_exit(Duration::from_secs(8)).expect("dbx did not exit");
@@ -505,13 +521,13 @@ fn emfile_pauses_accepting_without_spinning() {
         eprintln!("prlimit (util-linux) not installed: skipped");
         return;
     }
-    let p = Proc::spawn(&["prlimit", "--nofile=64", "--"], &[("DBX_WS_MAX_CONNECTIONS", "1000")]);
-    assert!(p.log_text().contains("open files limit 64"), "limit not logged: {}", p.log_text());
-    let mut a = connect(p.addr);
+    let p = spawn(&["prlimit", "--nofile=64", "--"], &[("DBX_WS_MAX_CONNECTIONS", "1000")]);
+    assert!(p.stderr().contains("open files limit 64"), "limit not logged: {}", p.stderr());
+    let mut a = connect_path(p.addr, "/ws");
     // 100 more connections than the process may have descriptors for.
     let extra: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(p.addr).unwrap()).collect();
-    let logged = eventually(Duration::from_secs(3), || p.log_text().contains("accept failed").then_some(()));
-    assert!(logged.is_some(), "EMFILE never hit: {}", p.log_text());
+    let logged = poll_within(Duration::from_secs(3), || p.stderr().contains("accept failed").then_some(()));
+    assert!(logged.is_some(), "EMFILE never hit: {}", p.stderr());
     let before = p.cpu_ticks();
     std::thread::sleep(Duration::from_secs(2));
     let used = p.cpu_ticks() - before;
@@ -520,12 +536,13 @@ fn emfile_pauses_accepting_without_spinning() {
     assert_eq!(a.call("server.ping", json!({}))["result"]["pong"], true);
     // Once descriptors are free again, new connections are accepted.
     drop(extra);
-    let mut c = eventually(Duration::from_secs(5), || try_connect(p.addr, "").ok()).expect("no accept after EMFILE");
+    let mut c =
+        poll_within(Duration::from_secs(5), || try_connect_path(p.addr, "/ws").ok()).expect("no accept after EMFILE");
     assert_eq!(c.call("server.ping", json!({}))["result"]["pong"], true);
 }
 
 #[test]
 fn open_files_limit_is_logged_at_start() {
-    let p = Proc::spawn(&[], &[]);
-    assert!(p.log_text().contains("open files limit"), "{}", p.log_text());
+    let p = spawn(&[], &[]);
+    assert!(p.stderr().contains("open files limit"), "{}", p.stderr());
 }

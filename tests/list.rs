@@ -1,7 +1,7 @@
 //! `list.*` against the real server.
-mod support_coll;
+mod common;
+use common::*;
 use serde_json::json;
-use support_coll::*;
 
 fn all(c: &mut Client, key: &str) -> serde_json::Value {
     c.ok("list.range", json!({"key": key, "start": 0, "stop": -1}))["values"].clone()
@@ -9,7 +9,7 @@ fn all(c: &mut Client, key: &str) -> serde_json::Value {
 
 #[test]
 fn push_pop_sides() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     let r = c.ok("list.push", json!({"key": "l", "values": ["a", "b", "c"]}));
     assert_eq!(r["length"], 3);
@@ -29,14 +29,14 @@ fn push_pop_sides() {
     assert_eq!(c.ok("key.exists", json!({"key": "l"}))["exists"], false, "an emptied list is deleted");
     assert_eq!(c.ok("list.pop", json!({"key": "l"}))["values"], json!([]));
     assert_eq!(c.ok("list.len", json!({"key": "l"})), json!({"length": 0}));
-    assert_eq!(c.err("list.push", json!({"key": "l", "value": "a", "side": "middle"})), "invalid_params");
-    assert_eq!(c.err("list.push", json!({"key": "l", "values": []})), "invalid_params");
+    assert_eq!(c.err_code("list.push", json!({"key": "l", "value": "a", "side": "middle"})), "invalid_params");
+    assert_eq!(c.err_code("list.push", json!({"key": "l", "values": []})), "invalid_params");
     assert_eq!(c.ok("key.exists", json!({"key": "l"}))["exists"], false, "refused pushes create nothing");
 }
 
 #[test]
 fn range_index_trim() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     c.ok("list.push", json!({"key": "l", "values": ["0", "1", "2", "3", "4", "5"]}));
     let range = |c: &mut Client, s: i64, e: i64| {
@@ -51,10 +51,10 @@ fn range_index_trim() {
     assert_eq!(c.ok("list.range", json!({"key": "nope", "start": 0, "stop": -1})), json!({"values": []}));
     assert_eq!(c.ok("list.index", json!({"key": "l", "index": 0})), json!({"value": "0"}));
     assert_eq!(c.ok("list.index", json!({"key": "l", "index": -1})), json!({"value": "5"}));
-    assert_eq!(c.err("list.index", json!({"key": "l", "index": 6})), "not_found");
-    assert_eq!(c.err("list.index", json!({"key": "l", "index": -7})), "not_found");
-    assert_eq!(c.err("list.index", json!({"key": "nope", "index": 0})), "not_found");
-    assert_eq!(c.err("list.range", json!({"key": "l", "start": 0})), "invalid_params");
+    assert_eq!(c.err_code("list.index", json!({"key": "l", "index": 6})), "not_found");
+    assert_eq!(c.err_code("list.index", json!({"key": "l", "index": -7})), "not_found");
+    assert_eq!(c.err_code("list.index", json!({"key": "nope", "index": 0})), "not_found");
+    assert_eq!(c.err_code("list.range", json!({"key": "l", "start": 0})), "invalid_params");
     let r = c.ok("list.trim", json!({"key": "l", "start": 1, "stop": -2}));
     assert_eq!(r["length"], 4);
     assert_eq!(all(&mut c, "l"), json!(["1", "2", "3", "4"]));
@@ -65,7 +65,7 @@ fn range_index_trim() {
 
 #[test]
 fn wrong_type() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     assert_wrong_type(
         &mut c,

@@ -15,9 +15,26 @@
 //! - A close frame with a code that may not be sent (0-999, 1004-1006, 1015, 1016-2999
 //!   unassigned, >= 5000) is answered with 1002; a reason that is not UTF-8 with 1007.
 
-mod support_harden;
+mod common;
 
-use support_harden::*;
+use common::*;
+use dbx::config::Config;
+
+/// The test configuration: no persistence, no rate limit, `/echo` on, a 1 s HTTP
+/// timeout (so slow-request cases finish fast), 1 MiB messages, then `tweak`.
+fn harden_server(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    TestServer::with(|cfg| {
+        cfg.persist = false;
+        cfg.ws_rate_limit = 0;
+        cfg.echo_path = Some("/echo".into());
+        cfg.ws_timeout = 1.0;
+        cfg.max_message_size = 1 << 20;
+        cfg.api_keys = None;
+        cfg.jwt_secret = None;
+        cfg.jwt_public_key = None;
+        tweak(cfg);
+    })
+}
 
 enum Input {
     /// Bytes sent on a fresh connection, before any upgrade.
@@ -276,11 +293,11 @@ fn ws_cases() -> Vec<Case> {
         case("RSV bits on a ping", Ws(frame_with(0xF9, true, Len::Auto, b"x")), Close(1002)),
         case("an HTTP request after the upgrade", Ws(b"GET / HTTP/1.1\r\n\r\n".to_vec()), Close(1002)),
         // --- control frames
-        case("fragmented ping", Ws(frame(false, 0x9, b"x")), Close(1002)),
-        case("fragmented close", Ws(frame(false, 0x8, &close_payload(1000, b""))), Close(1002)),
-        case("fragmented pong", Ws(frame(false, 0xA, b"")), Close(1002)),
-        case("ping of 126 bytes", Ws(frame(true, 0x9, &[b'p'; 126])), Close(1002)),
-        case("close of 126 bytes", Ws(frame(true, 0x8, &close_payload(1000, &[b'r'; 124]))), Close(1002)),
+        case("fragmented ping", Ws(masked_frame(false, 0x9, b"x")), Close(1002)),
+        case("fragmented close", Ws(masked_frame(false, 0x8, &close_payload(1000, b""))), Close(1002)),
+        case("fragmented pong", Ws(masked_frame(false, 0xA, b"")), Close(1002)),
+        case("ping of 126 bytes", Ws(masked_frame(true, 0x9, &[b'p'; 126])), Close(1002)),
+        case("close of 126 bytes", Ws(masked_frame(true, 0x8, &close_payload(1000, &[b'r'; 124]))), Close(1002)),
         case(
             "pong of 64 KiB announced with 127",
             Ws(frame_with(0x8A, true, Len::U64(65536), &[0u8; 65536])),
@@ -288,15 +305,15 @@ fn ws_cases() -> Vec<Case> {
         ),
         case(
             "ping of 125 bytes is fine",
-            Ws([frame(true, 0x9, &[b'p'; 125]), text(ping_req())].concat()),
+            Ws([masked_frame(true, 0x9, &[b'p'; 125]), text_frame(ping_req())].concat()),
             Reply("\"pong\":true"),
         ),
         case(
             "ping inside a fragmented message is fine",
             Ws([
-                frame(false, 1, br#"{"id":"c","method":"#),
-                frame(true, 0x9, b"hi"),
-                frame(true, 0, br#""server.ping"}"#),
+                masked_frame(false, 1, br#"{"id":"c","method":"#),
+                masked_frame(true, 0x9, b"hi"),
+                masked_frame(true, 0, br#""server.ping"}"#),
             ]
             .concat()),
             Reply("\"pong\":true"),
@@ -326,10 +343,10 @@ fn ws_cases() -> Vec<Case> {
             Reply("\"pong\":true"),
         ),
         // --- close frames
-        case("close with 1-byte payload", Ws(frame(true, 0x8, b"\x03")), Close(1002)),
+        case("close with 1-byte payload", Ws(masked_frame(true, 0x8, b"\x03")), Close(1002)),
         case(
             "close with invalid UTF-8 reason",
-            Ws(frame(
+            Ws(masked_frame(
                 true,
                 0x8,
                 &close_payload(
@@ -341,100 +358,113 @@ fn ws_cases() -> Vec<Case> {
         ),
         case(
             "close with truncated UTF-8 reason",
-            Ws(frame(true, 0x8, &close_payload(1000, b"ab\xe2\x82"))),
+            Ws(masked_frame(true, 0x8, &close_payload(1000, b"ab\xe2\x82"))),
             Close(1007),
         ),
-        case("close 1000 is echoed", Ws(frame(true, 0x8, &close_payload(1000, b"bye"))), Close(1000)),
-        case("close 3000 is echoed", Ws(frame(true, 0x8, &close_payload(3000, b""))), Close(3000)),
-        case("close 4999 is echoed", Ws(frame(true, 0x8, &close_payload(4999, b""))), Close(4999)),
-        case("close without a code", Ws(frame(true, 0x8, b"")), Close(1005)),
+        case("close 1000 is echoed", Ws(masked_frame(true, 0x8, &close_payload(1000, b"bye"))), Close(1000)),
+        case("close 3000 is echoed", Ws(masked_frame(true, 0x8, &close_payload(3000, b""))), Close(3000)),
+        case("close 4999 is echoed", Ws(masked_frame(true, 0x8, &close_payload(4999, b""))), Close(4999)),
+        case("close without a code", Ws(masked_frame(true, 0x8, b"")), Close(1005)),
         // The shapes of Autobahn 5.1, 6.4.x, 7.3.2, 7.3.6 and 7.5.1: the peer keeps
         // sending the rest of a broken message, or the bad frame is its own close.
         case(
             "fragmented ping, then the continuation",
-            Ws([frame(false, 0x9, b"fragment1"), frame(true, 0, b"fragment2")].concat()),
+            Ws([masked_frame(false, 0x9, b"fragment1"), masked_frame(true, 0, b"fragment2")].concat()),
             Close(1002),
         ),
         case(
             "invalid UTF-8 in a first fragment, then more fragments",
             Ws([
-                frame(false, 1, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"),
-                frame(false, 0, b"\x65\x64\x69"),
-                frame(true, 0, b"ted"),
+                masked_frame(false, 1, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"),
+                masked_frame(false, 0, b"\x65\x64\x69"),
+                masked_frame(true, 0, b"ted"),
             ]
             .concat()),
             Close(1007),
         ),
         case(
             "data, then close with a non-UTF-8 reason",
-            Ws([text(ping_req()), frame(true, 0x8, &close_payload(1000, b"\xff"))].concat()),
+            Ws([text_frame(ping_req()), masked_frame(true, 0x8, &close_payload(1000, b"\xff"))].concat()),
             Close(1007),
         ),
         case(
             "frames after close are ignored",
-            Ws([frame(true, 0x8, &close_payload(1000, b"")), text(ping_req())].concat()),
+            Ws([masked_frame(true, 0x8, &close_payload(1000, b"")), text_frame(ping_req())].concat()),
             Close(1000),
         ),
         // --- fragmentation
         case(
             "text frame inside a fragmented text",
-            Ws([frame(false, 1, b"{\"a\":"), text(ping_req())].concat()),
+            Ws([masked_frame(false, 1, b"{\"a\":"), text_frame(ping_req())].concat()),
             Close(1002),
         ),
         case(
             "binary frame inside a fragmented text",
-            Ws([frame(false, 1, b"{\"a\":"), frame(true, 2, b"x")].concat()),
+            Ws([masked_frame(false, 1, b"{\"a\":"), masked_frame(true, 2, b"x")].concat()),
             Close(1002),
         ),
         case(
             "unfinished text frame inside a fragmented binary",
-            Ws([frame(false, 2, b"x"), frame(false, 1, b"y")].concat()),
+            Ws([masked_frame(false, 2, b"x"), masked_frame(false, 1, b"y")].concat()),
             Close(1002),
         ),
-        case("continuation without start", Ws(frame(false, 0, b"x")), Close(1002)),
-        case("final continuation without start", Ws(frame(true, 0, ping_req().as_bytes())), Close(1002)),
+        case("continuation without start", Ws(masked_frame(false, 0, b"x")), Close(1002)),
+        case("final continuation without start", Ws(masked_frame(true, 0, ping_req().as_bytes())), Close(1002)),
         case(
             "fragmented message over the size limit",
-            Ws([frame(false, 1, &vec![b' '; 700 * 1024]), frame(true, 0, &vec![b' '; 700 * 1024])].concat()),
+            Ws([masked_frame(false, 1, &vec![b' '; 700 * 1024]), masked_frame(true, 0, &vec![b' '; 700 * 1024])]
+                .concat()),
             Close(1009),
         ),
         // --- payloads
-        case("invalid UTF-8 text", Ws(frame(true, 1, b"{\"a\":\"\xff\"}")), Close(1007)),
-        case("surrogate half in UTF-8 text", Ws(frame(true, 1, b"\xed\xa0\x80")), Close(1007)),
+        case("invalid UTF-8 text", Ws(masked_frame(true, 1, b"{\"a\":\"\xff\"}")), Close(1007)),
+        case("surrogate half in UTF-8 text", Ws(masked_frame(true, 1, b"\xed\xa0\x80")), Close(1007)),
         case(
             "invalid UTF-8 split across fragments",
-            Ws([frame(false, 1, b"{\"a\":\"\xe2\x82"), frame(true, 0, b"\x28\"}")].concat()),
+            Ws([masked_frame(false, 1, b"{\"a\":\"\xe2\x82"), masked_frame(true, 0, b"\x28\"}")].concat()),
             Close(1007),
         ),
-        case("empty text frame", Ws(frame(true, 1, b"")), Reply("invalid_request")),
-        case("binary frame", Ws(frame(true, 2, b"\x00\x01")), Reply("invalid_request")),
+        case("empty text frame", Ws(masked_frame(true, 1, b"")), Reply("invalid_request")),
+        case("binary frame", Ws(masked_frame(true, 2, b"\x00\x01")), Reply("invalid_request")),
         case(
             "JSON nested 10000 deep",
-            Ws(text(&format!("{{\"id\":1,\"method\":\"x\",\"params\":{{\"a\":{}}}}}", "[".repeat(10_000)))),
+            Ws(text_frame(&format!("{{\"id\":1,\"method\":\"x\",\"params\":{{\"a\":{}}}}}", "[".repeat(10_000)))),
             Reply("invalid_request"),
         ),
-        case("JSON array", Ws(text("[1,2,3]")), Reply("invalid_request")),
-        case("NUL bytes in JSON text", Ws(text("{\"id\":1,\"method\":\"server.ping\0\"}")), Reply("invalid_request")),
+        case("JSON array", Ws(text_frame("[1,2,3]")), Reply("invalid_request")),
+        case(
+            "NUL bytes in JSON text",
+            Ws(text_frame("{\"id\":1,\"method\":\"server.ping\0\"}")),
+            Reply("invalid_request"),
+        ),
         case(
             "id with a lone surrogate escape",
-            Ws(text(r#"{"id":"a\ud800","method":"server.ping"}"#)),
+            Ws(text_frame(r#"{"id":"a\ud800","method":"server.ping"}"#)),
             Reply("{\"id\":null,\"error\":{\"code\":\"invalid_request\""),
         ),
         // --- the echo endpoint shares the framing
         case("echo: unmasked frame", Echo(frame_with(0x82, false, Len::Auto, b"x")), Close(1002)),
-        case("echo: invalid UTF-8 text", Echo(frame(true, 1, b"\xc0\xaf")), Close(1007)),
-        case("echo: text is echoed", Echo(text("hello")), Reply("hello")),
+        case("echo: invalid UTF-8 text", Echo(masked_frame(true, 1, b"\xc0\xaf")), Close(1007)),
+        case("echo: text is echoed", Echo(text_frame("hello")), Reply("hello")),
     ];
     for op in 3u8..=7 {
-        v.push(case(format!("reserved data opcode {op}"), Input::Ws(frame(true, op, b"x")), Expect::Close(1002)));
+        v.push(case(
+            format!("reserved data opcode {op}"),
+            Input::Ws(masked_frame(true, op, b"x")),
+            Expect::Close(1002),
+        ));
     }
     for op in 0xBu8..=0xF {
-        v.push(case(format!("reserved control opcode {op:#x}"), Input::Ws(frame(true, op, b"")), Expect::Close(1002)));
+        v.push(case(
+            format!("reserved control opcode {op:#x}"),
+            Input::Ws(masked_frame(true, op, b"")),
+            Expect::Close(1002),
+        ));
     }
     for code in [0u16, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
         v.push(case(
             format!("close with code {code}"),
-            Input::Ws(frame(true, 0x8, &close_payload(code, b""))),
+            Input::Ws(masked_frame(true, 0x8, &close_payload(code, b""))),
             Expect::Close(1002),
         ));
     }
@@ -444,18 +474,18 @@ fn ws_cases() -> Vec<Case> {
 fn run(srv: &TestServer, c: &Case) -> Outcome {
     match &c.input {
         Input::Http(bytes) => {
-            let mut s = connect(srv.addr);
+            let mut s = raw_tcp(srv.addr);
             send_all(&mut s, bytes);
             read_http_outcome(&mut s)
         }
         Input::HttpEof(bytes) => {
-            let mut s = connect(srv.addr);
+            let mut s = raw_tcp(srv.addr);
             send_all(&mut s, bytes);
             let _ = s.shutdown(std::net::Shutdown::Write);
             read_http_outcome(&mut s)
         }
         Input::HttpStall(bytes) => {
-            let mut s = connect(srv.addr);
+            let mut s = raw_tcp(srv.addr);
             send_all(&mut s, bytes);
             read_http_outcome(&mut s)
         }
@@ -469,9 +499,9 @@ fn run(srv: &TestServer, c: &Case) -> Outcome {
             // not (it sent its own close already, or is gone). Both must end promptly.
             let mut first: Option<Outcome> = None;
             for reply_to_close in [true, false] {
-                let mut cl = Client::open(srv.addr, path);
+                let mut cl = RawWs::open_path(srv.addr, path);
                 cl.reply_to_close = reply_to_close;
-                cl.send(bytes);
+                send_all(&mut cl.sock, bytes);
                 if matches!(c.input, Input::WsEof(_)) {
                     let _ = cl.sock.shutdown(std::net::Shutdown::Write);
                 }
@@ -510,7 +540,7 @@ fn describe(e: &Expect) -> String {
 }
 
 fn run_table(cases: Vec<Case>) {
-    let srv = TestServer::start();
+    let srv = harden_server(|_| {});
     ping_ok(srv.addr).expect("server serves before the corpus");
     let mut failures = Vec::new();
     for c in &cases {
@@ -548,19 +578,19 @@ fn malformed_websocket_frames() {
 /// a heartbeat in place of its 4 MiB echo.
 #[test]
 fn echo_endpoint_sends_nothing_of_its_own() {
-    let srv = TestServer::start_with(|c| {
+    let srv = harden_server(|c| {
         c.ws_heartbeat_interval = 0.05;
         c.ws_timeout = 5.0;
     });
     // Sanity: the WebSocket path does get heartbeats at this interval.
-    let mut ws = Client::open(srv.addr, "/ws");
+    let mut ws = RawWs::open_path(srv.addr, "/ws");
     assert!(matches!(ws.outcome(Some("\"type\":\"heartbeat\"")), Outcome::Reply(_)));
-    let mut echo = Client::open(srv.addr, "/echo");
+    let mut echo = RawWs::open_path(srv.addr, "/echo");
     std::thread::sleep(std::time::Duration::from_millis(400));
-    echo.send(&text("first"));
+    send_all(&mut echo.sock, &text_frame("first"));
     let f = echo.next_frame().expect("a frame");
     assert_eq!(
-        (f.opcode(), f.payload.as_slice()),
+        (f.opcode, f.payload.as_slice()),
         (0x1, b"first".as_slice()),
         "{:?}",
         String::from_utf8_lossy(&f.payload)

@@ -1,8 +1,8 @@
 //! `DBX_MAXMEMORY` with both policies, through the real server.
-mod support_coll;
+mod common;
+use common::*;
 use dbx::config::MaxMemoryPolicy;
 use serde_json::json;
-use support_coll::*;
 
 const LIMIT: u64 = 2 * 1024 * 1024;
 
@@ -22,7 +22,7 @@ fn fill(c: &mut Client, prefix: &str, n: usize) -> usize {
 
 #[test]
 fn noeviction_refuses_writes_but_serves_reads_and_deletes() {
-    let srv = TestServer::with(|cfg| {
+    let srv = coll_server(|cfg| {
         cfg.maxmemory = LIMIT;
         cfg.maxmemory_policy = MaxMemoryPolicy::Noeviction;
     });
@@ -41,7 +41,7 @@ fn noeviction_refuses_writes_but_serves_reads_and_deletes() {
         ("zset.add", json!({"key": "z", "member": "m", "score": 1})),
         ("list.push", json!({"key": "l", "value": "v"})),
     ] {
-        assert_eq!(c.err(m, p), "oom", "{m}");
+        assert_eq!(c.err_code(m, p), "oom", "{m}");
     }
     let b = c.ok(
         "batch",
@@ -61,7 +61,7 @@ fn noeviction_refuses_writes_but_serves_reads_and_deletes() {
 
 #[test]
 fn allkeys_lru_evicts_and_never_answers_oom() {
-    let srv = TestServer::with(|cfg| {
+    let srv = coll_server(|cfg| {
         cfg.maxmemory = LIMIT;
         cfg.maxmemory_policy = MaxMemoryPolicy::AllkeysLru;
     });

@@ -2,15 +2,15 @@
 //! `always`, torn tail, mid-file corruption, snapshots while writes continue, a crash
 //! at every snapshot step, and a full disk.
 
-mod support_persist;
+mod common;
 
+use common::{files, poll_within, process_client, Dbx, Opts, TempDir};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support_persist::{files, wait_for, Dbx, Opts, TempDir};
 
-fn value(c: &mut support_persist::Client, key: &str) -> Value {
+fn value(c: &mut common::Client, key: &str) -> Value {
     let r = c.call("string.get", json!({ "key": key }));
     if r.get("error").is_some() {
         Value::Null
@@ -129,7 +129,7 @@ fn sigkill_under_load_keeps_every_acknowledged_write() {
     for t in 0..8 {
         let (stop, acked) = (stop.clone(), acked.clone());
         threads.push(std::thread::spawn(move || {
-            let mut c = support_persist::Client::connect(port);
+            let mut c = process_client(port);
             c.set_timeout(Duration::from_secs(2));
             for i in 0..1_000_000u64 {
                 if stop.load(Ordering::Relaxed) {
@@ -137,7 +137,7 @@ fn sigkill_under_load_keeps_every_acknowledged_write() {
                 }
                 let (k, v) = (format!("k{t}-{i}"), format!("v{i}"));
                 let id = c.send("string.set", json!({"key": k, "value": v, "ttl": 3600}));
-                match c.reply(id) {
+                match c.try_reply(id) {
                     Some(r) if r["result"]["set"] == true => acked.lock().unwrap().push((k, v)),
                     _ => break, // killed
                 }
@@ -245,7 +245,7 @@ impl Load {
             .map(|t| {
                 let (stop, acked, tag) = (stop.clone(), acked.clone(), tag.to_string());
                 std::thread::spawn(move || {
-                    let mut c = support_persist::Client::connect(port);
+                    let mut c = process_client(port);
                     c.set_timeout(Duration::from_secs(2));
                     for i in 0..10_000_000u64 {
                         if stop.load(Ordering::Relaxed) {
@@ -253,7 +253,7 @@ impl Load {
                         }
                         let k = format!("{tag}{t}-{i}");
                         let id = c.send("string.set", json!({"key": k, "value": "v"}));
-                        match c.reply(id) {
+                        match c.try_reply(id) {
                             Some(r) if r["result"]["set"] == true => acked.lock().unwrap().push(k),
                             _ => break,
                         }
@@ -274,7 +274,7 @@ impl Load {
     }
 }
 
-fn check_all(c: &mut support_persist::Client, keys: &[String]) {
+fn check_all(c: &mut common::Client, keys: &[String]) {
     for chunk in keys.chunks(500) {
         let got = c.ok("string.mget", json!({ "keys": chunk }));
         for (k, g) in chunk.iter().zip(got["values"].as_array().unwrap()) {
@@ -297,9 +297,9 @@ fn snapshot_while_writes_continue() {
     // Two saves back to back: the second finds the first running.
     let a = c.send("server.save", json!({}));
     let b = c.send("server.save", json!({}));
-    assert_eq!(c.reply(a).unwrap()["result"]["started"], true);
-    assert_eq!(c.reply(b).unwrap()["result"]["started"], false);
-    let done = wait_for(Duration::from_secs(20), || {
+    assert_eq!(c.try_reply(a).unwrap()["result"]["started"], true);
+    assert_eq!(c.try_reply(b).unwrap()["result"]["started"], false);
+    let done = poll_within(Duration::from_secs(20), || {
         let (_, h) = s.health();
         (h["last_snapshot"]["ok"] == true).then_some(h)
     })
@@ -331,7 +331,7 @@ fn log_growth_triggers_a_snapshot() {
     for i in 0..1000 {
         c.ok("string.set", json!({"key": format!("k{}", i % 10), "value": "x".repeat(100)}));
     }
-    let f = wait_for(Duration::from_secs(10), || {
+    let f = poll_within(Duration::from_secs(10), || {
         let f = files(&data);
         f.iter().any(|n| n.starts_with("snapshot-")).then_some(f)
     })
@@ -353,7 +353,7 @@ fn crash_at_every_snapshot_step_is_recoverable() {
             c.ok("string.set", json!({"key": format!("a{i}"), "value": "v"}));
         }
         assert_eq!(c.ok("server.save", json!({}))["started"], true);
-        wait_for(Duration::from_secs(10), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
+        poll_within(Duration::from_secs(10), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
             .expect("first snapshot");
         for i in 0..200 {
             c.ok("string.set", json!({"key": format!("b{i}"), "value": "v"}));
@@ -368,13 +368,13 @@ fn crash_at_every_snapshot_step_is_recoverable() {
         let id = c.send("server.save", json!({}));
         if step == "snapshot-child-writing" {
             // The child dies; the server keeps going and reports the failure.
-            assert_eq!(c.reply(id).unwrap()["result"]["started"], true);
-            wait_for(Duration::from_secs(10), || (s.health().1["last_snapshot"]["ok"] == false).then_some(()))
+            assert_eq!(c.try_reply(id).unwrap()["result"]["started"], true);
+            poll_within(Duration::from_secs(10), || (s.health().1["last_snapshot"]["ok"] == false).then_some(()))
                 .expect("failed snapshot reported");
             c.ok("string.set", json!({"key": "d", "value": "v"}));
             s.kill();
         } else {
-            let _ = c.reply(id);
+            let _ = c.try_reply(id);
             let st = s.wait_crash(Duration::from_secs(10));
             assert!(!st.success(), "{step}: {st}");
         }
@@ -393,7 +393,7 @@ fn crash_at_every_snapshot_step_is_recoverable() {
         assert!(!files(&data).iter().any(|f| f.ends_with(".tmp")), "{step}: leftovers removed");
         // And a snapshot works again afterwards.
         assert_eq!(c.ok("server.save", json!({}))["started"], true, "{step}");
-        wait_for(Duration::from_secs(10), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
+        poll_within(Duration::from_secs(10), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
             .unwrap_or_else(|| panic!("{step}: snapshot after recovery"));
     }
 }
@@ -447,7 +447,7 @@ fn disk_full_refuses_writes_and_recovers() {
     let big = "h".repeat(10_000);
     let held = a.send("string.set", json!({"key": "held", "value": big}));
     a.set_timeout(Duration::from_millis(500));
-    assert!(a.reply(held).is_none(), "reply of a write not on disk must wait");
+    assert!(a.try_reply(held).is_none(), "reply of a write not on disk must wait");
     // Other writes are refused, reads work, /health says so.
     let r = b.call("string.set", json!({"key": "refused", "value": "1"}));
     assert_eq!(r["error"]["code"], "unavailable", "{r}");
@@ -470,9 +470,9 @@ fn disk_full_refuses_writes_and_recovers() {
     // Free space: the held reply arrives, writes resume by themselves.
     std::fs::remove_file(&filler).unwrap();
     a.set_timeout(Duration::from_secs(5));
-    let r = a.reply(held).expect("held reply after the disk recovered");
+    let r = a.try_reply(held).expect("held reply after the disk recovered");
     assert_eq!(r["result"]["set"], true);
-    let r = wait_for(Duration::from_secs(5), || {
+    let r = poll_within(Duration::from_secs(5), || {
         let r = b.call("string.set", json!({"key": "resumed", "value": "1"}));
         r.get("result").is_some().then_some(r)
     });
@@ -491,7 +491,7 @@ fn disk_full_refuses_writes_and_recovers() {
 
 /// Every live key (via `key.scan`) with its type, full contents and TTL in seconds:
 /// `{key: {"type", "value", "ttl"}}`. Sets are sorted (their order is per process).
-fn dump(c: &mut support_persist::Client) -> std::collections::BTreeMap<String, Value> {
+fn dump(c: &mut common::Client) -> std::collections::BTreeMap<String, Value> {
     let mut keys = Vec::new();
     let mut cursor = "0".to_string();
     loop {
@@ -547,7 +547,7 @@ fn assert_same(before: &std::collections::BTreeMap<String, Value>, after: &std::
 
 /// Strings, hashes, sets, sorted sets and lists, some with TTLs, one collection that
 /// expires before the restart.
-fn fill_all_types(c: &mut support_persist::Client, tag: &str) {
+fn fill_all_types(c: &mut common::Client, tag: &str) {
     let k = |n: &str| format!("{tag}{n}");
     c.ok("string.set", json!({"key": k("s"), "value": "héllo \"q\""}));
     c.ok("string.set", json!({"key": k("s-ttl"), "value": "v", "ttl": 300}));
@@ -668,7 +668,7 @@ fn restart_keeps_every_type_after_snapshot_and_later_records() {
     fill_all_types(&mut c, "");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.ok("server.save", json!({}))["started"], true);
-    wait_for(Duration::from_secs(20), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
+    poll_within(Duration::from_secs(20), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
         .expect("snapshot finished");
     let f = files(&data);
     assert!(f.contains(&"snapshot-1.dbx".to_string()) && !f.contains(&"aof-0.log".to_string()), "{f:?}");
@@ -707,7 +707,7 @@ fn restart_keeps_every_type_after_snapshot_and_later_records() {
 
     // And a snapshot of the restored store loads to the same state again.
     assert_eq!(c.ok("server.save", json!({}))["started"], true);
-    wait_for(Duration::from_secs(20), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
+    poll_within(Duration::from_secs(20), || (s.health().1["last_snapshot"]["ok"] == true).then_some(()))
         .expect("second snapshot finished");
     drop(c);
     drop(s);
@@ -718,7 +718,7 @@ fn restart_keeps_every_type_after_snapshot_and_later_records() {
     assert_eq!(c.hello["rev"].as_u64().unwrap(), rev);
 }
 
-fn sorted_members(c: &mut support_persist::Client, key: &str) -> Vec<String> {
+fn sorted_members(c: &mut common::Client, key: &str) -> Vec<String> {
     let mut m: Vec<String> = c.ok("set.members", json!({ "key": key }))["members"]
         .as_array()
         .unwrap()

@@ -4,12 +4,45 @@
 //! No timing assertions except generous deadlines; the measured expiry lateness is
 //! printed (`cargo test --test realtime -- --nocapture`).
 
-mod support_rt;
+mod common;
 
+use common::{Client, TestServer};
+use dbx::config::Config;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::time::{Duration, Instant};
-use support_rt::{config, k, ks, Client, TestServer};
+
+/// How long a single wait for a reply or an event may take before the test fails.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Defaults for these tests: memory only, no rate limit (some tests send thousands
+/// of requests on one connection), no credential.
+fn config() -> Config {
+    let mut c = Config::for_tests();
+    c.persist = false;
+    c.ws_rate_limit = 0;
+    c
+}
+
+/// A server whose clients wait up to `REPLY_TIMEOUT`.
+fn server(cfg: Config) -> TestServer {
+    TestServer::start(cfg).timeout(REPLY_TIMEOUT)
+}
+
+/// `(key, event, rev)` of a keyspace message, for compact comparisons.
+fn ks(v: &Value) -> (Option<String>, String, u64) {
+    assert_eq!(v["type"], "keyspace", "not a keyspace message: {v}");
+    assert!(v["timestamp"].is_string(), "keyspace message without timestamp: {v}");
+    (
+        v["key"].as_str().map(str::to_string),
+        v["event"].as_str().expect("event").to_string(),
+        v["rev"].as_u64().expect("rev"),
+    )
+}
+
+fn k(key: &str, event: &str, rev: u64) -> (Option<String>, String, u64) {
+    (Some(key.to_string()), event.to_string(), rev)
+}
 
 /// A short window for "nothing arrives" checks: an event caused by a reply the client
 /// already holds is queued in the same loop turn, so it would be on the wire already.
@@ -29,14 +62,14 @@ fn epoch_of(c: &mut Client) -> String {
 
 #[test]
 fn subscribe_result_and_data_echoed_exactly() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut sub = srv.client();
     let mut publ = srv.client();
     let r = sub.ok("pubsub.subscribe", json!({"channels": ["news", "other"]}));
     assert_eq!(r, json!({"subscribed": ["news", "other"]}));
     let r = sub.ok("pubsub.subscribe", json!({"patterns": ["sport.*"]}));
     assert_eq!(r, json!({"subscribed": ["sport.*"]}));
-    assert_eq!(sub.err("pubsub.subscribe", json!({})), "invalid_params");
+    assert_eq!(sub.err_code("pubsub.subscribe", json!({})), "invalid_params");
 
     let samples = [
         json!({"a": 1, "nested": {"b": [1, 2, {"c": null}]}, "s": "é ✓ \"q\""}),
@@ -84,7 +117,7 @@ fn subscribe_result_and_data_echoed_exactly() {
 
 #[test]
 fn channel_and_pattern_each_deliver() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut sub = srv.client();
     let mut other = srv.client();
     let mut publ = srv.client();
@@ -112,7 +145,7 @@ fn channel_and_pattern_each_deliver() {
 #[test]
 fn publish_order_is_kept() {
     const N: u64 = 500;
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut sub = srv.client();
     let mut pattern_sub = srv.client();
     let mut publ = srv.client();
@@ -137,7 +170,7 @@ fn publish_order_is_kept() {
 
 #[test]
 fn unsubscribe_some_and_all() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut sub = srv.client();
     let mut publ = srv.client();
     sub.ok("pubsub.subscribe", json!({"channels": ["a", "b"], "patterns": ["p.*", "q.*"]}));
@@ -168,7 +201,7 @@ fn unsubscribe_some_and_all() {
 
 #[test]
 fn watch_returns_values_and_rev() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut w = srv.client();
     let mut c = srv.client();
     c.ok("string.set", json!({"key": "a", "value": "1"}));
@@ -189,8 +222,8 @@ fn watch_returns_values_and_rev() {
         })
     );
     assert!(r.get("replay").is_none() && r.get("gap").is_none());
-    assert_eq!(w.err("key.watch", json!({})), "invalid_params");
-    assert_eq!(w.err("key.watch", json!({"keys": ["a"], "since": 1})), "invalid_params", "since needs epoch");
+    assert_eq!(w.err_code("key.watch", json!({})), "invalid_params");
+    assert_eq!(w.err_code("key.watch", json!({"keys": ["a"], "since": 1})), "invalid_params", "since needs epoch");
     // The hello carries the same epoch and rev.
     let fresh = srv.client();
     assert_eq!(fresh.hello["rev"], rev);
@@ -200,7 +233,7 @@ fn watch_returns_values_and_rev() {
 /// Every kind of write produces keyspace events with the write's rev, in rev order.
 #[test]
 fn every_write_emits_events_in_rev_order() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut w = srv.client();
     let mut c = srv.client();
     let start = w.ok("key.watch", json!({"patterns": ["k:*"]}))["rev"].as_u64().expect("rev");
@@ -271,7 +304,7 @@ fn every_write_emits_events_in_rev_order() {
 
 #[test]
 fn exact_key_watch_and_unwatch() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut w = srv.client();
     let mut c = srv.client();
     w.ok("key.watch", json!({"keys": ["x", "y"], "patterns": ["z*"]}));
@@ -296,7 +329,7 @@ fn exact_key_watch_and_unwatch() {
 
 #[test]
 fn noop_writes_emit_nothing_and_raise_no_rev() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut w = srv.client();
     let mut c = srv.client();
     c.ok("string.set", json!({"key": "a", "value": "1"}));
@@ -313,10 +346,10 @@ fn noop_writes_emit_nothing_and_raise_no_rev() {
     let r = c.ok("key.persist", json!({"key": "a"}));
     assert_eq!(r["updated"], false, "a has no TTL");
     // Errors change nothing either.
-    assert_eq!(c.err("string.incr", json!({"key": "a", "by": "x"})), "invalid_params");
+    assert_eq!(c.err_code("string.incr", json!({"key": "a", "by": "x"})), "invalid_params");
     c.ok("string.set", json!({"key": "s", "value": "text"}));
     let before = before + 1; // that set (not watched) raised one rev
-    assert_eq!(c.err("string.incr", json!({"key": "s"})), "not_integer");
+    assert_eq!(c.err_code("string.incr", json!({"key": "s"})), "not_integer");
     assert_eq!(rev_of(&mut c), before, "no-op writes raised the rev");
     w.no_event(QUIET);
     // The next real change is the very next rev.
@@ -327,7 +360,7 @@ fn noop_writes_emit_nothing_and_raise_no_rev() {
 
 #[test]
 fn own_write_reply_first_then_event() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut w = srv.client();
     w.ok("key.watch", json!({"patterns": ["mine:*"]}));
     let r = w.call("string.set", json!({"key": "mine:1", "value": "v"}));
@@ -353,7 +386,7 @@ fn own_write_reply_first_then_event() {
 
 #[test]
 fn expired_event_arrives_on_time() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut w = srv.client();
     let mut c = srv.client();
     w.ok("key.watch", json!({"keys": ["t:exact"], "patterns": ["t:p*"]}));
@@ -382,7 +415,7 @@ fn expired_event_arrives_on_time() {
     }
     seen.sort();
     assert_eq!(seen, vec!["t:exact", "t:pat"]);
-    assert_eq!(c.err("string.get", json!({"key": "t:exact"})), "not_found");
+    assert_eq!(c.err_code("string.get", json!({"key": "t:exact"})), "not_found");
     w.no_event(QUIET);
 }
 
@@ -392,7 +425,7 @@ fn expired_event_arrives_on_time() {
 
 #[test]
 fn reconnect_with_since_misses_nothing() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut c = srv.client();
     let mut w = srv.client();
     let epoch = w.hello["epoch"].as_str().expect("epoch").to_string();
@@ -431,7 +464,7 @@ fn reconnect_with_since_misses_nothing() {
 fn gap_when_history_is_gone() {
     let mut cfg = config();
     cfg.watch_backlog = 5;
-    let srv = TestServer::start(cfg);
+    let srv = server(cfg);
     let mut c = srv.client();
     let epoch = c.hello["epoch"].as_str().expect("epoch").to_string();
     let start = rev_of(&mut c);
@@ -475,13 +508,13 @@ fn gap_when_history_is_gone() {
 fn slow_subscriber_is_cut_off_fast_one_gets_everything() {
     let mut cfg = config();
     cfg.ws_max_outbound = 64 * 1024;
-    let srv = TestServer::start(cfg);
+    let srv = server(cfg);
     let addr = srv.addr;
 
     // The slow one: a small receive buffer, and it never reads.
-    let sock = support_rt::tcp(addr);
+    let sock = common::tcp(addr);
     set_rcvbuf(&sock, 64 * 1024);
-    let mut slow = Client::over(sock, addr, "", &[]).expect("slow connect");
+    let mut slow = Client::over(sock, addr, "/ws", &[], REPLY_TIMEOUT).map(|(c, _)| c).expect("slow connect");
     slow.ok("pubsub.subscribe", json!({"channels": ["firehose"]}));
 
     // The fast one reads on its own thread until it has every message.
@@ -602,7 +635,7 @@ fn scoped_watcher_sees_only_its_keys() {
     let mut cfg = config();
     cfg.jwt_secret = Some(SECRET.into());
     cfg.api_keys = Some("admin-key".into());
-    let srv = TestServer::start(cfg);
+    let srv = server(cfg);
     let mut admin = srv.client_key("admin-key");
     admin.ok("string.set", json!({"key": "user:1", "value": "ann"}));
     admin.ok("string.set", json!({"key": "other:1", "value": "secret"}));
@@ -612,7 +645,7 @@ fn scoped_watcher_sees_only_its_keys() {
     let r = w.ok("key.watch", json!({"patterns": ["*"]}));
     assert_eq!(r["values"], json!({"user:1": {"type": "string", "value": "ann"}}));
     let start = r["rev"].as_u64().expect("rev");
-    assert_eq!(w.err("key.watch", json!({"keys": ["other:1"]})), "forbidden");
+    assert_eq!(w.err_code("key.watch", json!({"keys": ["other:1"]})), "forbidden");
 
     admin.ok("string.set", json!({"key": "other:2", "value": "x"}));
     let r = admin.ok("string.set", json!({"key": "user:2", "value": "y"}));
@@ -634,7 +667,7 @@ fn refresh_narrows_the_watch_scope() {
     let mut cfg = config();
     cfg.jwt_secret = Some(SECRET.into());
     cfg.api_keys = Some("admin-key".into());
-    let srv = TestServer::start(cfg);
+    let srv = server(cfg);
     let mut admin = srv.client_key("admin-key");
     let wide = token(json!({"sub": "u", "exp": now_s() + 600, "keys": ["user:*", "cfg"]}));
     let narrow = token(json!({"sub": "u", "exp": now_s() + 600, "keys": ["user:*"]}));
@@ -653,7 +686,7 @@ fn refresh_narrows_the_watch_scope() {
 /// A key watched both exactly and through a pattern gets one event per change.
 #[test]
 fn overlapping_watches_deliver_once() {
-    let srv = TestServer::start(config());
+    let srv = server(config());
     let mut w = srv.client();
     let mut c = srv.client();
     w.ok("key.watch", json!({"keys": ["dup:1"], "patterns": ["dup:*", "*:1"]}));

@@ -1,8 +1,8 @@
 //! `key.scan` over every type, under concurrent writes, through the real server.
-mod support_coll;
+mod common;
+use common::*;
 use serde_json::json;
 use std::collections::HashSet;
-use support_coll::*;
 
 fn scan_all(c: &mut Client, extra: serde_json::Value, mut between: impl FnMut(&mut Client, usize)) -> Vec<String> {
     let mut cursor = "0".to_string();
@@ -24,7 +24,7 @@ fn scan_all(c: &mut Client, extra: serde_json::Value, mut between: impl FnMut(&m
 
 #[test]
 fn type_filter_covers_every_type() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     seed_all_types(&mut c);
     for (ty, key) in TYPED_KEYS {
@@ -34,12 +34,12 @@ fn type_filter_covers_every_type() {
     let all: HashSet<_> = scan_all(&mut c, json!({"match": "t:*"}), |_, _| {}).into_iter().collect();
     assert_eq!(all.len(), 5);
     assert_eq!(scan_all(&mut c, json!({"match": "t:*set"}), |_, _| {}).len(), 2);
-    assert_eq!(c.err("key.scan", json!({"type": "stream"})), "invalid_params");
+    assert_eq!(c.err_code("key.scan", json!({"type": "stream"})), "invalid_params");
 }
 
 #[test]
 fn stable_keys_survive_churn() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     let mut writer = srv.client();
     let mut stable = HashSet::new();

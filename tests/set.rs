@@ -1,11 +1,11 @@
 //! `set.*` against the real server.
-mod support_coll;
+mod common;
+use common::*;
 use serde_json::json;
-use support_coll::*;
 
 #[test]
 fn add_remove_members() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     let r = c.ok("set.add", json!({"key": "s", "members": ["a", "b", "c", "a"]}));
     assert_eq!(r["added"], 3);
@@ -23,13 +23,13 @@ fn add_remove_members() {
     assert_eq!(c.ok("set.remove", json!({"key": "s", "member": "c"}))["removed"], 1);
     assert_eq!(c.ok("key.exists", json!({"key": "s"}))["exists"], false, "an emptied set is deleted");
     assert_eq!(c.ok("set.remove", json!({"key": "s", "member": "c"}))["removed"], 0);
-    assert_eq!(c.err("set.add", json!({"key": "s", "members": []})), "invalid_params");
-    assert_eq!(c.err("set.add", json!({"key": "s"})), "invalid_params");
+    assert_eq!(c.err_code("set.add", json!({"key": "s", "members": []})), "invalid_params");
+    assert_eq!(c.err_code("set.add", json!({"key": "s"})), "invalid_params");
 }
 
 #[test]
 fn algebra() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     c.ok("set.add", json!({"key": "a", "members": ["1", "2", "3", "4"]}));
     c.ok("set.add", json!({"key": "b", "members": ["3", "4", "5"]}));
@@ -45,13 +45,13 @@ fn algebra() {
     assert_eq!(sorted(&c.ok("set.diff", json!({"keys": ["a", "missing"]}))["members"]), ["1", "2", "3", "4"]);
     assert_eq!(c.ok("set.diff", json!({"keys": ["missing", "a"]})), json!({"members": []}));
     c.ok("string.set", json!({"key": "str", "value": "x"}));
-    assert_eq!(c.err("set.union", json!({"keys": ["a", "str"]})), "wrong_type");
-    assert_eq!(c.err("set.inter", json!({"keys": ["missing", "str"]})), "wrong_type");
+    assert_eq!(c.err_code("set.union", json!({"keys": ["a", "str"]})), "wrong_type");
+    assert_eq!(c.err_code("set.inter", json!({"keys": ["missing", "str"]})), "wrong_type");
 }
 
 #[test]
 fn pop() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     c.ok("set.add", json!({"key": "s", "members": ["a", "b", "c"]}));
     let one = c.ok("set.pop", json!({"key": "s"}));
@@ -68,7 +68,7 @@ fn pop() {
 
 #[test]
 fn wrong_type() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     assert_wrong_type(
         &mut c,

@@ -1,7 +1,7 @@
 //! `zset.*` against the real server.
-mod support_coll;
+mod common;
+use common::*;
 use serde_json::json;
-use support_coll::*;
 
 fn pairs(v: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
     v["members"]
@@ -18,7 +18,7 @@ fn names(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn add_score_rank_card() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     let r = c.ok("zset.add", json!({"key": "z", "member": "a", "score": 1}));
     assert_eq!(r["added"], 1);
@@ -30,30 +30,30 @@ fn add_score_rank_card() {
     assert_eq!(r["added"], 2, "an update is not an addition");
     assert_eq!(c.ok("zset.score", json!({"key": "z", "member": "a"})), json!({"score": 3}));
     assert_eq!(c.ok("zset.score", json!({"key": "z", "member": "b"})), json!({"score": 2.5}));
-    assert_eq!(c.err("zset.score", json!({"key": "z", "member": "zz"})), "not_found");
-    assert_eq!(c.err("zset.score", json!({"key": "nope", "member": "a"})), "not_found");
+    assert_eq!(c.err_code("zset.score", json!({"key": "z", "member": "zz"})), "not_found");
+    assert_eq!(c.err_code("zset.score", json!({"key": "nope", "member": "a"})), "not_found");
     assert_eq!(c.ok("zset.rank", json!({"key": "z", "member": "b"})), json!({"rank": 0}), "ties order by member");
     assert_eq!(c.ok("zset.rank", json!({"key": "z", "member": "c"})), json!({"rank": 1}));
     assert_eq!(c.ok("zset.rank", json!({"key": "z", "member": "a", "rev": true})), json!({"rank": 0}));
-    assert_eq!(c.err("zset.rank", json!({"key": "z", "member": "zz"})), "not_found");
-    assert_eq!(c.err("zset.rank", json!({"key": "nope", "member": "zz"})), "not_found");
+    assert_eq!(c.err_code("zset.rank", json!({"key": "z", "member": "zz"})), "not_found");
+    assert_eq!(c.err_code("zset.rank", json!({"key": "nope", "member": "zz"})), "not_found");
     assert_eq!(c.ok("zset.card", json!({"key": "z"})), json!({"count": 3}));
     assert_eq!(c.ok("zset.card", json!({"key": "nope"})), json!({"count": 0}));
 }
 
 #[test]
 fn invalid_scores() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     for bad in [json!("nan"), json!("abc"), json!(null), json!([1]), json!("(1")] {
-        assert_eq!(c.err("zset.add", json!({"key": "z", "member": "a", "score": bad})), "invalid_params", "{bad}");
+        assert_eq!(c.err_code("zset.add", json!({"key": "z", "member": "a", "score": bad})), "invalid_params", "{bad}");
     }
-    assert_eq!(c.err("zset.add", json!({"key": "z", "members": [{"member": "a"}]})), "invalid_params");
+    assert_eq!(c.err_code("zset.add", json!({"key": "z", "members": [{"member": "a"}]})), "invalid_params");
     assert_eq!(
-        c.err("zset.add", json!({"key": "z", "members": [{"member": "a", "score": 1}, {"score": 1}]})),
+        c.err_code("zset.add", json!({"key": "z", "members": [{"member": "a", "score": 1}, {"score": 1}]})),
         "invalid_params"
     );
-    assert_eq!(c.err("zset.add", json!({"key": "z", "members": []})), "invalid_params");
+    assert_eq!(c.err_code("zset.add", json!({"key": "z", "members": []})), "invalid_params");
     assert_eq!(c.ok("key.exists", json!({"key": "z"}))["exists"], false, "nothing half-applied");
     // Infinities are valid scores, spelled as strings both ways.
     c.ok(
@@ -63,7 +63,7 @@ fn invalid_scores() {
     assert_eq!(c.ok("zset.score", json!({"key": "z", "member": "hi"})), json!({"score": "+inf"}));
     assert_eq!(c.ok("zset.score", json!({"key": "z", "member": "lo"})), json!({"score": "-inf"}));
     assert_eq!(
-        c.err("zset.incr", json!({"key": "z", "member": "hi", "by": "-inf"})),
+        c.err_code("zset.incr", json!({"key": "z", "member": "hi", "by": "-inf"})),
         "invalid_params",
         "inf - inf is NaN"
     );
@@ -71,11 +71,11 @@ fn invalid_scores() {
 
 #[test]
 fn incr_and_remove() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     assert_eq!(c.ok("zset.incr", json!({"key": "z", "member": "a", "by": 2}))["score"], 2);
     assert_eq!(c.ok("zset.incr", json!({"key": "z", "member": "a", "by": 0.5}))["score"], 2.5);
-    assert_eq!(c.err("zset.incr", json!({"key": "z", "member": "a"})), "invalid_params", "by is required");
+    assert_eq!(c.err_code("zset.incr", json!({"key": "z", "member": "a"})), "invalid_params", "by is required");
     c.ok("zset.add", json!({"key": "z", "member": "b", "score": 1}));
     assert_eq!(c.ok("zset.remove", json!({"key": "z", "members": ["a", "q"]}))["removed"], 1);
     assert_eq!(c.ok("zset.remove", json!({"key": "z", "member": "b"}))["removed"], 1);
@@ -85,7 +85,7 @@ fn incr_and_remove() {
 
 #[test]
 fn ranges() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     let members: Vec<_> = (0..10).map(|i| json!({"member": format!("m{i}"), "score": i})).collect();
     c.ok("zset.add", json!({"key": "z", "members": members}));
@@ -110,14 +110,14 @@ fn ranges() {
     assert_eq!(by(&mut c, json!({"min": "-inf", "max": "+inf", "offset": 2, "limit": 3})), ["m2", "m3", "m4"]);
     assert_eq!(by(&mut c, json!({"min": 2, "max": 6, "rev": true, "limit": 2})), ["m6", "m5"]);
     assert_eq!(by(&mut c, json!({"min": 5, "max": 1})), Vec::<String>::new());
-    assert_eq!(c.err("zset.range_by_score", json!({"key": "z", "min": "x", "max": 1})), "invalid_params");
-    assert_eq!(c.err("zset.range_by_score", json!({"key": "z", "min": 1})), "invalid_params");
+    assert_eq!(c.err_code("zset.range_by_score", json!({"key": "z", "min": "x", "max": 1})), "invalid_params");
+    assert_eq!(c.err_code("zset.range_by_score", json!({"key": "z", "min": 1})), "invalid_params");
     assert_eq!(c.ok("zset.range_by_score", json!({"key": "nope", "min": 1, "max": 2})), json!({"members": []}));
 }
 
 #[test]
 fn wrong_type() {
-    let srv = TestServer::start();
+    let srv = coll_server(|_| {});
     let mut c = srv.client();
     assert_wrong_type(
         &mut c,
