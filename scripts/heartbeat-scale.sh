@@ -73,9 +73,9 @@ timeout $((HOLD + 60)) "${PIN_BENCH[@]}" "$BENCH" --url "$URL" -c 1 --rate 1 --i
   --warmup 0s --mix get=1 --keyspace 10 --key-prefix "hold:" --connect-timeout 30s \
   >"$OUT/holder.out" 2>"$OUT/holder.err" &
 HOLDER_PID=$!
-wait_log "$OUT/holder.err" "idle connections to" "$HOLDER_PID" 400 \
+wait_log "$OUT/holder.err" "connections to" "$HOLDER_PID" 400 \
   || { cat "$OUT/holder.err" >&2; die "holder did not open $N connections"; }
-say "heartbeat-scale: $(grep 'idle connections to' "$OUT/holder.err")"
+say "heartbeat-scale: $(grep 'connections to' "$OUT/holder.err")"
 sleep 2 # every connection is now past its first (random-phase) heartbeat
 T0=$(cpu_ticks)
 say "heartbeat-scale: loaded (c=$C, $N idle connections, heartbeat every ${INTERVAL}s)"

@@ -54,7 +54,7 @@ timeout $((HOLD + 90)) "${PIN_BENCH[@]}" "$BENCH" --url "ws://127.0.0.1:$PORT/ws
   --idle "$N" -d "${HOLD}s" --warmup 0s --mix get=1 --keyspace 10 --connect-timeout 60s \
   >"$OUT/bench.out" 2>"$OUT/bench.err" &
 BENCH_PID=$!
-wait_log "$OUT/bench.err" "idle connections to" "$BENCH_PID" 900 \
+wait_log "$OUT/bench.err" "connections to" "$BENCH_PID" 900 \
   || { cat "$OUT/bench.err" >&2; die "dbx-bench did not open $N connections"; }
 sleep $((HOLD / 2))
 CONNS=$(curl -fsS --max-time 2 "http://127.0.0.1:$PORT/metrics" | awk '$1=="dbx_connections" {print $2}')
@@ -63,7 +63,7 @@ wait "$BENCH_PID" || true
 BENCH_PID=
 
 PER=$(( (AFTER - BEFORE) * 1024 / N ))
-say "$(grep "idle connections to" "$OUT/bench.err")"
+say "$(grep "connections to" "$OUT/bench.err")"
 printf 'idle-memory: N=%d open=%s RSS before=%d KiB after=%d KiB -> %d bytes (%.2f KiB) per idle connection (target <= 16 KiB)\n' \
   "$N" "$CONNS" "$BEFORE" "$AFTER" "$PER" "$(echo "$PER / 1024" | bc -l)"
 [ "$CONNS" -ge "$N" ] || die "only $CONNS connections were open when RSS was read"
