@@ -121,7 +121,8 @@ fn scan(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
                 Error::invalid_params("Parameter 'type' must be one of string, hash, set, zset, list")
             })?),
         };
-    let mut keys: Vec<Box<str>> = Vec::new();
+    // `Key`, not `Box<str>`: cloning a short key copies 24 bytes and allocates nothing.
+    let mut keys: Vec<crate::store::Key> = Vec::new();
     let identity = ctx.identity.clone();
     let next = ctx.store.scan(cursor, count, ctx.now_ms, |it| {
         // A scoped credential sees only the keys inside its scope.

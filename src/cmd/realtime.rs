@@ -196,7 +196,7 @@ fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
             }
             if scope.key_allowed(&it.key)
                 && pt.iter().any(|p| crate::glob::glob_match(p, &it.key))
-                && !seen.contains(&it.key)
+                && !seen.iter().any(|s| it.key == **s)
             {
                 emit(buf, &it.key, &it.value);
             }

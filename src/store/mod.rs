@@ -8,6 +8,7 @@
 //! exactly once, whatever is added or removed meanwhile. Slots also make eviction
 //! sampling a random index, and the expiry heap can name a slot instead of copying keys.
 
+pub mod key;
 pub mod value;
 pub mod zset;
 
@@ -16,17 +17,20 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 
+pub use key::Key;
 pub use value::{HashValue, ListValue, SetValue, Value, ValueKind};
 pub use zset::{ScoreBound, ZSet};
 
-/// Bytes an item costs beyond its key and value allocations. Zero: the slab slot and
-/// the hash-table bucket are counted by capacity in `used_memory` (so growth slack is
-/// included), and allocator headers are in `value::alloc_mem`. Measured with
+/// Bytes an item costs beyond its key and value allocations. Zero: the slab slot (which
+/// holds short keys inline) and the hash-table bucket are counted by capacity in
+/// `used_memory` (so growth slack is included), and allocator headers are in
+/// `value::alloc_mem`. Measured with
 /// `scripts/memory.sh`: the estimate is within 1% of glibc heap growth.
 pub const ITEM_OVERHEAD: usize = 0;
 
 pub struct Item {
-    pub key: Box<str>,
+    /// Inline up to `key::INLINE` bytes, so `find` compares without leaving the slot.
+    pub key: Key,
     pub value: Value,
     /// Unix ms at which the key expires; 0 = never.
     pub expires_at: u64,
@@ -36,7 +40,7 @@ pub struct Item {
 
 impl Item {
     fn mem(&self) -> usize {
-        ITEM_OVERHEAD + value::str_mem(&self.key) + self.value.mem()
+        ITEM_OVERHEAD + self.key.heap_bytes() + self.value.mem()
     }
 }
 
@@ -132,7 +136,9 @@ impl Store {
         let h = self.hash(key);
         let slots = &self.slots;
         self.table
-            .find(h, |&i| slots.get(i as usize).and_then(|s| s.as_ref()).is_some_and(|it| &*it.key == key))
+            .find(h, |&i| {
+                slots.get(i as usize).and_then(|s| s.as_ref()).is_some_and(|it| it.key.as_bytes() == key.as_bytes())
+            })
             .copied()
     }
 
@@ -309,7 +315,7 @@ impl Store {
                 Gone::Evicted => self.evicted_total += 1,
             }
             let rev = self.bump_rev();
-            self.gone.push((item.key.clone(), why, rev));
+            self.gone.push(((&item.key).into(), why, rev));
         }
         if self.table.is_empty() {
             // Give the memory of a flushed or drained keyspace back.
@@ -602,6 +608,12 @@ mod tests {
         assert!(new_left > 80, "sampling LRU should mostly evict old keys, new left {new_left}");
         assert_eq!(st.evicted_total, 50);
         assert_eq!(st.take_gone().len(), 50);
+    }
+
+    #[test]
+    fn slot_size() {
+        // 24-byte inline key + 24-byte value + expiry + lru; the Option is free (niche).
+        assert_eq!(std::mem::size_of::<Option<Item>>(), 64);
     }
 
     #[test]

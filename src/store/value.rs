@@ -6,6 +6,7 @@
 //! before and after a change (`Store::modify`) and moves `used_memory` by the delta —
 //! no command ever walks a whole collection to learn its size.
 
+use super::key::Key;
 use super::zset::ZSet;
 use std::collections::VecDeque;
 use std::mem::size_of;
@@ -81,11 +82,12 @@ pub fn table_mem(cap: usize, entry: usize) -> usize {
     alloc_mem(buckets * (entry + 1) + 16)
 }
 
-/// A hash: field → value.
+/// A hash: field → value. Fields and values are `Key`s: short ones (the common case)
+/// live in the table entry itself, which saves two allocations per field.
 #[derive(Default)]
 pub struct HashValue {
-    map: HashMap<Box<str>, Box<str>>,
-    /// Heap bytes of the field and value strings.
+    map: HashMap<Key, Key>,
+    /// Heap bytes of the field and value strings (0 for inline ones).
     strings: usize,
 }
 
@@ -102,21 +104,23 @@ impl HashValue {
     /// Set `field` to `value`. Returns (created, changed).
     pub fn insert(&mut self, field: &str, value: &str) -> (bool, bool) {
         if let Some(old) = self.map.get_mut(field) {
-            if **old == *value {
+            if *old == *value {
                 return (false, false);
             }
-            self.strings = self.strings - str_mem(old) + str_mem(value);
-            *old = value.into();
+            let new = Key::from(value);
+            self.strings = self.strings - old.heap_bytes() + new.heap_bytes();
+            *old = new;
             return (false, true);
         }
-        self.strings += str_mem(field) + str_mem(value);
-        self.map.insert(field.into(), value.into());
+        let (field, value) = (Key::from(field), Key::from(value));
+        self.strings += field.heap_bytes() + value.heap_bytes();
+        self.map.insert(field, value);
         (true, true)
     }
     pub fn remove(&mut self, field: &str) -> bool {
         match self.map.remove_entry(field) {
             Some((f, v)) => {
-                self.strings -= str_mem(&f) + str_mem(&v);
+                self.strings -= f.heap_bytes() + v.heap_bytes();
                 true
             }
             None => false,
@@ -126,7 +130,7 @@ impl HashValue {
         self.map.iter().map(|(k, v)| (&**k, &**v))
     }
     fn mem(&self) -> usize {
-        alloc_mem(size_of::<Self>()) + table_mem(self.map.capacity(), size_of::<(Box<str>, Box<str>)>()) + self.strings
+        alloc_mem(size_of::<Self>()) + table_mem(self.map.capacity(), size_of::<(Key, Key)>()) + self.strings
     }
 }
 
