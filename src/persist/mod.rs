@@ -520,6 +520,7 @@ impl Persist {
                 // client sockets (a close by the parent would send no FIN until the
                 // child exits) and the listener open.
                 close_inherited_fds();
+                yield_to_the_loop();
                 let code = match snapshot::write(&tmp, gen, store, epoch, now_ms, crash_mid) {
                     Ok(()) => 0,
                     Err(_) => 1,
@@ -661,6 +662,22 @@ impl Drop for Persist {
 }
 
 /// Close every descriptor above stderr (in the snapshot child).
+/// The snapshot child inherits the loop's CPU pinning (`taskset -c 0`): it would then
+/// compete with the loop for that one core. Let it run on any core, at a lower
+/// priority, so the loop keeps its core while the image is written.
+fn yield_to_the_loop() {
+    // SAFETY: plain syscalls on the calling (child) process; failures are harmless.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).clamp(1, 1024) as usize;
+        for cpu in 0..n {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 fn close_inherited_fds() {
     // SAFETY: plain syscalls; close_range exists since Linux 5.9, the loop is the
     // fallback for older kernels.
