@@ -133,7 +133,9 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 #[test]
 fn metrics_parse_strictly_and_count_requests() {
     let port = free_port();
-    let _p = spawn(port, &[]);
+    let data = std::env::temp_dir().join(format!("dbx-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let _p = spawn(port, &[("DBX_PERSIST", "true"), ("DBX_DATA_DIR", data.to_str().unwrap())]);
     wait_http(port, "/health");
     // Some traffic: a request, an error, a refusal.
     let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/ws")).unwrap();
@@ -154,6 +156,13 @@ fn metrics_parse_strictly_and_count_requests() {
     assert!(m["dbx_request_duration_seconds_count"] >= 2.0);
     assert!(m["dbx_received_bytes_total"] > 0.0);
     assert!(m.contains_key("dbx_build_info{version=\"0.1.0\"}"));
+    // Persistence state (log size, snapshot, fsync lag under the default everysec).
+    assert_eq!(m["dbx_persistence_enabled"], 1.0);
+    assert_eq!(m["dbx_persistence_degraded"], 0.0);
+    assert!(m["dbx_aof_bytes_since_snapshot"] > 0.0);
+    assert!(m.contains_key("dbx_fsync_lag_seconds"));
+    drop(_p);
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]

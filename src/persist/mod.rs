@@ -653,6 +653,50 @@ impl Persist {
     }
 }
 
+impl Persist {
+    /// Persistence series for `/metrics` (Prometheus text exposition).
+    pub fn metrics(&self, now_ms: u64) -> String {
+        use std::fmt::Write;
+        let mut m = String::new();
+        let mut g = |name: &str, help: &str, v: f64| {
+            let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        g("dbx_persistence_enabled", "1 when the append-only log is on", if self.on { 1.0 } else { 0.0 });
+        if !self.on {
+            return m;
+        }
+        g(
+            "dbx_persistence_degraded",
+            "1 while writes are refused (log cannot be written)",
+            f64::from(u8::from(self.refusing().is_some())),
+        );
+        g("dbx_aof_generation", "Generation of the current log file", self.gen as f64);
+        g("dbx_aof_bytes_since_snapshot", "Log bytes written since the last snapshot", self.log_bytes as f64);
+        g("dbx_snapshot_in_progress", "1 while a snapshot child runs", f64::from(u8::from(self.child.is_some())));
+        if let Some(s) = &self.last_save {
+            g("dbx_last_snapshot_ok", "1 if the last snapshot succeeded", f64::from(u8::from(s.ok)));
+            g("dbx_last_snapshot_duration_seconds", "How long the last snapshot took", s.ms as f64 / 1e3);
+            g(
+                "dbx_last_snapshot_fork_seconds",
+                "How long fork() stalled the loop for the last snapshot",
+                s.fork_us as f64 / 1e6,
+            );
+            g("dbx_last_snapshot_bytes", "Size of the last snapshot", s.bytes as f64);
+        }
+        // everysec: how far the disk may be behind (time since the last successful fsync).
+        if let Some(sy) = &self.syncer {
+            let last = sy.shared.last_ok_ms.load(Ordering::Relaxed);
+            let lag = if last == 0 { 0 } else { now_ms.saturating_sub(last) };
+            g(
+                "dbx_fsync_lag_seconds",
+                "Seconds since the fsync thread last synced the log (everysec)",
+                lag as f64 / 1e3,
+            );
+        }
+        m
+    }
+}
+
 impl Drop for Persist {
     fn drop(&mut self) {
         if let Some(s) = self.syncer.as_mut() {
@@ -661,7 +705,6 @@ impl Drop for Persist {
     }
 }
 
-/// Close every descriptor above stderr (in the snapshot child).
 /// The snapshot child inherits the loop's CPU pinning (`taskset -c 0`): it would then
 /// compete with the loop for that one core. Let it run on any core, at a lower
 /// priority, so the loop keeps its core while the image is written.
@@ -678,6 +721,7 @@ fn yield_to_the_loop() {
     }
 }
 
+/// Close every descriptor above stderr (in the snapshot child).
 fn close_inherited_fds() {
     // SAFETY: plain syscalls; close_range exists since Linux 5.9, the loop is the
     // fallback for older kernels.

@@ -1305,7 +1305,7 @@ impl Server {
             deliveries: self.hub.deliveries_total,
             uptime_s: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION"),
-            extra: String::new(),
+            extra: self.persist.metrics(self.unix_ms),
         };
         self.metrics.render(&g)
     }
