@@ -15,14 +15,10 @@
 #              one_or_many, object, array), raw_str, value_text    dict: envelope
 #   command    newline-separated requests executed by cmd::execute on a fresh Store
 #              with a Hub (every data type, TTLs, batch, watch)    dict: envelope
-# Planned (placeholders; add the target file and remove the "planned" mark here):
-#   aof_load   the append-only log loader in src/persist/ (being written): arbitrary
-#              bytes as a log file must load or be refused with an error — never a
-#              panic, never an unbounded allocation from a length field. Target:
-#              fuzz_target!(|data: &[u8]| { let _ = dbx::persist::<loader>(data, ..); })
-#              seeds: small valid logs written by the persistence tests (also a
-#              truncated one and one with a bad checksum); dict: fuzz/dict/aof.dict
-#              with the record markers / opcodes the log format uses.
+#   aof_load   persist::load::load on a data directory holding one arbitrary log or
+#              snapshot file (first byte: which file, magic prepended or not,
+#              --aof-truncate-corrupt or not): loads or is refused, never panics
+#                                                                  dict: aof
 #
 # Crashes land in fuzz/artifacts/TARGET/; reproduce with
 #   cargo fuzz run TARGET fuzz/artifacts/TARGET/crash-...
@@ -40,8 +36,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
-AVAILABLE="handshake envelope command"
-PLANNED="aof_load"
+AVAILABLE="handshake envelope command aof_load"
+PLANNED=""
 
 dict_for() {
     case "$1" in
