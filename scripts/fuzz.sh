@@ -18,7 +18,7 @@
 #   aof_load   persist::load::load on a data directory holding one arbitrary log or
 #              snapshot file (first byte: which file, magic prepended or not,
 #              --aof-truncate-corrupt or not): loads or is refused, never panics
-#                                                                  dict: aof
+#                                                                  dict: aof_load
 #
 # Crashes land in fuzz/artifacts/TARGET/; reproduce with
 #   cargo fuzz run TARGET fuzz/artifacts/TARGET/crash-...
