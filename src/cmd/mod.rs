@@ -174,6 +174,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The table name of the last command this context ran ("" if none: unknown method
+    /// or a malformed batch), so callers need not look the method up again.
+    pub fn last_method(&self) -> &'static str {
+        self.method
+    }
+
     /// Whether the caller's key scope includes `key`.
     pub fn key_allowed(&self, key: &str) -> bool {
         self.identity.key_allowed(key)
@@ -338,6 +344,7 @@ fn check_access(ctx: &Ctx, cmd: &Command, params: &Params) -> Result<()> {
 }
 
 fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) -> Result<()> {
+    ctx.method = cmd.name;
     check_access(ctx, cmd, params)?;
     if cmd.is_write() && !ctx.replaying {
         if let Some(why) = &ctx.facts.writes_refused {
@@ -346,7 +353,6 @@ fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) ->
     }
     // Evictions made from here on (before the command body) are logged with it.
     let gone_mark = ctx.store.gone_len();
-    ctx.method = cmd.name;
     ctx.changed = false;
     ctx.pending.clear();
     ctx.ops += 1;

@@ -939,6 +939,7 @@ impl Server {
         ctx.log = std::mem::take(&mut self.log_buf);
         let err = cmd::respond(&mut ctx, id, &req.method, &req.params, &self.stamp, &mut buf);
         let ops = ctx.ops;
+        let ran = ctx.last_method();
         let flushed = ctx.flushed;
         let save = ctx.save_requested;
         let (mut log, logged) = (std::mem::take(&mut ctx.log), ctx.log_count);
@@ -979,7 +980,11 @@ impl Server {
         }
         // Reply first, then the events it caused (also to the caller itself).
         self.publish_changes(changes);
-        let name = if req.method == "batch" { "batch" } else { cmd::lookup(&req.method).map_or("unknown", |c| c.name) };
+        let name = match ran {
+            _ if req.method == "batch" => "batch",
+            "" => "unknown",
+            ran => ran,
+        };
         let us = self.cycles.micros(started, self.cycles.stamp());
         self.metrics.count_request(name, us);
     }
