@@ -1,7 +1,8 @@
 //! The request envelope and the typed parameter accessors (`proto::parse_incoming`,
 //! every `Params` method, `raw_str`, `value_text`, `object_fields`): arbitrary UTF-8 as
 //! the text of a frame (tungstenite hands the server only valid UTF-8). Nothing may
-//! panic; a parameter error must name a code the protocol knows.
+//! panic; a parameter error must name a code the protocol knows; and the hand-written
+//! JSON scanner must agree with serde_json on what is JSON.
 #![no_main]
 
 use dbx::proto::{self, Code, Incoming, Params};
@@ -85,9 +86,32 @@ fn check_id(raw: &str) {
     }
 }
 
+/// Differential check of our JSON scanner against serde_json: a document serde_json
+/// refuses is refused as JSON by us too, and one it accepts is refused only for a reason
+/// the envelope adds (nesting depth, a duplicate envelope field, a field name holding a
+/// lone surrogate escape, which has no text).
+fn check_against_serde(text: &str, outcome: &Incoming) {
+    let serde_ok = serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok();
+    let message = match outcome {
+        Incoming::Invalid { message, .. } => message.as_str(),
+        _ => "",
+    };
+    let invalid_json = message.starts_with("Invalid JSON");
+    if !serde_ok {
+        assert!(invalid_json || message == "Request must be a JSON object", "{text:?} accepted as JSON: {message}");
+    } else if invalid_json {
+        assert!(
+            ["nested too deep", "duplicate field", "lone surrogate"].iter().any(|w| message.contains(w)),
+            "{text:?} refused as JSON though it is: {message}"
+        );
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match proto::parse_incoming(text) {
+    let outcome = proto::parse_incoming(text);
+    check_against_serde(text, &outcome);
+    match outcome {
         Incoming::Request(req) => {
             if let Some(id) = req.id {
                 check_id(id.get());

@@ -148,7 +148,14 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// A context for the anonymous admin (log replay, tests, benchmarks).
     pub fn new(store: &'a mut Store, now_ms: u64, facts: &'a ServerFacts) -> Ctx<'a> {
+        Ctx::with_identity(store, now_ms, facts, Rc::new(Identity::anonymous()))
+    }
+
+    /// A context acting for `identity` (the server passes the connection's, so a
+    /// request allocates nothing for it).
+    pub fn with_identity(store: &'a mut Store, now_ms: u64, facts: &'a ServerFacts, identity: Rc<Identity>) -> Ctx<'a> {
         Ctx {
             store,
             now_ms,
@@ -160,7 +167,7 @@ impl<'a> Ctx<'a> {
             ops: 0,
             flushed: false,
             save_requested: false,
-            identity: Rc::new(Identity::anonymous()),
+            identity,
             identity_changed: false,
             auth: None,
             hub: None,
@@ -474,7 +481,7 @@ fn batch(ctx: &mut Ctx, params: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn batch_op(ctx: &mut Ctx, raw: &serde_json::value::RawValue, buf: &mut Vec<u8>) -> Result<()> {
+fn batch_op(ctx: &mut Ctx, raw: crate::proto::Raw, buf: &mut Vec<u8>) -> Result<()> {
     let bad = |m: &str| Error::new(Code::InvalidRequest, m.to_string());
     let fields = crate::proto::object_fields(raw).ok_or_else(|| bad("Each operation must be an object"))?;
     let op = Params::from_fields(fields);

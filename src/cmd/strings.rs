@@ -100,7 +100,7 @@ fn mset(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     // Validate everything before changing anything: an mset is all or nothing.
     let mut vals = Vec::with_capacity(pairs.len());
     for (k, raw) in &pairs {
-        let v = crate::proto::value_text(raw)
+        let v = crate::proto::value_text(*raw)
             .ok_or_else(|| Error::invalid_params(format!("Value of '{k}' in 'pairs' must be a string or a number")))?;
         vals.push((k, v));
     }

@@ -3,9 +3,8 @@
 //! in results (JSON has no infinities).
 
 use super::{Ctx, Def, DENYOOM, READ, WRITE};
-use crate::proto::{raw_str, Error, Json, Params, Result};
+use crate::proto::{raw_str, Error, Json, Params, Raw, Result};
 use crate::store::{ScoreBound, Value, ZSet};
-use serde_json::value::RawValue;
 
 pub const COMMANDS: &[Def] = &[
     Def { name: "zset.add", flags: WRITE | DENYOOM, run: add },
@@ -37,7 +36,7 @@ fn write<R>(ctx: &mut Ctx, key: &str, create: bool, f: impl FnOnce(&mut ZSet) ->
 }
 
 /// A score: a JSON number, or a string holding one or `"+inf"` / `"-inf"`. NaN is refused.
-fn parse_score(raw: &RawValue, name: &str) -> Result<f64> {
+fn parse_score(raw: Raw, name: &str) -> Result<f64> {
     let bad = || Error::invalid_params(format!("Parameter '{name}' must be a number, \"+inf\" or \"-inf\""));
     let v = match raw_str(raw) {
         Some(s) => s.trim().parse::<f64>().map_err(|_| bad())?,

@@ -8,7 +8,7 @@
 
 use super::format::{self, Cursor, FrameReader, Next, AOF_MAGIC, SNAP_MAGIC};
 use crate::cmd::{self, Ctx, ServerFacts};
-use crate::proto::{Code, Json, Params};
+use crate::proto::{Code, Json, Params, Raw};
 use crate::store::Store;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -338,7 +338,15 @@ fn apply(store: &mut Store, facts: &ServerFacts, now_ms: u64, json: &[u8], scrat
     let mut ctx = Ctx::new(store, now_ms, facts);
     ctx.replaying = true;
     for op in ops {
-        let Ok(params) = Params::parse(op.params) else {
+        // The log holds what the scanner accepted when the request arrived.
+        let raw = match op.params {
+            None => None,
+            Some(r) => match Raw::parse(r.get()) {
+                Some(raw) => Some(raw),
+                None => return false,
+            },
+        };
+        let Ok(params) = Params::parse(raw) else {
             return false;
         };
         scratch.clear();

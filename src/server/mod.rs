@@ -929,8 +929,7 @@ impl Server {
         self.facts.writes_refused = self.persist.refusing();
         self.facts.snapshot_running = self.persist.snapshot_running();
         let identity = self.conns.get(t).map_or_else(|| Rc::new(Identity::anonymous()), |c| c.identity.clone());
-        let mut ctx = Ctx::new(&mut self.store, self.unix_ms, &self.facts);
-        ctx.identity = identity;
+        let mut ctx = Ctx::with_identity(&mut self.store, self.unix_ms, &self.facts, identity);
         ctx.auth = Some(&self.auth);
         ctx.hub = Some(&mut self.hub);
         ctx.conn = t;
