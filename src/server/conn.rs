@@ -27,11 +27,27 @@ pub struct Wire {
     frames_at: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The last read came back short, so the socket's receive queue was empty then;
+    /// reads answer WouldBlock without a syscall until the next readiness event (see
+    /// `Read` below).
+    drained: bool,
+    /// The peer's FIN (or an error) was already reported: its EOF raises no new event,
+    /// so reads always go to the socket.
+    peer_done: bool,
 }
 
 impl Wire {
     pub fn new(sock: TcpStream) -> Wire {
-        Wire { sock, out: Vec::new(), sent: 0, frames_at: 0, bytes_in: 0, bytes_out: 0 }
+        Wire {
+            sock,
+            out: Vec::new(),
+            sent: 0,
+            frames_at: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            drained: false,
+            peer_done: false,
+        }
     }
 
     /// Bytes queued for the socket.
@@ -130,10 +146,28 @@ fn frame_len(b: &[u8]) -> Option<usize> {
     (hdr + mask).checked_add(len)
 }
 
+impl Wire {
+    /// A readiness event arrived: the socket may hold new bytes (`closed`: the event
+    /// also reported the peer's FIN or an error).
+    pub fn readable(&mut self, closed: bool) {
+        self.drained = false;
+        self.peer_done |= closed;
+    }
+}
+
+/// A TCP read that fills less than the buffer has emptied the receive queue, and with
+/// edge-triggered readiness any byte (or FIN) that arrives after it raises a new event;
+/// a FIN that arrived before it was reported with the event, which turns this off. So the
+/// read that would only return WouldBlock is skipped: one syscall fewer per batch of
+/// requests — per request when clients send one at a time.
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.drained && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let n = self.sock.read(buf)?;
         self.bytes_in += n as u64;
+        self.drained = !self.peer_done && n > 0 && n < buf.len();
         Ok(n)
     }
 }
@@ -271,6 +305,15 @@ impl Conn {
             Phase::Http { wire, .. } | Phase::Answered { wire } => Some(wire),
             Phase::Ws(ws) => Some(ws.get_ref()),
             Phase::Gone => None,
+        }
+    }
+
+    /// See `Wire::readable`.
+    pub fn readable(&mut self, closed: bool) {
+        match &mut self.phase {
+            Phase::Http { wire, .. } | Phase::Answered { wire } => wire.readable(closed),
+            Phase::Ws(ws) => ws.get_mut().readable(closed),
+            Phase::Gone => {}
         }
     }
 

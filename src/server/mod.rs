@@ -312,6 +312,9 @@ impl Server {
                     }
                     Token(t) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if let Some(c) = self.conns.get_mut(t) {
+                                c.readable(ev.is_read_closed() || ev.is_error());
+                            }
                             self.on_readable(t);
                         }
                         if ev.is_writable() {
