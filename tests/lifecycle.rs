@@ -300,6 +300,34 @@ fn max_connections_refuses_503_and_frees_slot_on_close() {
     assert_eq!(c3.call("server.info", json!({}))["result"]["connections"], 2);
 }
 
+/// The reactor skips the read that could only say WouldBlock after a short read
+/// (`Wire`'s `Read`); a FIN that arrives together with the last requests, without a close
+/// frame, must still be seen: the requests are answered and the connection is freed.
+#[test]
+fn requests_then_bare_fin_are_answered_and_the_connection_freed() {
+    let srv = TestServer::start(cfg());
+    let mut watcher = connect_path(srv.addr, "/ws");
+    for round in 0..5 {
+        let mut raw = RawWs::open(srv.addr);
+        let mut bytes = Vec::new();
+        for i in 0..3 {
+            bytes.extend(text_frame(&format!(r#"{{"id":{i},"method":"server.ping"}}"#)));
+        }
+        raw.send(&bytes);
+        raw.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        for i in 0..3 {
+            let r = raw.read_json();
+            assert_eq!(r["id"], i, "round {round}: {r}");
+            assert_eq!(r["result"]["pong"], true, "round {round}: {r}");
+        }
+        let _ = read_to_eof(&mut raw.sock);
+        let freed = poll_within(Duration::from_secs(3), || {
+            (watcher.call("server.info", json!({}))["result"]["connections"] == 1).then_some(())
+        });
+        assert!(freed.is_some(), "round {round}: the half-closed connection was not freed");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 4. Token bucket.
 
