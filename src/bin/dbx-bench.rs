@@ -817,8 +817,24 @@ impl Scan<'_> {
     }
     /// A string without escapes; returns the range of its contents.
     fn string(&mut self) -> Result<(usize, usize), Unsure> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
         self.eat(b'"')?;
         let start = self.i;
+        // Eight bytes at a time while none is '"', '\\' or a control character
+        // (exact yes/no tests; the byte loop below finds which one it is).
+        while let Some(c) = self.b.get(self.i..self.i + 8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            let v = u64::from_le_bytes(a);
+            let q = v ^ (ONES * u64::from(b'"'));
+            let e = v ^ (ONES * u64::from(b'\\'));
+            let hit = (q.wrapping_sub(ONES) & !q) | (e.wrapping_sub(ONES) & !e) | (v.wrapping_sub(ONES * 0x20) & !v);
+            if hit & HIGH != 0 {
+                break;
+            }
+            self.i += 8;
+        }
         loop {
             match self.peek() {
                 Some(b'"') => {
@@ -1252,8 +1268,8 @@ impl Worker {
         }
     }
 
-    /// Read everything available on `ci`, handle every complete message, then
-    /// refill the freed slots and flush (one write for all of them).
+    /// Read everything available on `ci` and handle every complete message (reply
+    /// times are taken here). The freed slots are refilled by [`Worker::answer`].
     fn read_conn(&mut self, ci: usize, ph: &mut Phase, st: &mut Stats) {
         let mut drained = false;
         loop {
@@ -1279,9 +1295,15 @@ impl Worker {
                 }
             }
         }
-        let now = ns_since(self.base);
-        self.refill(ci, ph, now, st);
-        // Flush the requests queued by refill and any pong.
+    }
+
+    /// Refill the free slots of `ci` and flush: one write for all its new requests
+    /// (and any pong). Their time stamp is taken just before they are written.
+    fn answer(&mut self, ci: usize, ph: &mut Phase, st: &mut Stats) {
+        if self.has_slot(ci, ph) {
+            let now = ns_since(self.base);
+            self.refill(ci, ph, now, st);
+        }
         self.flush(ci, st);
     }
 
@@ -1297,6 +1319,7 @@ impl Worker {
     fn run(&mut self, ph: &mut Phase) -> Stats {
         let mut st = Stats::new();
         let mut events = Events::with_capacity(1024);
+        let mut ready: Vec<usize> = Vec::with_capacity(1024);
         let active: Vec<usize> = (0..self.conns.len()).filter(|&i| !self.conns[i].idle).collect();
         let mut next_sched = ph.start as f64;
         let mut rr = 0usize;
@@ -1314,7 +1337,7 @@ impl Worker {
         }
         for ci in 0..self.conns.len() {
             self.read_conn(ci, ph, &mut st);
-            self.flush(ci, &mut st);
+            self.answer(ci, ph, &mut st);
         }
         loop {
             let now = ns_since(self.base);
@@ -1384,6 +1407,9 @@ impl Worker {
                 }
             }
             let after = ns_since(self.base);
+            // Read (and time) every reply first, then send: the replies of the last
+            // connections in the batch do not wait behind the writes of the first.
+            ready.clear();
             for ev in events.iter() {
                 let ci = ev.token().0;
                 if ci >= self.conns.len() {
@@ -1391,10 +1417,13 @@ impl Worker {
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.read_conn(ci, ph, &mut st);
-                }
-                if ev.is_writable() && self.conns[ci].alive {
+                    ready.push(ci);
+                } else if ev.is_writable() {
                     self.flush(ci, &mut st);
                 }
+            }
+            for &ci in &ready {
+                self.answer(ci, ph, &mut st);
             }
             // Busy time inside the measurement window: work done outside epoll_wait
             // (a spinning poll that found nothing counts as idle).
@@ -2226,6 +2255,21 @@ mod tests {
         for c in cases {
             let want = norm(serde_json::from_str::<Reply>(c).ok().map(ReplyInfo::from));
             assert_eq!(norm(parse_reply(c)), want, "{c}");
+        }
+        // Every position of a quote, escape, control character or multi-byte
+        // character relative to the 8-byte steps of the string scan.
+        for n in 0..20 {
+            let a = "a".repeat(n);
+            for mid in ["\\\"", "\\n", "\u{1}", "\t", "é", "😀", "\u{7f}", "x\"y", ""] {
+                for c in [
+                    format!(r#"{{"id":1,"result":{{"value":"{a}{mid}{a}"}},"timestamp":"{a}"}}"#),
+                    format!(r#"{{"id":1,"error":{{"code":"{a}{mid}","message":"{mid}{a}"}}}}"#),
+                    format!(r#"{{"type":"{a}{mid}"}}"#),
+                ] {
+                    let want = norm(serde_json::from_str::<Reply>(&c).ok().map(ReplyInfo::from));
+                    assert_eq!(norm(parse_reply(&c)), want, "{c:?}");
+                }
+            }
         }
         // The common shape takes the fast path.
         let mut s = Scan { b: br#"{"id":42,"result":{"value":"x"},"timestamp":"t"}"#, i: 0 };
