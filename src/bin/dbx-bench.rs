@@ -544,6 +544,66 @@ struct Ws {
     frag_op: u8,
     /// Source of masking keys.
     mask_rng: Rng,
+    /// Registered for WRITABLE too (only while output waits for socket space: a
+    /// write interest would otherwise wake the loop for every incoming ACK).
+    want_write: bool,
+}
+
+/// `recv` / `send` as plain system calls: the libc wrappers are cancellation
+/// points and toggle the thread's cancel state around every call (measurable at
+/// one call per request).
+#[cfg(target_os = "linux")]
+fn sock_read(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; no address is asked for.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            s.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            0,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sock_write(s: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes; no address is given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            s.as_raw_fd(),
+            buf.as_ptr(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sock_read(mut s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    s.read(buf)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sock_write(mut s: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    s.write(buf)
 }
 
 /// One complete frame at the front of the read buffer.
@@ -576,6 +636,7 @@ impl Ws {
             frag: Vec::new(),
             frag_op: 0,
             mask_rng: Rng::new(mask_seed),
+            want_write: false,
         }
     }
 
@@ -594,7 +655,7 @@ impl Ws {
     /// connection is broken; `Ok` with output left means wait for WRITABLE.
     fn flush(&mut self) -> io::Result<()> {
         while self.wpos < self.wbuf.len() {
-            match self.sock.write(&self.wbuf[self.wpos..]) {
+            match sock_write(&self.sock, &self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -633,7 +694,7 @@ impl Ws {
         }
         let space = self.rbuf.len() - self.rend;
         loop {
-            match self.sock.read(&mut self.rbuf[self.rend..]) {
+            match sock_read(&self.sock, &mut self.rbuf[self.rend..]) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
                     self.rend += n;
@@ -1189,6 +1250,14 @@ struct Worker {
     stop: Arc<AtomicBool>,
 }
 
+fn interest(write: bool) -> Interest {
+    if write {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    }
+}
+
 #[inline]
 fn ns_since(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
@@ -1199,7 +1268,8 @@ impl Worker {
         let poll = Poll::new()?;
         let mut w = Worker { poll, conns, gen, base, buf: Vec::with_capacity(256), stop };
         for (i, c) in w.conns.iter_mut().enumerate() {
-            w.poll.registry().register(&mut c.ws.sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+            c.ws.want_write = c.ws.has_output();
+            w.poll.registry().register(&mut c.ws.sock, Token(i), interest(c.ws.want_write))?;
         }
         Ok(w)
     }
@@ -1222,9 +1292,17 @@ impl Worker {
         if !c.alive || !c.ws.has_output() {
             return;
         }
-        // Output left after WouldBlock goes out on the WRITABLE event.
         if c.ws.flush().is_err() {
             kill(c, st);
+            return;
+        }
+        // Output left after WouldBlock goes out on the WRITABLE event.
+        let pending = c.ws.has_output();
+        if pending != c.ws.want_write {
+            c.ws.want_write = pending;
+            if self.poll.registry().reregister(&mut c.ws.sock, Token(ci), interest(pending)).is_err() {
+                kill(c, st);
+            }
         }
     }
 
