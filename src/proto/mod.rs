@@ -150,7 +150,7 @@ pub type Fields<'a> = Vec<(Cow<'a, str>, Raw<'a>)>;
 /// as raw text.
 fn scan_fields<'a>(s: &mut Scanner<'a>) -> scan::Scan<Fields<'a>> {
     let mut fields = Vec::with_capacity(4);
-    s.object(&mut |k, s| {
+    s.object(|k, s| {
         let name = key_text(k, s)?;
         fields.push((name, Raw(s.value()?)));
         Ok(())
@@ -172,7 +172,7 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
     let mut kind: Option<Raw> = None;
     // Some(None): present but not an object (null counts as `{}`).
     let mut params: Option<Option<Fields>> = None;
-    let scanned = s.object(&mut |k, s| {
+    let scanned = s.object(|k, s| {
         let slot = match &*key_text(k, s)? {
             "id" => &mut id,
             "method" => &mut method,
@@ -267,7 +267,7 @@ pub fn array_elements(raw: Raw<'_>) -> Option<Vec<Raw<'_>>> {
     }
     let mut out = Vec::new();
     Scanner::new(raw.get(), MAX_DEPTH)
-        .array(&mut |s| {
+        .array(|s| {
             out.push(Raw(s.value()?));
             Ok(())
         })

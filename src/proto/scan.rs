@@ -119,11 +119,10 @@ impl<'a> Scanner<'a> {
                 self.string()?;
             }
             Some(b'{') => {
-                let mut ignore = |_: StrToken<'a>, s: &mut Scanner<'a>| s.value().map(drop);
-                self.object(&mut ignore)?;
+                self.object(|_, s| s.value().map(drop))?;
             }
             Some(b'[') => {
-                self.array(&mut |s| s.value().map(drop))?;
+                self.array(|s| s.value().map(drop))?;
             }
             Some(b't') => self.literal("true")?,
             Some(b'f') => self.literal("false")?,
@@ -237,7 +236,7 @@ impl<'a> Scanner<'a> {
 
     /// An object starting at the current `{`: `field` is called with each key and must
     /// consume the value that follows the `:`.
-    pub fn object(&mut self, field: &mut dyn FnMut(StrToken<'a>, &mut Scanner<'a>) -> Scan<()>) -> Scan<()> {
+    pub fn object<F: FnMut(StrToken<'a>, &mut Scanner<'a>) -> Scan<()>>(&mut self, mut field: F) -> Scan<()> {
         self.skip_ws();
         if self.peek() != Some(b'{') {
             return self.err("expected an object");
@@ -275,7 +274,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// An array starting at the current `[`: `elem` must consume one element.
-    pub fn array(&mut self, elem: &mut dyn FnMut(&mut Scanner<'a>) -> Scan<()>) -> Scan<()> {
+    pub fn array<F: FnMut(&mut Scanner<'a>) -> Scan<()>>(&mut self, mut elem: F) -> Scan<()> {
         self.skip_ws();
         if self.peek() != Some(b'[') {
             return self.err("expected an array");
