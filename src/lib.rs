@@ -10,7 +10,8 @@
 //!   - `server::conn` — a connection's state machine and its outbound buffer;
 //!   - `server::wheel` — the hashed timing wheel (heartbeats, deadlines);
 //!   - `server::ratelimit` — the per-connection token bucket.
-//! - [`proto`]: the JSON envelope, typed parameters, error codes, the reply writer.
+//! - [`proto`]: the JSON envelope (split by `proto::scan`, a validating scanner), typed
+//!   parameters, error codes, the reply writer.
 //! - [`cmd`]: the command table with flags (read / write / admin / denyoom) and one
 //!   module per data type; commands know nothing of sockets.
 //! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
