@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Parser;
+use dbx::proto::scan::{Scanner, SyntaxError};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -827,289 +828,75 @@ impl<'a> From<Reply<'a>> for ReplyInfo<'a> {
 /// (escapes, odd `id` values, duplicate keys, deep nesting, ...) goes to serde,
 /// which decides exactly as before. `None`: not a valid reply.
 fn parse_reply(t: &str) -> Option<ReplyInfo<'_>> {
-    let mut s = Scan { b: t.as_bytes(), i: 0 };
-    match scan_reply(&mut s) {
-        Ok(r) => Some(ReplyInfo {
-            id: r.id,
-            kind: r.kind.and_then(|(a, b)| t.get(a..b)).map(Cow::Borrowed),
-            error: r.error.map(|c| c.and_then(|(a, b)| t.get(a..b)).map(Cow::Borrowed)),
-        }),
-        Err(Unsure) => serde_json::from_str::<Reply>(t).ok().map(ReplyInfo::from),
+    match scan_reply(t) {
+        Ok(r) => Some(r),
+        Err(_) => serde_json::from_str::<Reply>(t).ok().map(ReplyInfo::from),
     }
 }
 
-/// The fast scanner gave up: let serde decide.
-struct Unsure;
-
-struct Scan<'a> {
-    b: &'a [u8],
-    i: usize,
+/// The text of a JSON string value without escapes; None for anything else (the
+/// caller hands such replies to serde).
+fn plain_string(v: &str) -> Option<&str> {
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
 }
 
-#[derive(Default)]
-struct ScannedReply {
-    id: Option<u64>,
-    /// Byte ranges of the `type` string and of the error `code` string.
-    kind: Option<(usize, usize)>,
-    error: Option<Option<(usize, usize)>>,
-}
-
-const MAX_DEPTH: u32 = 64;
-
-impl Scan<'_> {
-    #[inline]
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
-            self.i += 1;
-        }
-    }
-    #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-    #[inline]
-    fn eat(&mut self, c: u8) -> Result<(), Unsure> {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(Unsure)
-        }
-    }
-    /// A string without escapes; returns the range of its contents.
-    fn string(&mut self) -> Result<(usize, usize), Unsure> {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        self.eat(b'"')?;
-        let start = self.i;
-        // Eight bytes at a time while none is '"', '\\' or a control character
-        // (exact yes/no tests; the byte loop below finds which one it is).
-        while let Some(c) = self.b.get(self.i..self.i + 8) {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            let v = u64::from_le_bytes(a);
-            let q = v ^ (ONES * u64::from(b'"'));
-            let e = v ^ (ONES * u64::from(b'\\'));
-            let hit = (q.wrapping_sub(ONES) & !q) | (e.wrapping_sub(ONES) & !e) | (v.wrapping_sub(ONES * 0x20) & !v);
-            if hit & HIGH != 0 {
-                break;
-            }
-            self.i += 8;
-        }
-        loop {
-            match self.peek() {
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok((start, self.i - 1));
-                }
-                // Escapes (serde checks them) and raw control characters (invalid).
-                Some(b'\\') | None => return Err(Unsure),
-                Some(c) if c < 0x20 => return Err(Unsure),
-                Some(_) => self.i += 1,
-            }
-        }
-    }
-    fn digits(&mut self) -> usize {
-        let s = self.i;
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-        self.i - s
-    }
-    fn number(&mut self) -> Result<(), Unsure> {
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
-            _ => return Err(Unsure),
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if self.digits() == 0 {
-                return Err(Unsure);
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if self.digits() == 0 {
-                return Err(Unsure);
-            }
-        }
-        Ok(())
-    }
-    fn literal(&mut self, lit: &[u8]) -> Result<(), Unsure> {
-        if self.b.get(self.i..self.i + lit.len()) == Some(lit) {
-            self.i += lit.len();
-            Ok(())
-        } else {
-            Err(Unsure)
-        }
-    }
-    /// Skip any JSON value, checking its syntax.
-    fn value(&mut self, depth: u32) -> Result<(), Unsure> {
-        self.ws();
-        match self.peek() {
-            Some(b'"') => self.string().map(|_| ()),
-            Some(b'{') => {
-                if depth >= MAX_DEPTH {
-                    return Err(Unsure);
-                }
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Unsure),
-                    }
-                }
-            }
-            Some(b'[') => {
-                if depth >= MAX_DEPTH {
-                    return Err(Unsure);
-                }
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Unsure),
-                    }
-                }
-            }
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'n') => self.literal(b"null"),
-            _ => self.number(),
-        }
-    }
-    /// `null` (returns true) or nothing consumed (false).
-    fn null(&mut self) -> bool {
-        self.literal(b"null").is_ok()
-    }
-    /// Iterate the members of an object: calls `f(key range, self)` with the
-    /// position at the value; `f` must consume the value.
-    fn object(&mut self, mut f: impl FnMut(&mut Self, (usize, usize)) -> Result<(), Unsure>) -> Result<(), Unsure> {
-        self.ws();
-        self.eat(b'{')?;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
-            self.ws();
-            let k = self.string()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            f(self, k)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(Unsure),
-            }
-        }
-    }
-}
-
-/// Fast path of [`parse_reply`]: a top-level object whose `id` is a plain
-/// non-negative integer or null, `type` a string or null, `error` an object (with a
-/// string or null `code`) or null; every other member is skipped but checked.
-fn scan_reply(s: &mut Scan<'_>) -> Result<ScannedReply, Unsure> {
-    let mut r = ScannedReply::default();
+/// Fast path of [`parse_reply`], on the server's own validating scanner
+/// (`dbx::proto::scan`, fuzzed against serde_json): a top-level object whose `id` is a
+/// non-negative integer or null, `type` a plain string or null, `error` an object
+/// (with a plain string or null `code`) or null; every other member is skipped but
+/// checked. Any error means "not sure": serde decides.
+fn scan_reply(t: &str) -> Result<ReplyInfo<'_>, SyntaxError> {
+    let mut r = ReplyInfo { id: None, kind: None, error: None };
     let (mut seen_id, mut seen_type, mut seen_err) = (false, false, false);
-    s.object(|s, (a, b)| {
-        let seen = match &s.b[a..b] {
-            b"id" => &mut seen_id,
-            b"type" => &mut seen_type,
-            b"error" => &mut seen_err,
-            _ => return s.value(1),
+    let mut s = Scanner::new(t, dbx::proto::MAX_DEPTH);
+    if s.next_byte() != Some(b'{') {
+        return Err(s.error_here("not an object"));
+    }
+    s.object(|k, s| {
+        let seen = match (k.escaped, k.inner()) {
+            (false, "id") => &mut seen_id,
+            (false, "type") => &mut seen_type,
+            (false, "error") => &mut seen_err,
+            (true, _) => return Err(s.error_here("escaped key")),
+            _ => return s.value().map(drop),
         };
         if std::mem::replace(seen, true) {
-            return Err(Unsure); // duplicate field
+            return Err(s.error_here("duplicate field"));
         }
-        match &s.b[a..b] {
-            b"id" => {
-                if !s.null() {
-                    let st = s.i;
-                    s.number()?;
-                    let d = &s.b[st..s.i];
-                    if d.is_empty() || !d.iter().all(u8::is_ascii_digit) || (d.len() > 1 && d[0] == b'0') {
-                        return Err(Unsure);
-                    }
-                    let mut v = 0u64;
-                    for &c in d {
-                        v = v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0'))).ok_or(Unsure)?;
-                    }
-                    r.id = Some(v);
-                }
-            }
-            b"type" => {
-                if !s.null() {
-                    r.kind = Some(s.string()?);
-                }
-            }
+        let name = k.inner();
+        let v = s.value()?;
+        let unsure = || s.error_here("unusual value");
+        if v == "null" {
+            return Ok(());
+        }
+        match name {
+            "id" => r.id = Some(v.parse::<u64>().map_err(|_| unsure())?),
+            "type" => r.kind = Some(Cow::Borrowed(plain_string(v).ok_or_else(unsure)?)),
             _ => {
-                if !s.null() {
-                    let mut code = None;
-                    let mut seen_code = false;
-                    s.object(|s, (a, b)| {
-                        if &s.b[a..b] != b"code" {
-                            return s.value(2);
-                        }
-                        if std::mem::replace(&mut seen_code, true) {
-                            return Err(Unsure);
-                        }
-                        if !s.null() {
-                            code = Some(s.string()?);
-                        }
-                        Ok(())
-                    })?;
-                    r.error = Some(code);
+                if !v.starts_with('{') {
+                    return Err(unsure());
                 }
+                let (mut code, mut seen_code) = (None, false);
+                Scanner::new(v, dbx::proto::MAX_DEPTH).object(|k, s| {
+                    if k.escaped || k.inner() != "code" {
+                        return if k.escaped { Err(s.error_here("escaped key")) } else { s.value().map(drop) };
+                    }
+                    if std::mem::replace(&mut seen_code, true) {
+                        return Err(s.error_here("duplicate code"));
+                    }
+                    let c = s.value()?;
+                    if c != "null" {
+                        code = Some(Cow::Borrowed(plain_string(c).ok_or_else(|| s.error_here("unusual code"))?));
+                    }
+                    Ok(())
+                })?;
+                r.error = Some(code);
             }
         }
         Ok(())
     })?;
-    s.ws();
-    if s.i != s.b.len() {
-        return Err(Unsure); // trailing characters
-    }
+    s.end()?;
     Ok(r)
 }
 
@@ -2349,8 +2136,10 @@ mod tests {
                 }
             }
         }
-        // The common shape takes the fast path.
-        let mut s = Scan { b: br#"{"id":42,"result":{"value":"x"},"timestamp":"t"}"#, i: 0 };
-        assert!(matches!(scan_reply(&mut s), Ok(ScannedReply { id: Some(42), kind: None, error: None })));
+        // The common shapes take the fast path.
+        let r = scan_reply(r#"{"id":42,"result":{"value":"x"},"timestamp":"t"}"#).ok().unwrap();
+        assert!(r.id == Some(42) && r.kind.is_none() && r.error.is_none());
+        let r = scan_reply(r#"{"id":7,"error":{"code":"not_found","message":"m"}}"#).ok().unwrap();
+        assert_eq!(r.error, Some(Some(Cow::Borrowed("not_found"))));
     }
 }

@@ -3,7 +3,7 @@
 //! and a small writer that appends replies straight into a reused byte buffer.
 //! No store, no socket.
 
-mod scan;
+pub mod scan;
 
 use scan::{Scanner, StrToken};
 use std::borrow::Cow;
