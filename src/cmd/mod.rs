@@ -106,12 +106,13 @@ pub struct Ctx<'a> {
     pub store: &'a mut Store,
     pub now_ms: u64,
     pub facts: &'a ServerFacts,
-    /// Changes of the current operation (drained by `execute`).
-    pending: Vec<(Option<Box<str>>, &'static str)>,
     /// Whether anything changed in the current operation.
     changed: bool,
-    /// Changes of all operations run through this context, with their revs.
+    /// Changes of all operations run through this context, with their revs. The
+    /// current operation's start at `op_changes` and get their rev when it ends. The
+    /// server hands in an empty vector it keeps, so a write allocates nothing here.
     pub changes: Vec<Change>,
+    op_changes: usize,
     /// Record per-key changes (only when someone watches; otherwise a flag is enough).
     pub track_changes: bool,
     /// Operations executed (a batch counts each of its operations).
@@ -160,9 +161,9 @@ impl<'a> Ctx<'a> {
             store,
             now_ms,
             facts,
-            pending: Vec::new(),
             changed: false,
             changes: Vec::new(),
+            op_changes: 0,
             track_changes: false,
             ops: 0,
             flushed: false,
@@ -196,7 +197,7 @@ impl<'a> Ctx<'a> {
     pub fn touched(&mut self, key: &str) {
         self.changed = true;
         if self.track_changes {
-            self.pending.push((Some(key.into()), self.method));
+            self.changes.push(Change { key: Some(key.into()), event: self.method, rev: 0 });
         }
     }
 
@@ -204,7 +205,7 @@ impl<'a> Ctx<'a> {
     pub fn touched_all(&mut self) {
         self.changed = true;
         if self.track_changes {
-            self.pending.push((None, self.method));
+            self.changes.push(Change { key: None, event: self.method, rev: 0 });
         }
     }
 }
@@ -361,7 +362,7 @@ fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) ->
     // Evictions made from here on (before the command body) are logged with it.
     let gone_mark = ctx.store.gone_len();
     ctx.changed = false;
-    ctx.pending.clear();
+    ctx.op_changes = ctx.changes.len();
     ctx.ops += 1;
     // Replay re-applies what was accepted: no memory refusal (evictions are in the log).
     if cmd.flags & DENYOOM != 0 && !ctx.replaying {
@@ -375,8 +376,8 @@ fn run(ctx: &mut Ctx, cmd: &'static Command, params: &Params, out: &mut Json) ->
     if ctx.changed {
         // One executed write that changed something = one rev, shared by all its events.
         let rev = ctx.store.bump_rev();
-        for (key, event) in ctx.pending.drain(..) {
-            ctx.changes.push(Change { key, event, rev });
+        for c in ctx.changes.get_mut(ctx.op_changes..).unwrap_or_default() {
+            c.rev = rev;
         }
         ctx.changed = false;
     }

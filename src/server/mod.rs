@@ -123,6 +123,8 @@ pub struct Server {
     /// their replies wait until it is.
     persist_held: Vec<usize>,
     log_buf: Vec<u8>,
+    /// `Ctx::changes`, reused from request to request.
+    changes_buf: Vec<cmd::Change>,
 }
 
 fn unix_ms_now() -> u64 {
@@ -244,6 +246,7 @@ impl Server {
             persist_writers: Vec::new(),
             persist_held: Vec::new(),
             log_buf: Vec::new(),
+            changes_buf: Vec::new(),
             auth,
             cfg,
         })
@@ -939,6 +942,7 @@ impl Server {
         ctx.track_changes = true;
         ctx.log_ops = self.persist.is_on();
         ctx.log = std::mem::take(&mut self.log_buf);
+        ctx.changes = std::mem::take(&mut self.changes_buf);
         let err = cmd::respond(&mut ctx, id, &req.method, &req.params, &self.stamp, &mut buf);
         let ops = ctx.ops;
         let ran = ctx.last_method();
@@ -993,18 +997,27 @@ impl Server {
 
     /// Hand key-space changes to the hub in rev order — keys that expired or were
     /// evicted meanwhile included — and send what it queued.
-    fn publish_changes(&mut self, changes: Vec<cmd::Change>) {
+    fn publish_changes(&mut self, mut changes: Vec<cmd::Change>) {
         let gone = self.store.take_gone();
-        if !gone.is_empty() || !changes.is_empty() {
+        if gone.is_empty() {
+            // The common case: the request's own changes, already in rev order.
+            for c in changes.drain(..) {
+                self.hub.changed(c.key, c.event, c.rev, &self.facts.epoch, self.unix_ms);
+            }
+        } else {
             let mut all: Vec<(u64, Option<Box<str>>, &'static str)> = gone
                 .into_iter()
                 .map(|(k, why, rev)| (rev, Some(k), if why == Gone::Expired { "expired" } else { "evicted" }))
-                .chain(changes.into_iter().map(|c| (c.rev, c.key, c.event)))
+                .chain(changes.drain(..).map(|c| (c.rev, c.key, c.event)))
                 .collect();
             all.sort_by_key(|c| c.0);
             for (rev, key, event) in all {
                 self.hub.changed(key, event, rev, &self.facts.epoch, self.unix_ms);
             }
+        }
+        // Kept for the next request (see `Ctx::changes`).
+        if changes.capacity() > self.changes_buf.capacity() {
+            self.changes_buf = changes;
         }
         self.deliver();
     }
