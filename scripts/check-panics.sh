@@ -26,9 +26,12 @@ files=$(find "${dirs[@]}" -name '*.rs' -not -path 'src/bin/*' | sort)
 hits=0
 for f in $files; do
     out=$(awk '
-        # Strip string literals and trailing // comments (roughly) before matching.
+        # Strip raw strings (one line, r#"..."#), string and char literals and
+        # trailing // comments (roughly) before matching and counting braces.
         function code(line) {
+            gsub(/r#"([^"]|"[^#])*"#/, "\"\"", line)
             gsub(/"([^"\\]|\\.)*"/, "\"\"", line)
+            gsub(/\x27(\\.|[^\x27\\])\x27/, "\x27\x27", line)
             sub(/\/\/.*$/, "", line)
             return line
         }

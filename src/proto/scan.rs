@@ -98,7 +98,7 @@ impl<'a> Scanner<'a> {
         self.peek()
     }
 
-    fn expect(&mut self, b: u8, what: &'static str) -> Scan<()> {
+    fn eat(&mut self, b: u8, what: &'static str) -> Scan<()> {
         self.skip_ws();
         if self.peek() == Some(b) {
             self.pos += 1;
@@ -258,7 +258,7 @@ impl<'a> Scanner<'a> {
                 };
             }
             let key = self.string()?;
-            self.expect(b':', "expected ':'")?;
+            self.eat(b':', "expected ':'")?;
             field(key, self)?;
             match self.next_byte() {
                 Some(b',') => self.pos += 1,
