@@ -110,6 +110,8 @@ fn r1(x: f64) -> f64 {
 /// active connection closed before the window ended) still prints its JSON line,
 /// with `error`, then exits with status 1.
 pub(crate) fn report(o: &Opts, threads: usize, pre: &Stats, st: &Stats, wall: Duration, cpu: Duration, aborted: bool) {
+    // Subscribers confirm while the preload runs when there is one.
+    let subscribed = pre.c.subscribed + st.c.subscribed;
     let rate = o.rate;
     let dur_ns = o.duration.as_nanos() as u64;
     let secs = if aborted { wall.as_secs_f64().max(1e-3) } else { o.duration.as_secs_f64() };
@@ -168,7 +170,7 @@ pub(crate) fn report(o: &Opts, threads: usize, pre: &Stats, st: &Stats, wall: Du
                 "fan-out    {:.0} deliveries/s to {} subscribers ({} subscribed; {} in window, {} total)   out of order {}",
                 st.c.deliveries as f64 / secs,
                 o.subscribers,
-                st.c.subscribed,
+                subscribed,
                 st.c.deliveries,
                 st.c.deliveries_total,
                 st.c.out_of_order
@@ -221,7 +223,7 @@ pub(crate) fn report(o: &Opts, threads: usize, pre: &Stats, st: &Stats, wall: Du
     if o.subscribers > 0 {
         let d = &st.dhist;
         out["subscribers"] = o.subscribers.into();
-        out["subscribed"] = st.c.subscribed.into();
+        out["subscribed"] = subscribed.into();
         out["deliveries"] = st.c.deliveries.into();
         out["deliveries_total"] = st.c.deliveries_total.into();
         out["deliveries_per_sec"] = r1(st.c.deliveries as f64 / secs).into();
