@@ -237,68 +237,54 @@ impl<'a> Scanner<'a> {
     /// An object starting at the current `{`: `field` is called with each key and must
     /// consume the value that follows the `:`.
     pub fn object<F: FnMut(StrToken<'a>, &mut Scanner<'a>) -> Scan<()>>(&mut self, mut field: F) -> Scan<()> {
-        self.skip_ws();
-        if self.peek() != Some(b'{') {
-            return self.err("expected an object");
-        }
-        self.enter()?;
-        self.pos += 1;
-        if self.next_byte() == Some(b'}') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return if self.peek().is_none() {
-                    self.err("unexpected end of input")
-                } else {
-                    self.err("expected a key")
-                };
+        self.container(b'{', b'}', "expected an object", "expected ',' or '}'", |s| {
+            s.skip_ws();
+            match s.peek() {
+                Some(b'"') => {}
+                None => return s.err("unexpected end of input"),
+                Some(_) => return s.err("expected a key"),
             }
-            let key = self.string()?;
-            self.eat(b':', "expected ':'")?;
-            field(key, self)?;
-            match self.next_byte() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                Some(_) => return self.err("expected ',' or '}'"),
-                None => return self.err("unexpected end of input"),
-            }
-        }
+            let key = s.string()?;
+            s.eat(b':', "expected ':'")?;
+            field(key, s)
+        })
     }
 
     /// An array starting at the current `[`: `elem` must consume one element.
-    pub fn array<F: FnMut(&mut Scanner<'a>) -> Scan<()>>(&mut self, mut elem: F) -> Scan<()> {
+    pub fn array<F: FnMut(&mut Scanner<'a>) -> Scan<()>>(&mut self, elem: F) -> Scan<()> {
+        self.container(b'[', b']', "expected an array", "expected ',' or ']'", elem)
+    }
+
+    /// `open`, items separated by commas, `close` (objects and arrays alike); `item`
+    /// consumes one item.
+    fn container<F: FnMut(&mut Scanner<'a>) -> Scan<()>>(
+        &mut self,
+        open: u8,
+        close: u8,
+        expected: &'static str,
+        separator: &'static str,
+        mut item: F,
+    ) -> Scan<()> {
         self.skip_ws();
-        if self.peek() != Some(b'[') {
-            return self.err("expected an array");
+        if self.peek() != Some(open) {
+            return self.err(expected);
         }
         self.enter()?;
         self.pos += 1;
-        if self.next_byte() == Some(b']') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            elem(self)?;
-            match self.next_byte() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
+        if self.next_byte() != Some(close) {
+            loop {
+                item(self)?;
+                match self.next_byte() {
+                    Some(b',') => self.pos += 1,
+                    Some(c) if c == close => break,
+                    Some(_) => return self.err(separator),
+                    None => return self.err("unexpected end of input"),
                 }
-                Some(_) => return self.err("expected ',' or ']'"),
-                None => return self.err("unexpected end of input"),
             }
         }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(())
     }
 }
 
