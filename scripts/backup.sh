@@ -34,6 +34,8 @@
 #   DBX_BIN        the dbx binary for the load check (default: dbx in PATH,
 #                  /usr/local/bin/dbx, target/release/dbx, target/debug/dbx)
 #   BACKUP_SNAPSHOT_TIMEOUT  seconds to wait for the snapshot (default 600)
+#   DBX_BACKUP_TEST_HOOK     tests only (tests/backup.rs): a command run once between
+#                            listing the files and copying them
 # Needs: python3 (standard library only), sha256sum, head, stat.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -163,6 +165,9 @@ copy_once() {
     prev=$g
   done
   [ "${#files[@]}" -ge 2 ] || { say "aof-$s.log is missing (a newer snapshot may have replaced it)"; return 1; }
+  # Tests only: a command run between listing and copying on the first attempt (such as
+  # another server.save, whose completion removes the files just listed).
+  if [ "$4" = 1 ] && [ -n "${DBX_BACKUP_TEST_HOOK:-}" ]; then bash -c "$DBX_BACKUP_TEST_HOOK" >&2; fi
   for f in "${files[@]}"; do
     size=$(stat -c %s "$src/$f" 2>/dev/null) || { say "$f disappeared while copying"; return 1; }
     # Exactly SIZE bytes: the last log may grow meanwhile; what follows is later history.
@@ -193,7 +198,7 @@ backup() {
   min_gen=$(field generation)
   say "snapshot $min_gen done ($(field bytes) bytes in $(field ms) ms); copying from $data"
   for attempt in 1 2 3; do
-    if copy_once "$data" "$dest" "$min_gen"; then
+    if copy_once "$data" "$dest" "$min_gen" "$attempt"; then
       break
     fi
     rm -f "$dest"/snapshot-*.dbx "$dest"/aof-*.log "$dest/SHA256SUMS"

@@ -227,6 +227,29 @@ fn backup_needs_an_admin_credential_verify_catches_damage_restore_never_overwrit
     bytes[last] ^= 1;
     std::fs::write(dest.join(&log), &bytes).unwrap();
 
+    // A snapshot finishing between the listing and the copy removes the listed files:
+    // the copy starts again and takes the newer snapshot.
+    let gen_before = s.health().1["snapshot_generation"].as_u64().expect("a snapshot exists");
+    let dest2 = dir.path().join("backup2");
+    let out = Command::new("timeout")
+        .args(["300", "bash", SCRIPT])
+        .arg(&dest2)
+        .env("DBX_URL", format!("ws://127.0.0.1:{}", s.port))
+        .env("DBX_API_KEY", "admin-secret")
+        .env("DBX_DATA_DIR", &data)
+        .env("DBX_BIN", env!("CARGO_BIN_EXE_dbx"))
+        .env(
+            "DBX_BACKUP_TEST_HOOK",
+            format!("python3 {}/scripts/dbxws.py save-and-wait 60", env!("CARGO_MANIFEST_DIR")),
+        )
+        .output()
+        .expect("run backup.sh");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("starting the copy again (attempt 2)"), "{}", stderr(&out));
+    let snap = format!("snapshot-{}.dbx", gen_before + 2);
+    assert!(files(&dest2).contains(&snap), "the newer {snap}: {:?}", files(&dest2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"keys\":100"), "{}", String::from_utf8_lossy(&out.stdout));
+
     // Restoring into the live data directory (not empty) is refused and changes nothing.
     let before: Vec<(String, Vec<u8>)> = files(&data)
         .into_iter()
