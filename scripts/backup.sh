@@ -193,7 +193,6 @@ backup() {
   mkdir -p "$dest"
   say "asking ${DBX_URL:-ws://127.0.0.1:8080} for a snapshot"
   saved=$($WS save-and-wait "${BACKUP_SNAPSHOT_TIMEOUT:-600}") || die "no snapshot was made (the reason is above); nothing copied"
-  local field
   field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print("" if v is None else v)' "$saved" "$1"; }
   min_gen=$(field generation)
   say "snapshot $min_gen done ($(field bytes) bytes in $(field ms) ms); copying from $data"
