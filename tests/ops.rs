@@ -202,3 +202,113 @@ fn systemd_ready_and_stopping_arrive_on_notify_socket() {
     assert!(status.success(), "exit status {status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn scrape(port: u16) -> HashMap<String, f64> {
+    let (status, body) = http_get(port, "/metrics").expect("scrape");
+    assert_eq!(status, 200);
+    parse_prometheus(&body)
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// One WebSocket call on a fresh connection; the reply's `result`.
+fn ws_call(port: u16, method: &str) -> serde_json::Value {
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/ws")).unwrap();
+    ws.read().unwrap(); // hello
+    ws.send(tungstenite::Message::text(format!(r#"{{"id":1,"method":"{method}"}}"#))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    v["result"].clone()
+}
+
+/// The standard process series agree with what the kernel says about the process.
+#[test]
+fn process_metrics_match_proc() {
+    let port = free_port();
+    let before = unix_now();
+    let p = spawn(port, &[]);
+    wait_http(port, "/health");
+    let pid = p.0.id();
+    let m = scrape(port);
+    // Start time: when we spawned it (the kernel's start time has clock-tick resolution).
+    let start = m["process_start_time_seconds"];
+    assert!(start >= before - 1.0 && start <= unix_now() + 1.0, "start {start}, spawned at {before}");
+    // CPU: the same ticks /proc/PID/stat shows, seconds.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = m["process_cpu_seconds_total"];
+    assert!(cpu >= 0.0 && cpu <= ticks / hz + 0.5, "cpu {cpu} vs {} s in /proc", ticks / hz);
+    // RSS: within a factor of /proc/PID/status VmRSS (both move a little between reads).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: f64 =
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rss = m["process_resident_memory_bytes"];
+    assert!(rss > rss_kib * 1024.0 * 0.5 && rss < rss_kib * 1024.0 * 2.0, "rss {rss} vs VmRSS {rss_kib} KiB");
+    // Descriptors: 20 more connections are 20 more descriptors; the limit is the one
+    // the process inherited from us.
+    let fds0 = m["process_open_fds"];
+    let in_proc = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as f64;
+    assert!((fds0 - in_proc).abs() <= 2.0, "open fds {fds0} vs {in_proc} in /proc");
+    let held: Vec<_> = (0..20)
+        .map(|_| {
+            let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/ws")).unwrap();
+            ws.read().unwrap();
+            ws
+        })
+        .collect();
+    let m = scrape(port);
+    assert!(
+        m["process_open_fds"] >= fds0 + 20.0,
+        "{} fds with 20 more connections, {fds0} before",
+        m["process_open_fds"]
+    );
+    assert_eq!(m["dbx_connections"], 20.0);
+    assert_eq!(m["dbx_connections_max"], 1000.0);
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert_eq!(m["process_max_fds"], lim.rlim_cur as f64);
+    drop(held);
+    // Without persistence there is no snapshot to report.
+    assert!(!m.contains_key("dbx_last_snapshot_timestamp_seconds"));
+}
+
+/// `dbx_last_snapshot_timestamp_seconds` is 0 until a snapshot exists, then the time it
+/// was written, also after a restart; `dbx_last_snapshot_success` is 1.
+#[test]
+fn last_snapshot_time_and_success() {
+    let data = std::env::temp_dir().join(format!("dbx-snapmetrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let dir = data.to_str().unwrap().to_string();
+    let env = [("DBX_PERSIST", "true"), ("DBX_DATA_DIR", dir.as_str())];
+    let port = free_port();
+    let p = spawn(port, &env);
+    wait_http(port, "/health");
+    let m = scrape(port);
+    assert_eq!(m["dbx_last_snapshot_timestamp_seconds"], 0.0, "no snapshot yet");
+    assert_eq!(m["dbx_last_snapshot_success"], 1.0, "none failed");
+    let asked = unix_now();
+    assert_eq!(ws_call(port, "server.save")["started"], true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = scrape(port);
+        if m.contains_key("dbx_last_snapshot_ok") && m["dbx_snapshot_in_progress"] == 0.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "snapshot did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ts = m["dbx_last_snapshot_timestamp_seconds"];
+    assert!(ts >= asked - 1.0 && ts <= unix_now() + 1.0, "snapshot time {ts}, asked at {asked}");
+    assert_eq!(m["dbx_last_snapshot_success"], 1.0);
+    drop(p);
+    // A restart still knows when the newest snapshot on disk was written.
+    let port = free_port();
+    let _p = spawn(port, &env);
+    wait_http(port, "/health");
+    assert_eq!(scrape(port)["dbx_last_snapshot_timestamp_seconds"], ts);
+    drop(_p);
+    let _ = std::fs::remove_dir_all(&data);
+}
