@@ -437,3 +437,139 @@ fn interactive_prompt_with_completion_help_history_watch_and_ctrl_keys() {
     t.send("quit\r");
     assert_eq!(t.wait_exit(), Some(0));
 }
+
+// ---------------------------------------------------------------------------
+// wss://: until the server speaks TLS itself, a TLS-terminating relay in front of
+// the real server (test-only certificates from tests/fixtures/make-cli-tls.sh)
+// ---------------------------------------------------------------------------
+
+/// Accepts TLS connections on 127.0.0.1:0 and relays the plaintext to `backend` (the
+/// real server), one thread per connection; the replies are the server's own.
+fn tls_relay(backend: std::net::SocketAddr) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(format!("{fixtures}/cli-tls-server.pem")).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(format!("{fixtures}/cli-tls-server-key.pem")).unwrap();
+    #[allow(deprecated)] // ring's provider, as dbx-cli's
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { break };
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                let Ok(mut up) = std::net::TcpStream::connect(backend) else { return };
+                let tick = Some(Duration::from_millis(5));
+                tls.sock.set_read_timeout(tick).unwrap();
+                up.set_read_timeout(tick).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let idle = |e: &std::io::Error| {
+                    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                };
+                loop {
+                    match tls.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if up.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if idle(&e) => {}
+                        Err(_) => break,
+                    }
+                    match up.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if tls.write_all(&buf[..n]).and_then(|_| tls.flush()).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if idle(&e) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn wss_with_ca_file_or_insecure_and_certificate_errors() {
+    let s = start_default();
+    let relay = tls_relay(s.addr);
+    let home = TempDir::new("cli-home");
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cli-tls-ca.pem");
+    let url = format!("wss://127.0.0.1:{}/ws", relay.port());
+    let wss = |args: &[&str]| {
+        let mut c = Command::new(CLI);
+        c.env("HOME", home.path()).env_remove("DBX_URL").arg("-u").arg(&url);
+        run(c, args)
+    };
+    // The CA that signed the server's certificate: the real server answers through TLS.
+    let r = ok_line(&wss(&["--ca", ca, "string.set", "k", "over-tls"]));
+    assert_eq!(r["set"], true);
+    assert_eq!(s.client().ok("string.get", json!({"key": "k"}))["value"], "over-tls");
+    // localhost is in the certificate too.
+    let mut c = Command::new(CLI);
+    c.env("HOME", home.path()).args(["-u", &format!("wss://localhost:{}/ws", relay.port()), "--ca", ca]);
+    assert_eq!(ok_line(&run(c, &["string.get", "k"]))["value"], "over-tls");
+    // --insecure: any certificate.
+    assert_eq!(ok_line(&wss(&["--insecure", "server.ping"])), json!({"pong": true}));
+    // The system store does not know the test CA: a certificate error, exit 2.
+    let o = wss(&["server.ping"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("TLS") || stderr(&o).contains("--ca"), "{}", stderr(&o));
+    // Another CA: refused as an unknown issuer.
+    let other = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cli-tls-server.pem");
+    let o = wss(&["--ca", other, "server.ping"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("TLS handshake"), "{}", stderr(&o));
+    // A --ca file that is missing, or holds no certificate.
+    let o = wss(&["--ca", "/nonexistent/ca.pem", "server.ping"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--ca /nonexistent/ca.pem"), "{}", stderr(&o));
+    let o = wss(&["--ca", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"), "server.ping"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no certificate"), "{}", stderr(&o));
+    // Plain ws:// to a TLS port fails the handshake (exit 2), it does not hang.
+    let mut c = Command::new(CLI);
+    c.env("HOME", home.path()).args(["-u", &format!("ws://127.0.0.1:{}/ws", relay.port()), "--timeout", "2"]);
+    assert_eq!(run(c, &["server.ping"]).status.code(), Some(2));
+}
+
+#[test]
+fn interactive_prompt_reconnects_after_the_server_closed_an_idle_connection() {
+    // Nothing reads the socket while the prompt waits for typing, so the server's
+    // liveness timeout (interval + timeout) closes it; the next command reconnects.
+    let s = start(|c| {
+        c.ws_heartbeat_interval = 0.2;
+        c.ws_timeout = 0.2;
+    });
+    let home = TempDir::new("cli-home");
+    let prompt = format!("{}> ", s.addr);
+    let mut t = Pty::spawn(cli(s.addr, &home));
+    t.expect(&prompt);
+    t.send("string.set k v\r");
+    t.expect(&prompt);
+    std::thread::sleep(Duration::from_millis(1500));
+    t.send("string.get k\r");
+    let out = t.expect(&prompt);
+    assert!(out.contains("(reconnected: the server closed the connection (1001"), "{out:?}");
+    assert!(out.contains("\"value\": \"v\""), "{out:?}");
+    t.send("\x04");
+    assert_eq!(t.wait_exit(), Some(0));
+}

@@ -231,19 +231,31 @@ impl Conn {
     /// Handle what arrived while nobody was reading (heartbeats, pings, a close):
     /// Err when the server has closed the connection in the meantime.
     pub fn drain(&mut self) -> Result<(), String> {
-        let tcp = self.ws.get_ref().tcp();
-        tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
+        self.ws.get_ref().tcp().set_nonblocking(true).map_err(|e| e.to_string())?;
         let mut res = Ok(());
-        for _ in 0..1000 {
-            match self.read_json() {
-                Ok(Some(v)) => {
-                    if !matches!(v.get("type").and_then(Value::as_str), Some("heartbeat")) {
-                        self.queue(v);
+        // Bounded: at most what a long idle spell can queue (a heartbeat and a ping
+        // per interval), not a loop on a flood.
+        for _ in 0..10_000 {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
+                        if v.get("type").and_then(Value::as_str) != Some("heartbeat") {
+                            self.queue(v);
+                        }
                     }
                 }
-                Ok(None) => break,
+                Ok(Message::Close(f)) => {
+                    res = Err(match f {
+                        Some(f) => format!("the server closed the connection ({} {})", u16::from(f.code), f.reason),
+                        None => "the server closed the connection".into(),
+                    });
+                    break;
+                }
+                // Pings are answered by tungstenite itself.
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    res = Err(e);
+                    res = Err(format!("connection lost: {e}"));
                     break;
                 }
             }
