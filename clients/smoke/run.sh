@@ -22,7 +22,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 DBX_HOST=127.0.0.1 DBX_PORT=$PORT DBX_PERSIST=false DBX_LOG=warn "$DBX_BIN" 2>"$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=1)" 2>/dev/null && break
   sleep 0.1
 done
 export DBX_URL="ws://127.0.0.1:$PORT/ws"
