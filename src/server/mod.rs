@@ -1284,6 +1284,7 @@ impl Server {
         }
         let g = metrics::Gauges {
             connections: self.ws_count as u64,
+            max_connections: self.cfg.ws_max_connections as u64,
             sockets: self.conns.len() as u64,
             bytes_in,
             bytes_out,
@@ -1299,6 +1300,7 @@ impl Server {
             uptime_s: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION"),
             extra: self.persist.metrics(self.unix_ms),
+            data_dir: self.persist.is_on().then_some(self.cfg.data_dir.as_path()),
         };
         self.metrics.render(&g)
     }
