@@ -154,8 +154,9 @@ fn flush_changes_epoch_and_rev_never_goes_back() {
     assert_eq!(c.ok("server.flush", json!({})), json!({"flushed":0,"rev":6}));
     let epoch2 = c.ok("server.info", json!({}))["epoch"].clone();
     assert_ne!(epoch2, epoch1);
-    // Unknown params are ignored.
-    assert_eq!(c.ok("server.dbsize", json!({"whatever":1})), json!({"keys":0}));
+    // Unknown params are refused (tests/strict_params.rs), and nothing changed.
+    assert_eq!(c.call("server.dbsize", json!({"whatever":1}))["error"]["code"], "invalid_params");
+    assert_eq!(c.ok("server.dbsize", json!({})), json!({"keys":0}));
 }
 
 #[test]

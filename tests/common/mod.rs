@@ -113,10 +113,13 @@ pub fn assert_wrong_type(c: &mut Client, own: &str, calls: &[(&str, Value)]) {
             continue;
         }
         for (method, params) in calls {
+            // `keys` for the multi-key methods, `key` for the others (a method refuses
+            // a parameter it does not take).
             let mut p = params.clone();
-            p["key"] = json!(key);
             if p.get("keys").is_some() {
                 p["keys"] = json!([key]);
+            } else {
+                p["key"] = json!(key);
             }
             assert_eq!(c.err_code(method, p.clone()), "wrong_type", "{method} {p} on a {ty}");
             assert_eq!(c.ok("key.type", json!({"key": key}))["type"], ty, "{method} left {key} alone");
