@@ -651,3 +651,39 @@ fn non_reading_tls_client_is_paused_not_grown() {
     setter.ok("server.ping", json!({}));
     assert!(!p.stderr().contains("slow consumer"), "{}", p.stderr());
 }
+
+// ---------------------------------------------------------------------------
+// dbx-bench over wss://
+
+fn bench(args: &[&str]) -> (bool, Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbx-bench")).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last = stdout.lines().last().unwrap_or("{}").to_string();
+    (
+        out.status.success(),
+        serde_json::from_str(&last).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn dbx_bench_over_wss_with_ca_and_insecure() {
+    let (_ca, f) = setup();
+    let p = Dbx::start(&f.opts());
+    let url = format!("wss://localhost:{}/ws", p.port);
+    let ca = f.s("ca.pem");
+    let (ok, j, err) = bench(&["--url", &url, "--ca", &ca, "-c", "4", "-P", "4", "-d", "1s", "--warmup", "0s"]);
+    assert!(ok, "{err}");
+    assert!(j["ok"].as_u64().unwrap_or(0) > 100 && j["bad_replies"] == 0 && j["conns_closed"] == 0, "{j}");
+    let (ok, j, err) = bench(&["--url", &url, "--insecure", "--connect-only", "20"]);
+    assert!(ok && j["connect_only"] == 20 && j["resume"] == true, "{j} {err}");
+    let (ok, j, err) = bench(&["--url", &url, "--insecure", "--connect-only", "10", "--no-resume"]);
+    assert!(ok && j["resume"] == false, "{j} {err}");
+    // Without a way to trust the certificate, or trusting another CA: refused.
+    let (ok, j, _) = bench(&["--url", &url]);
+    assert!(!ok && j["error"].as_str().is_some_and(|e| e.contains("--ca")), "{j}");
+    let other = self::ca("other");
+    std::fs::write(f.p("other.pem"), other.cert.pem()).unwrap();
+    let (ok, j, _) = bench(&["--url", &url, "--ca", &f.s("other.pem"), "--connect-only", "1"]);
+    assert!(!ok && j["error"].as_str().is_some_and(|e| e.contains("TLS")), "{j}");
+}
