@@ -21,6 +21,6 @@ python3 -m pip install -q --disable-pip-version-check -e "clients/python[test]"
 status=0
 node clients/gen-methods.mjs --check || { echo "clients: generated method files are stale: run node clients/gen-methods.mjs" >&2; status=1; }
 (cd clients/js && node --test --test-concurrency=1 --test-timeout=120000 \
-  test/client.test.js test/reconnect.test.js test/browser.test.js) || status=1
+  test/client.test.js test/reconnect.test.js test/browser.test.js test/tls.test.js) || status=1
 (cd clients/python && python3 -m pytest -v -p no:cacheprovider) || status=1
 exit $status
