@@ -687,3 +687,23 @@ fn dbx_bench_over_wss_with_ca_and_insecure() {
     let (ok, j, _) = bench(&["--url", &url, "--ca", &f.s("other.pem"), "--connect-only", "1"]);
     assert!(!ok && j["error"].as_str().is_some_and(|e| e.contains("TLS")), "{j}");
 }
+
+/// Idle TLS connections stay under 32 KiB each (rustls's state, its 4 KiB read buffer,
+/// and what a plaintext connection costs); scripts/idle-memory.sh TLS=1 measures 10,000.
+#[test]
+fn idle_tls_connections_cost_under_32_kib_each() {
+    let (ca, f) = setup();
+    let p = Dbx::start(&f.opts());
+    let cfg = client_config(&[&ca], None);
+    // Warm the allocator and code paths first.
+    let warm: Vec<Wss> = (0..20).map(|_| Wss::open(p.addr, &cfg).unwrap()).collect();
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = p.rss_kib();
+    let n = 400;
+    let conns: Vec<Wss> = (0..n).map(|_| Wss::open(p.addr, &cfg).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let per_kib = p.rss_kib().saturating_sub(before) as f64 / n as f64;
+    assert!(per_kib < 32.0, "{per_kib:.1} KiB per idle TLS connection");
+    drop(conns);
+}
