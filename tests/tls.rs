@@ -355,6 +355,36 @@ fn expired_certificate_is_refused_by_clients_and_logged() {
     assert!(e.to_string().contains("expired"), "{e}");
 }
 
+/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    ((yoe + era * 400 + i64::from(m <= 2)) as i32, m as u8, d as u8)
+}
+
+#[test]
+fn certificate_close_to_expiry_is_warned_about() {
+    let ca = ca("dbx test CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 86_400;
+    let (y, m, d) = civil_from_days(today + 6);
+    p.not_after = rcgen::date_time_ymd(y, m, d);
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    let l = Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() };
+    let f = Files::new(&ca, &l);
+    let p = Dbx::start(&f.opts());
+    wait_log(&p, "expires in 5 days: renew it and send SIGHUP");
+    // Still served until then.
+    Wss::open(p.addr, &client_config(&[&ca], None)).unwrap().ok("server.ping", json!({}));
+}
+
 #[test]
 fn mutual_tls_accepts_signed_clients_and_refuses_others() {
     let (ca, f) = setup();
