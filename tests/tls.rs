@@ -737,3 +737,27 @@ fn idle_tls_connections_cost_under_32_kib_each() {
     assert!(per_kib < 32.0, "{per_kib:.1} KiB per idle TLS connection");
     drop(conns);
 }
+
+#[test]
+fn port_probe_counts_as_eof_and_a_split_client_hello_is_not_plaintext() {
+    let (ca, f) = setup();
+    let p = Dbx::start(&f.opts());
+    let cfg = client_config(&[&ca], None);
+    // Connect and leave without a byte.
+    drop(TcpStream::connect(p.addr).unwrap());
+    // A ClientHello cut after its first bytes, then EOF: no "plaintext_http".
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"GARBAGE").unwrap();
+    drop(s);
+    let eof = poll_until(Duration::from_secs(5), "eof failures", || {
+        let n = metric(p.addr, &cfg, "dbx_tls_handshake_failures_total{reason=\"eof\"}")
+            + metric(p.addr, &cfg, "dbx_tls_handshake_failures_total{reason=\"bad_message\"}");
+        (n >= 3).then_some(n)
+    });
+    let (_, m) = https_get(p.addr, &cfg, "/metrics");
+    // Dbx::start's own readiness probe is the third.
+    assert_eq!(eof, 3, "{}", m.lines().filter(|l| l.contains("failures_total{")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(metric(p.addr, &cfg, "dbx_tls_handshake_failures_total{reason=\"plaintext_http\"}"), 0);
+}

@@ -239,6 +239,8 @@ pub struct TlsConn {
     inflight: usize,
     /// The first bytes looked like plaintext HTTP.
     plaintext: bool,
+    /// Some bytes arrived already (only the very first one is looked at).
+    got_bytes: bool,
 }
 
 impl TlsConn {
@@ -253,6 +255,7 @@ impl TlsConn {
             event: None,
             inflight: 0,
             plaintext: false,
+            got_bytes: false,
         })
     }
 
@@ -297,18 +300,14 @@ impl TlsConn {
             if self.failure.is_some() {
                 return Err(io::ErrorKind::ConnectionAborted.into());
             }
-            let mut peek = Peek { inner: sock, first: !self.plaintext && self.handshaking, http: false };
+            let mut peek = Peek { inner: sock, first: !self.got_bytes, http: false, got: false };
             let n = self.conn.read_tls(&mut peek);
-            if peek.http {
-                self.plaintext = true;
-            }
+            self.got_bytes |= peek.got;
+            self.plaintext |= peek.http;
             match n {
-                Ok(0) => {
-                    if self.handshaking {
-                        self.failure = Some("eof");
-                        return Ok(0);
-                    }
-                }
+                // The end before the handshake finished (a port probe, a client that
+                // gave up): counted as a failure when the connection is freed.
+                Ok(0) if self.handshaking => return Ok(0),
                 Ok(_) => {}
                 Err(e) => return Err(e),
             }
@@ -368,8 +367,10 @@ impl TlsConn {
 /// that spoke plaintext to the TLS port), for the failure reason.
 struct Peek<'a> {
     inner: &'a mut dyn Read,
+    /// This read may bring the connection's first byte.
     first: bool,
     http: bool,
+    got: bool,
 }
 
 impl Read for Peek<'_> {
@@ -377,6 +378,7 @@ impl Read for Peek<'_> {
         let n = self.inner.read(buf)?;
         if self.first && n > 0 {
             self.first = false;
+            self.got = true;
             // A TLS record starts with content type 0x14..0x18; HTTP with a method.
             self.http = buf.first().is_some_and(u8::is_ascii_uppercase);
         }
