@@ -212,6 +212,10 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
         if first == b'"' && raw_str(raw).is_none() {
             return Incoming::Invalid { id: None, message: "'id' is not a valid JSON string".into() };
         }
+        // `1e400` is valid JSON, but most clients read it back as Infinity.
+        if first != b'"' && !raw.get().parse::<f64>().is_ok_and(f64::is_finite) {
+            return Incoming::Invalid { id: None, message: "'id' must be a finite number".into() };
+        }
     }
     let method = match method {
         Some(m) => match raw_str(m) {
@@ -225,6 +229,11 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
             return Incoming::Invalid { id, message: "Missing 'method'".into() };
         }
     };
+    // Refused like a duplicate envelope field (which value was meant?), with the id.
+    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| first_duplicate(f.iter().map(|(k, _)| &**k)))
+    {
+        return Incoming::Invalid { id, message: format!("Invalid JSON: duplicate field '{k}' in 'params'") };
+    }
     match params {
         None => Incoming::Request(Request { id, method, params: Params::default() }),
         Some(Some(fields)) => Incoming::Request(Request { id, method, params: Params { fields } }),
@@ -243,6 +252,24 @@ pub fn raw_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     // last byte means no escape.
     let escaped = scan::plain_run(s.as_bytes().get(1..).unwrap_or_default()) + 2 < s.len();
     token_text(StrToken { quoted: s, escaped })
+}
+
+/// The first name that occurs twice, if any. Objects in requests are small (a pairwise
+/// check) except maps such as `pairs` (a hash set past a few dozen names).
+pub fn first_duplicate<'x>(names: impl Iterator<Item = &'x str> + Clone) -> Option<&'x str> {
+    let n = names.clone().count();
+    if n <= 32 {
+        let mut seen: Vec<&str> = Vec::with_capacity(n);
+        for k in names {
+            if seen.contains(&k) {
+                return Some(k);
+            }
+            seen.push(k);
+        }
+        return None;
+    }
+    let mut seen = hashbrown::HashSet::with_capacity(n);
+    names.into_iter().find(|&k| !seen.insert(k))
 }
 
 /// The `params` object as a flat list of (name, raw value): parsing it costs one small
@@ -285,13 +312,21 @@ impl<'a> Params<'a> {
             return Ok(Params::default());
         }
         match object_fields(raw) {
-            Some(fields) => Ok(Params { fields }),
+            Some(fields) => match first_duplicate(fields.iter().map(|(k, _)| &**k)) {
+                Some(k) => Err(format!("Invalid JSON: duplicate field '{k}' in 'params'")),
+                None => Ok(Params { fields }),
+            },
             None => Err("'params' must be an object".into()),
         }
     }
 
     pub fn from_fields(fields: Vec<(Cow<'a, str>, Raw<'a>)>) -> Params<'a> {
         Params { fields }
+    }
+
+    /// The parameter names, in document order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| &**k)
     }
 
     /// The parameters back as a JSON object (values copied verbatim): how the
@@ -424,10 +459,15 @@ impl<'a> Params<'a> {
         Err(Error::invalid_params(format!("Missing parameter '{single}' or '{many}'")))
     }
 
-    /// An object parameter as (name, raw value) pairs.
+    /// An object parameter as (name, raw value) pairs. A name given twice is refused
+    /// (`{"pairs":{"a":"1","a":"2"}}`: which value was meant?).
     pub fn object(&self, name: &str) -> Result<Vec<(Cow<'a, str>, Raw<'a>)>> {
         let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
-        object_fields(raw).ok_or_else(|| Self::wrong(name, "an object"))
+        let fields = object_fields(raw).ok_or_else(|| Self::wrong(name, "an object"))?;
+        if let Some(k) = first_duplicate(fields.iter().map(|(k, _)| &**k)) {
+            return Err(Error::invalid_params(format!("Parameter '{name}' names '{k}' twice")));
+        }
+        Ok(fields)
     }
 
     /// An array parameter as raw elements.

@@ -121,11 +121,6 @@ pub struct Server {
     signals: Option<signal_hook_mio::v1_0::Signals>,
     // ---- persistence (issue 7) ----
     persist: Persist,
-    /// Connections that issued a logged write this turn.
-    persist_writers: Vec<usize>,
-    /// Under `always`: connections whose write is not on disk yet (the log failed);
-    /// their replies wait until it is.
-    persist_held: Vec<usize>,
     log_buf: Vec<u8>,
     /// `Ctx::changes`, reused from request to request.
     changes_buf: Vec<cmd::Change>,
@@ -251,8 +246,6 @@ impl Server {
             accept_paused: false,
             signals: None,
             persist,
-            persist_writers: Vec::new(),
-            persist_held: Vec::new(),
             log_buf: Vec::new(),
             changes_buf: Vec::new(),
             tls,
@@ -958,7 +951,8 @@ impl Server {
         self.facts.uptime_s = self.mono / 1000;
         self.facts.connections = self.ws_count;
         self.facts.ops_total = self.metrics.ops_total;
-        self.facts.writes_refused = self.persist.refusing();
+        // A write is refused before it runs when its log record might not fit on disk.
+        self.facts.writes_refused = self.persist.refusing_for(text.len());
         self.facts.snapshot_running = self.persist.snapshot_running();
         let identity = self.conns.get(t).map_or_else(|| Rc::new(Identity::anonymous()), |c| c.identity.clone());
         let mut ctx = Ctx::with_identity(&mut self.store, self.unix_ms, &self.facts, identity);
@@ -998,7 +992,6 @@ impl Server {
         if logged > 0 {
             // Into the log before the reply leaves (before_sleep flushes it first).
             self.persist.append_ops(self.store.rev(), self.unix_ms, &log);
-            self.persist_writers.push(t);
         }
         log.clear();
         self.log_buf = log;
@@ -1171,22 +1164,14 @@ impl Server {
     }
 
     /// The append-only log before any reply (Redis's beforeSleep order): write the
-    /// turn's records, fsync under `always`; if that fails under `always`, the replies
-    /// of this turn's writers wait (they are not on disk) until a retry succeeds.
+    /// turn's records, fsync under `always` (a failure there stops the process: see
+    /// `persist`).
     fn persist_flush(&mut self) {
         if !self.persist.is_on() {
             return;
         }
         self.persist.note_rev(self.store.rev(), self.unix_ms);
-        let ok = self.persist.flush();
-        let writers = std::mem::take(&mut self.persist_writers);
-        if !ok && self.persist.holds_replies() {
-            self.persist_held.extend(writers);
-        } else if ok && !self.persist_held.is_empty() {
-            for t in std::mem::take(&mut self.persist_held) {
-                self.mark_dirty(t);
-            }
-        }
+        self.persist.flush();
         self.persist.poll_child();
         self.persist.maybe_rewrite(&self.store, &self.facts.epoch, self.unix_ms);
     }
@@ -1195,11 +1180,6 @@ impl Server {
         let max_out = self.cfg.ws_max_outbound as usize;
         let dirty = std::mem::take(&mut self.dirty);
         for t in dirty {
-            if !self.persist_held.is_empty() && self.persist_held.contains(&t) {
-                // Stays dirty: flushed once its write is on disk.
-                self.dirty.push(t);
-                continue;
-            }
             let Some(c) = self.conns.get_mut(t) else {
                 continue;
             };
@@ -1279,16 +1259,10 @@ impl Server {
                     c.dead.map_or("unknown", CloseReason::as_str)
                 );
             }
-            let held = self.persist_held.contains(&t);
-            if held {
-                self.persist_held.retain(|&h| h != t);
-            }
             if let Some(wire) = c.wire() {
-                // Last chance for queued bytes (a close frame); never blocks. Not for a
-                // reply whose write is not on disk yet.
-                if !held {
-                    wire.finish();
-                }
+                // Last chance for queued bytes (a close frame, TLS's close_notify); never
+                // blocks.
+                wire.finish();
                 let _ = self.poll.registry().deregister(&mut wire.sock);
             }
         }
@@ -1343,6 +1317,7 @@ impl Server {
         }
         let g = metrics::Gauges {
             connections: self.ws_count as u64,
+            max_connections: self.cfg.ws_max_connections as u64,
             sockets: self.conns.len() as u64,
             bytes_in,
             bytes_out,
@@ -1358,6 +1333,7 @@ impl Server {
             uptime_s: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION"),
             extra: self.persist.metrics(self.unix_ms),
+            data_dir: self.persist.is_on().then_some(self.cfg.data_dir.as_path()),
         };
         let mut m = self.metrics.render(&g);
         self.tls_metrics(&mut m);
