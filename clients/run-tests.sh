@@ -11,9 +11,10 @@ export DBX_BIN
 echo "clients: server binary $DBX_BIN"
 [ -x "$DBX_BIN" ] || echo "clients: WARNING: $DBX_BIN is missing; every test that needs the server will fail" >&2
 
-if [ ! -x /usr/bin/chromium ]; then
+if [ ! -x /usr/bin/chromium ] || ! command -v openssl >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  # openssl: scripts/dev-cert.sh makes the certificates of the wss:// tests.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium openssl
 fi
 (cd clients/js && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
 python3 -m pip install -q --disable-pip-version-check -e "clients/python[test]" mypy
