@@ -596,7 +596,10 @@ fn plaintext_http_on_the_tls_port_is_closed_at_once() {
         let mut all = Vec::new();
         let _ = s.read_to_end(&mut all);
         assert!(t0.elapsed() < Duration::from_millis(500), "took {:?}", t0.elapsed());
-        assert!(!String::from_utf8_lossy(&all).contains("101"), "upgraded over plaintext");
+        let text = String::from_utf8_lossy(&all);
+        assert!(!text.contains("101"), "upgraded over plaintext");
+        // A plaintext answer that says what went wrong.
+        assert!(text.starts_with("HTTP/1.1 400") && text.contains("use https:// or wss://"), "{text}");
     }
     let cfg = client_config(&[&ca], None);
     assert_eq!(metric(p.addr, &cfg, "dbx_tls_handshake_failures_total{reason=\"plaintext_http\"}"), 2);

@@ -78,6 +78,11 @@ impl Wire {
     /// queued (never blocks).
     pub fn finish(&mut self) {
         if let Some(tls) = self.tls.as_deref_mut() {
+            if let Some(answer) = tls.plaintext_answer() {
+                // One non-blocking write: a short answer fits the empty send buffer.
+                let _ = self.sock.write(&answer);
+                return;
+            }
             tls.close_notify();
         }
         let _ = self.send();

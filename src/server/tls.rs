@@ -303,7 +303,13 @@ impl TlsConn {
             let mut peek = Peek { inner: sock, first: !self.got_bytes, http: false, got: false };
             let n = self.conn.read_tls(&mut peek);
             self.got_bytes |= peek.got;
-            self.plaintext |= peek.http;
+            if peek.http {
+                // Plain HTTP on the TLS port: no TLS alert (the client could not read it);
+                // `plaintext_answer` says what to write instead.
+                self.plaintext = true;
+                self.failure = Some("plaintext_http");
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "plaintext HTTP on a TLS port"));
+            }
             match n {
                 // The end before the handshake finished (a port probe, a client that
                 // gave up): counted as a failure when the connection is freed.
@@ -312,7 +318,7 @@ impl TlsConn {
                 Err(e) => return Err(e),
             }
             if let Err(e) = self.conn.process_new_packets() {
-                let reason = if self.plaintext { "plaintext_http" } else { failure_reason(&e) };
+                let reason = failure_reason(&e);
                 log::debug!("TLS error ({reason}): {e}");
                 self.failure = Some(reason);
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
@@ -353,6 +359,18 @@ impl TlsConn {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// For a client that spoke plain HTTP to the TLS port: a plaintext 400 answer
+    /// naming the mistake (written to the socket as is, outside TLS).
+    pub fn plaintext_answer(&self) -> Option<Vec<u8>> {
+        self.plaintext.then(|| {
+            super::handshake::refusal_response(&super::handshake::Refusal::new(
+                400,
+                "invalid_request",
+                "This port speaks TLS: use https:// or wss://",
+            ))
+        })
     }
 
     /// Queue a close_notify alert (after a completed handshake only).
