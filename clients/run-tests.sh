@@ -11,9 +11,10 @@ export DBX_BIN
 echo "clients: server binary $DBX_BIN"
 [ -x "$DBX_BIN" ] || echo "clients: WARNING: $DBX_BIN is missing; every test that needs the server will fail" >&2
 
-if [ ! -x /usr/bin/chromium ]; then
+if [ ! -x /usr/bin/chromium ] || ! command -v openssl >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  # openssl: scripts/dev-cert.sh makes the certificates of the wss:// tests.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium openssl
 fi
 (cd clients/js && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
 python3 -m pip install -q --disable-pip-version-check -e "clients/python[test]" mypy
@@ -21,7 +22,7 @@ python3 -m pip install -q --disable-pip-version-check -e "clients/python[test]" 
 status=0
 node clients/gen-methods.mjs --check || { echo "clients: generated method files are stale: run node clients/gen-methods.mjs" >&2; status=1; }
 (cd clients/js && node --test --test-concurrency=1 --test-timeout=120000 \
-  test/client.test.js test/reconnect.test.js test/browser.test.js) || status=1
+  test/client.test.js test/reconnect.test.js test/browser.test.js test/tls.test.js) || status=1
 (cd clients/python && python3 -m pytest -v -p no:cacheprovider) || status=1
 # The typed helpers (TypedDict results generated from the method table) type-check.
 (cd clients/python && python3 -m mypy --strict --follow-imports=silent dbx_client/_generated.py) || status=1

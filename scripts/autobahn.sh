@@ -22,6 +22,9 @@
 #   BUILD=0           use the existing target/release/dbx (or DBX_BIN)
 #   BUILD_TIMEOUT     limit for the release build, seconds   (default 1800)
 #   DBX_BIN           server binary                            (default target/release/dbx)
+#   AUTOBAHN_TLS=1    serve the echo endpoint over TLS (a certificate from
+#                     scripts/dev-cert.sh) and run the suite against wss://; the
+#                     expected results are the same as over ws://
 #
 # Exit status: 0 = no regression; 1 = a case failed or got worse; 2 = setup error.
 # Last lines: the suite's "autobahn: N ok, M non-strict, K failed", the comparison,
@@ -49,7 +52,9 @@ main() {
     export AUTOBAHN_TIMEOUT="${AUTOBAHN_TIMEOUT:-300}"
     export AUTOBAHN_VENV="${AUTOBAHN_VENV:-/tmp/dbx-autobahn-venv}"
     export AUTOBAHN_AGENT="dbx"
-    local out="${AUTOBAHN_OUT:-$root/target/autobahn}"
+    local tls="${AUTOBAHN_TLS:-0}" scheme=ws
+    [ "$tls" = 1 ] && scheme=wss
+    local out="${AUTOBAHN_OUT:-$root/target/autobahn$([ "$tls" = 1 ] && echo -tls)}"
     mkdir -p "$out"
     export AUTOBAHN_OUT="$out"
 
@@ -67,9 +72,15 @@ main() {
 
     local port
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    local tls_env=() ca=""
+    if [ "$tls" = 1 ]; then
+        bash "$root/scripts/dev-cert.sh" "$out/certs" >/dev/null
+        tls_env=(DBX_TLS_CERT="$out/certs/cert.pem" DBX_TLS_KEY="$out/certs/key.pem")
+        ca="$out/certs/ca.pem"
+    fi
     # A clean, credential-free server whatever the caller's environment holds.
-    env -u DBX_API_KEYS -u DBX_JWT_SECRET -u DBX_JWT_PUBLIC_KEY \
-        DBX_PERSIST=false DBX_WS_RATE_LIMIT=0 DBX_LOG=warn \
+    env -u DBX_API_KEYS -u DBX_JWT_SECRET -u DBX_JWT_PUBLIC_KEY -u DBX_TLS_CLIENT_CA \
+        DBX_PERSIST=false DBX_WS_RATE_LIMIT=0 DBX_LOG=warn "${tls_env[@]}" \
         "$bin" --host 127.0.0.1 --port "$port" --echo-path /echo >"$out/server.log" 2>&1 &
     SERVER_PID=$!
     trap 'stop_server' EXIT
@@ -77,9 +88,14 @@ main() {
     # Wait (bounded) for /health.
     local ready=0
     for _ in $(seq 1 100); do
-        if python3 - "$port" <<'EOF' 2>/dev/null; then
-import sys, urllib.request
-urllib.request.urlopen("http://127.0.0.1:%s/health" % sys.argv[1], timeout=1).read()
+        if python3 - "$port" "$ca" <<'EOF' 2>/dev/null; then
+import ssl, sys, urllib.request
+port, ca = sys.argv[1], sys.argv[2]
+if ca:
+    ctx = ssl.create_default_context(cafile=ca)
+    urllib.request.urlopen("https://127.0.0.1:%s/health" % port, timeout=1, context=ctx).read()
+else:
+    urllib.request.urlopen("http://127.0.0.1:%s/health" % port, timeout=1).read()
 EOF
             ready=1
             break
@@ -95,9 +111,9 @@ EOF
 
     local rc_run=0
     if [ -n "$cases" ]; then
-        bash "$here/run.sh" "ws://127.0.0.1:$port/echo" "$cases" | tee "$out/summary.txt" || rc_run=$?
+        bash "$here/run.sh" "$scheme://127.0.0.1:$port/echo" "$cases" | tee "$out/summary.txt" || rc_run=$?
     else
-        bash "$here/run.sh" "ws://127.0.0.1:$port/echo" | tee "$out/summary.txt" || rc_run=$?
+        bash "$here/run.sh" "$scheme://127.0.0.1:$port/echo" | tee "$out/summary.txt" || rc_run=$?
     fi
     [ "$rc_run" = 2 ] && exit 2
 

@@ -10,6 +10,9 @@
 #   ROUNDS=3 SECS=5 CONNS=50 KEYSPACE=10000 VALUE_SIZE=32
 #   REDIS_PORT=16379 DBX_PORT=18080 SERVER_CORE=0 BENCH_CORE=1 BUILD=1
 #   DBX_* server settings pass through (DBX_PERSIST=false, DBX_WS_RATE_LIMIT=0 by default).
+#   TLS=1: both over TLS with a scripts/dev-cert.sh certificate: DBX serves wss:// and
+#   dbx-bench trusts the CA (--ca); redis-server listens on --tls-port only (Debian's is
+#   built with TLS) and redis-benchmark runs with --tls --cacert.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,6 +37,7 @@ TESTS=${TESTS:-"set get"}
 export DBX_PERSIST=${DBX_PERSIST:-false}
 export DBX_WS_RATE_LIMIT=${DBX_WS_RATE_LIMIT:-0}
 export DBX_LOG=${DBX_LOG:-warn}
+TLS=${TLS:-0}
 
 mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw.txt
@@ -70,8 +74,19 @@ export DBX_DATA_DIR=${DBX_DATA_DIR:-$DATA_DIR/dbx}
 cleanup() { stop_pids "$REDIS_PID" "$DBX_PID"; rm -rf "$DATA_DIR"; }
 cleanup_on_exit cleanup
 
+SCHEME=ws; BENCH_TLS=(); REDIS_LISTEN=(--port "$REDIS_PORT"); REDIS_TLS=()
+if [ "$TLS" = 1 ]; then
+  bash scripts/dev-cert.sh "$DATA_DIR/certs" >/dev/null || die "scripts/dev-cert.sh failed"
+  C=$DATA_DIR/certs
+  export DBX_TLS_CERT=$C/cert.pem DBX_TLS_KEY=$C/key.pem CURL_CA=$C/ca.pem
+  SCHEME=wss; BENCH_TLS=(--ca "$C/ca.pem")
+  REDIS_LISTEN=(--port 0 --tls-port "$REDIS_PORT" --tls-cert-file "$C/cert.pem" --tls-key-file "$C/key.pem"
+    --tls-ca-cert-file "$C/ca.pem" --tls-auth-clients no)
+  REDIS_TLS=(--tls --cacert "$C/ca.pem")
+fi
+
 ( cd "$DATA_DIR" && exec "${PIN_SERVER[@]}" redis-server --save '' --appendonly no \
-    --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize no --logfile '' ) >"$OUT_DIR/redis.log" 2>&1 &
+    "${REDIS_LISTEN[@]}" --bind 127.0.0.1 --daemonize no --logfile '' ) >"$OUT_DIR/redis.log" 2>&1 &
 REDIS_PID=$!
 start_dbx "$OUT_DIR/dbx.log" --port "$DBX_PORT"
 
@@ -79,7 +94,7 @@ ready_redis=0 ready_dbx=0
 for _ in $(seq 150); do
   kill -0 "$REDIS_PID" 2>/dev/null || { cat "$OUT_DIR/redis.log" >&2; die "redis-server exited"; }
   kill -0 "$DBX_PID" 2>/dev/null || { cat "$OUT_DIR/dbx.log" >&2; die "dbx exited"; }
-  [ "$ready_redis" = 1 ] || { [ "$(timeout 2 redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && ready_redis=1; }
+  [ "$ready_redis" = 1 ] || { [ "$(timeout 2 redis-cli "${REDIS_TLS[@]}" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && ready_redis=1; }
   [ "$ready_dbx" = 1 ] || { health_ok "$DBX_PORT" && ready_dbx=1; }
   [ "$ready_redis" = 1 ] && [ "$ready_dbx" = 1 ] && break
   sleep 0.1
@@ -92,7 +107,7 @@ say "compare-redis: $(redis-server --version | head -n 1)"
 # redis_bench TEST P N -> "rps p50_ms p99_ms" (latencies empty for old redis-benchmark)
 redis_bench() {
   local test=$1 p=$2 n=$3 out line
-  out=$(timeout $((SECS * 6 + 60)) "${PIN_BENCH[@]}" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" \
+  out=$(timeout $((SECS * 6 + 60)) "${PIN_BENCH[@]}" redis-benchmark "${REDIS_TLS[@]}" -h 127.0.0.1 -p "$REDIS_PORT" \
         -t "$test" -c "$CONNS" -P "$p" -n "$n" -r "$KEYSPACE" -d "$VALUE_SIZE" -q --csv 2>/dev/null) || true
   printf 'redis %s P%s n=%s: %s\n' "$test" "$p" "$n" "$(tr '\n' ' ' <<<"$out")" >>"$RAW"
   line=$(grep -i "^\"$test\"" <<<"$out" | head -n 1 | tr -d '"')
@@ -104,7 +119,7 @@ redis_bench() {
 # dbx_bench TEST P -> "ops p50_ms p99_ms"
 dbx_bench() {
   local test=$1 p=$2 line
-  line=$(timeout $((SECS + 90)) "${PIN_BENCH[@]}" "$BENCH" --url "ws://127.0.0.1:$DBX_PORT/ws" \
+  line=$(timeout $((SECS + 90)) "${PIN_BENCH[@]}" "$BENCH" --url "$SCHEME://127.0.0.1:$DBX_PORT/ws" "${BENCH_TLS[@]}" \
          -c "$CONNS" -P "$p" --mix "$test=1" --duration "${SECS}s" --warmup 1s \
          --keyspace "$KEYSPACE" --value-size "$VALUE_SIZE" --json-only 2>>"$OUT_DIR/bench.log" | tail -n 1) || true
   printf 'dbx %s P%s: %s\n' "$test" "$p" "$line" >>"$RAW"
@@ -121,10 +136,10 @@ median() { # numbers on stdin ("-" ignored)
 }
 
 # Preload DBX keys for GET (redis gets its keys from the SET test of each round).
-timeout 120 "${PIN_BENCH[@]}" "$BENCH" --url "ws://127.0.0.1:$DBX_PORT/ws" -c "$CONNS" \
+timeout 120 "${PIN_BENCH[@]}" "$BENCH" --url "$SCHEME://127.0.0.1:$DBX_PORT/ws" "${BENCH_TLS[@]}" -c "$CONNS" \
   --mix set=1 --preload --duration 1s --warmup 0s --keyspace "$KEYSPACE" \
   --value-size "$VALUE_SIZE" --json-only >/dev/null 2>>"$OUT_DIR/bench.log" || die "dbx preload failed"
-timeout 120 redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -c "$CONNS" -P 16 -n $((KEYSPACE * 10)) \
+timeout 120 redis-benchmark "${REDIS_TLS[@]}" -h 127.0.0.1 -p "$REDIS_PORT" -t set -c "$CONNS" -P 16 -n $((KEYSPACE * 10)) \
   -r "$KEYSPACE" -d "$VALUE_SIZE" -q >/dev/null 2>&1 || die "redis preload failed"
 
 # Size redis-benchmark -n for ~SECS seconds from a short calibration run.
@@ -164,6 +179,6 @@ for p in $PIPELINES; do
       "${r_ops/-/0}" "${d_ops/-/0}" "$ratio" "$r50" "$d50" "$r99" "$d99"
   done
 done
-printf '\nmedians of %s rounds, %ss each, %s connections, keyspace %s, %s-byte values; latencies in ms\n' \
-  "$ROUNDS" "$SECS" "$CONNS" "$KEYSPACE" "$VALUE_SIZE"
+printf '\nmedians of %s rounds, %ss each, %s connections, keyspace %s, %s-byte values; latencies in ms%s\n' \
+  "$ROUNDS" "$SECS" "$CONNS" "$KEYSPACE" "$VALUE_SIZE" "$([ "$TLS" = 1 ] && echo '; both over TLS')"
 printf 'raw output: %s\n' "$RAW"

@@ -72,7 +72,12 @@ start_dbx() {
 # health_ok PORT: /health answers (curl), or the port accepts (without curl).
 health_ok() {
   if command -v curl >/dev/null; then
-    curl -fsS --max-time 1 "http://127.0.0.1:$1/health" >/dev/null 2>&1
+    # TLS ports: CURL_CA names the CA file (scripts/dev-cert.sh's ca.pem).
+    if [ -n "${CURL_CA:-}" ]; then
+      curl -fsS --max-time 1 --cacert "$CURL_CA" "https://127.0.0.1:$1/health" >/dev/null 2>&1
+    else
+      curl -fsS --max-time 1 "http://127.0.0.1:$1/health" >/dev/null 2>&1
+    fi
   else
     port_open "$1"
   fi

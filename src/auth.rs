@@ -565,7 +565,7 @@ pub fn extract_credential<'a>(
     (credential, answer)
 }
 
-fn is_loopback_host(host: &str) -> bool {
+pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim();
     let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
     if h.eq_ignore_ascii_case("localhost") {

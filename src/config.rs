@@ -24,6 +24,16 @@ pub enum AppendFsync {
     No,
 }
 
+/// The oldest TLS version the server accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMinVersion {
+    #[default]
+    #[value(name = "1.2")]
+    V1_2,
+    #[value(name = "1.3")]
+    V1_3,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogLevel {
     Error,
@@ -132,6 +142,18 @@ pub struct Config {
     /// Allow clients without credentials on a non-loopback address
     #[arg(long, env = "DBX_ALLOW_ANONYMOUS", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// PEM certificate chain, leaf first; with DBX_TLS_KEY the port serves TLS only (wss://, https://)
+    #[arg(long, env = "DBX_TLS_CERT", value_name = "DBX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of DBX_TLS_CERT
+    #[arg(long, env = "DBX_TLS_KEY", value_name = "DBX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate signed by it (mutual TLS)
+    #[arg(long, env = "DBX_TLS_CLIENT_CA", value_name = "DBX_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Oldest TLS version accepted: 1.2 or 1.3
+    #[arg(long, env = "DBX_TLS_MIN_VERSION", default_value = "1.2", value_name = "DBX_TLS_MIN_VERSION")]
+    pub tls_min_version: TlsMinVersion,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, env = "DBX_LOG", default_value = "info", value_name = "DBX_LOG")]
     pub log: LogLevel,
@@ -254,6 +276,10 @@ mod tests {
         assert!(!c.persist && !c.ws_enabled);
         let e = Config::try_parse_from(["dbx", "--persist", "maybe"]).unwrap_err().to_string();
         assert!(e.contains("DBX_PERSIST"), "{e}");
+        let c = Config::try_parse_from(["dbx", "--tls-min-version", "1.3"]).unwrap();
+        assert_eq!(c.tls_min_version, TlsMinVersion::V1_3);
+        let e = Config::try_parse_from(["dbx", "--tls-min-version", "1.1"]).unwrap_err().to_string();
+        assert!(e.contains("DBX_TLS_MIN_VERSION"), "{e}");
         let e = Config::try_parse_from(["dbx", "--ws-max-connections", "0"]).unwrap_err().to_string();
         assert!(e.contains("DBX_WS_MAX_CONNECTIONS") && e.contains("at least 1"), "{e}");
     }

@@ -43,6 +43,7 @@ pub mod pubsub;
 pub mod server;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod store;
+pub mod tls_client;
 
 /// Why the server did not run: a configuration error (exit status 2, PROTOCOL.md §8)
 /// or a failure at run time (exit status 1).
@@ -64,6 +65,17 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
     };
     let authn = auth::Authenticator::new(&auth_cfg).map_err(RunError::Config)?;
     auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
+    // TLS files are checked before anything else starts: a bad one is a configuration
+    // error naming the setting and the file (exit status 2).
+    let tls = server::tls::TlsSetup::from_config(&cfg).map_err(RunError::Config)?;
+    if tls.is_none() && authn.enabled() && !auth::is_loopback_host(&cfg.host) {
+        log::warn!(
+            "credentials are configured but {}:{} is plaintext: API keys and tokens cross the network \
+             in clear; set DBX_TLS_CERT and DBX_TLS_KEY (or terminate TLS in front)",
+            cfg.host,
+            cfg.port
+        );
+    }
     let nofile = server::raise_nofile_limit();
     log::info!("open files limit {nofile}");
     // Listener, poll, waker, signals, stdio, the log file: keep a few in reserve.
@@ -75,13 +87,21 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
         );
     }
     let mut srv = server::Server::bind(cfg.clone()).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::InvalidData {
+        if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput) {
             RunError::Runtime(e.to_string()) // persistence: names the file and offset
         } else {
             RunError::Runtime(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))
         }
     })?;
     srv.install_signals().map_err(|e| RunError::Runtime(format!("cannot install signal handlers: {e}")))?;
-    log::info!("dbx {} listening on ws://{}{}", env!("CARGO_PKG_VERSION"), srv.local_addr(), cfg.ws_path);
+    let scheme = if srv.is_tls() { "wss" } else { "ws" };
+    if let Some(t) = &tls {
+        let min = match cfg.tls_min_version {
+            config::TlsMinVersion::V1_2 => "1.2",
+            config::TlsMinVersion::V1_3 => "1.3",
+        };
+        log::info!("TLS {} (min version {min})", t.describe());
+    }
+    log::info!("dbx {} listening on {scheme}://{}{}", env!("CARGO_PKG_VERSION"), srv.local_addr(), cfg.ws_path);
     srv.run().map_err(|e| RunError::Runtime(format!("event loop failed: {e}")))
 }

@@ -5,8 +5,14 @@
 //! flushes at the end of a loop turn. That gives one write syscall per connection per
 //! turn, an exact count of queued outbound bytes (for backpressure), and lets replies
 //! and fan-out events be framed by us and appended without a `Message` per reply.
+//!
+//! The byte stream under it is plain TCP or TLS (`tls`: a rustls connection driven
+//! sans-IO, see tls.rs); everything above `Wire` sees plaintext either way. `sent`
+//! then counts plaintext handed to rustls, and `pending` adds what rustls still holds
+//! encrypted, so backpressure and the slow-consumer cut see every buffered byte.
 
 use super::ratelimit::TokenBucket;
+use super::tls::TlsConn;
 use super::wheel::TimerId;
 use crate::auth::Identity;
 use mio::net::TcpStream;
@@ -34,12 +40,16 @@ pub struct Wire {
     /// The peer's FIN (or an error) was already reported: its EOF raises no new event,
     /// so reads always go to the socket.
     peer_done: bool,
+    /// TLS on this connection (boxed: rustls's state is large, and most plaintext
+    /// deployments never pay for it).
+    pub tls: Option<Box<TlsConn>>,
 }
 
 impl Wire {
     pub fn new(sock: TcpStream) -> Wire {
         Wire {
             sock,
+            tls: None,
             out: Vec::new(),
             sent: 0,
             frames_at: 0,
@@ -50,9 +60,32 @@ impl Wire {
         }
     }
 
-    /// Bytes queued for the socket.
+    /// Bytes queued for the socket (with TLS: also those rustls holds encrypted).
     pub fn pending(&self) -> usize {
-        self.out.len() - self.sent
+        self.out.len() - self.sent + self.tls.as_ref().map_or(0, |t| t.inflight())
+    }
+
+    /// Half-close after an HTTP answer (with TLS, a close_notify goes first).
+    pub fn shutdown_write(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.close_notify();
+            let _ = self.send();
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Last words before the socket is closed: close_notify on TLS, then whatever is
+    /// queued (never blocks).
+    pub fn finish(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            if let Some(answer) = tls.plaintext_answer() {
+                // One non-blocking write: a short answer fits the empty send buffer.
+                let _ = self.sock.write(&answer);
+                return;
+            }
+            tls.close_notify();
+        }
+        let _ = self.send();
     }
 
     pub fn queue(&mut self, bytes: &[u8]) {
@@ -106,6 +139,15 @@ impl Wire {
 
     /// Write queued bytes until done or the socket would block. Ok(true) = all sent.
     pub fn send(&mut self) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            let mut sock = SockWrite { sock: &mut self.sock, bytes_out: &mut self.bytes_out };
+            let (taken, done) = tls.send(self.out.get(self.sent..).unwrap_or_default(), &mut sock)?;
+            self.sent += taken;
+            if !done || self.sent < self.out.len() {
+                return Ok(false);
+            }
+            self.sent = self.out.len();
+        }
         while self.sent < self.out.len() {
             let chunk = self.out.get(self.sent..).unwrap_or_default();
             match self.sock.write(chunk) {
@@ -162,13 +204,56 @@ impl Wire {
 /// requests — per request when clients send one at a time.
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained && !buf.is_empty() {
+        let Wire { sock, tls, drained, peer_done, bytes_in, .. } = self;
+        let mut raw = SockRead { sock, drained, peer_done: *peer_done, bytes_in };
+        match tls.as_deref_mut() {
+            None => raw.read(buf),
+            Some(tls) => tls.read(&mut raw, buf),
+        }
+    }
+}
+
+/// The socket's read side with the skipped-WouldBlock rule above (with TLS, rustls
+/// reads ciphertext through it).
+struct SockRead<'a> {
+    sock: &'a mut TcpStream,
+    drained: &'a mut bool,
+    peer_done: bool,
+    bytes_in: &'a mut u64,
+}
+
+impl Read for SockRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if *self.drained && !buf.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = self.sock.read(buf)?;
-        self.bytes_in += n as u64;
-        self.drained = !self.peer_done && n > 0 && n < buf.len();
+        *self.bytes_in += n as u64;
+        *self.drained = !self.peer_done && n > 0 && n < buf.len();
         Ok(n)
+    }
+}
+
+/// The socket's write side for rustls's `write_tls` (vectored: one syscall for all
+/// the records of a turn).
+struct SockWrite<'a> {
+    sock: &'a mut TcpStream,
+    bytes_out: &'a mut u64,
+}
+
+impl Write for SockWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.sock.write(buf)?;
+        *self.bytes_out += n as u64;
+        Ok(n)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.sock.write_vectored(bufs)?;
+        *self.bytes_out += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -212,6 +297,8 @@ pub enum CloseReason {
     TokenExpired,
     Shutdown,
     IoError,
+    /// A TLS handshake failed or a record could not be decrypted.
+    TlsError,
 }
 
 impl CloseReason {
@@ -229,6 +316,7 @@ impl CloseReason {
             CloseReason::TokenExpired => "token_expired",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
+            CloseReason::TlsError => "tls_error",
         }
     }
 }

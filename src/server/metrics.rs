@@ -40,7 +40,7 @@ impl Histogram {
 
     /// Prometheus histogram series with cumulative buckets; values are exported in
     /// seconds as the convention asks (the bucket bounds are µs).
-    fn write(&self, out: &mut String, name: &str, help: &str) {
+    pub fn write(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0;
         for (i, b) in self.bounds.iter().enumerate() {

@@ -19,6 +19,9 @@ pub mod handshake;
 pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
+mod reload;
+pub mod tls;
+mod tls_hooks;
 pub mod wheel;
 
 use crate::auth::{self, AuthConfig, AuthError, Authenticator, Identity};
@@ -65,6 +68,7 @@ enum Timer {
     Expiry(usize, u64),
     ResumeAccept,
     Watchdog(u64),
+    CertCheck,
 }
 
 /// A handle to stop a running server from another thread (tests, signal handlers).
@@ -120,6 +124,9 @@ pub struct Server {
     log_buf: Vec<u8>,
     /// `Ctx::changes`, reused from request to request.
     changes_buf: Vec<cmd::Change>,
+    // ---- TLS (issue 15): tls.rs, tls_hooks.rs; SIGHUP: reload.rs ----
+    tls: Option<tls::TlsSetup>,
+    tls_stats: tls_hooks::TlsStats,
 }
 
 fn unix_ms_now() -> u64 {
@@ -184,6 +191,7 @@ impl Server {
             jwt_leeway: cfg.jwt_leeway,
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = tls::TlsSetup::from_config(&cfg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let mut listener = TcpListener::from_std(listener);
@@ -240,15 +248,17 @@ impl Server {
             persist,
             log_buf: Vec::new(),
             changes_buf: Vec::new(),
+            tls,
+            tls_stats: tls_hooks::TlsStats::default(),
             auth,
             cfg,
         })
     }
 
-    /// SIGTERM / SIGINT start a graceful shutdown; they arrive through the same Poll.
+    /// SIGTERM / SIGINT start a graceful shutdown, SIGHUP reloads (reload.rs); they
+    /// arrive through the same Poll.
     pub fn install_signals(&mut self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = signal_hook_mio::v1_0::Signals::new(reload::HANDLED)?;
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
@@ -256,6 +266,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The port serves TLS (wss://, https://).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn shutdown_handle(&self) -> Shutdown {
@@ -285,6 +300,11 @@ impl Server {
             let at = self.mono_ms() + every;
             self.wheel.insert(at, Timer::Watchdog(every));
         }
+        if self.tls.is_some() {
+            self.tls_check_expiry();
+            let at = self.mono_ms() + tls_hooks::CERT_CHECK_MS;
+            self.wheel.insert(at, Timer::CertCheck);
+        }
         loop {
             let timeout = self.poll_timeout();
             match self.poll.poll(&mut events, timeout) {
@@ -299,11 +319,10 @@ impl Server {
                     LISTENER => self.accept_all(),
                     WAKER => {}
                     SIGNALS => {
-                        if let Some(sig) = self.signals.as_mut() {
-                            for s in sig.pending() {
-                                log::info!("signal {s} received");
-                                self.shutdown_flag.store(true, Ordering::SeqCst);
-                            }
+                        let pending: Vec<i32> =
+                            self.signals.as_mut().map(|s| s.pending().collect()).unwrap_or_default();
+                        for s in pending {
+                            self.on_signal(s);
                         }
                     }
                     Token(t) => {
@@ -442,6 +461,12 @@ impl Server {
         self.next_serial += 1;
         // Monotonic ms, the clock `on_text` refills the bucket with (and liveness uses).
         let mut c = Conn::new(sock, peer, serial, now, self.cfg.ws_rate_limit);
+        if !tls_hooks::attach(self.tls.as_ref(), &mut c) {
+            if let Some(w) = c.wire() {
+                let _ = self.poll.registry().deregister(&mut w.sock);
+            }
+            return;
+        }
         // The whole HTTP request must arrive within DBX_WS_TIMEOUT (slowloris).
         c.timers.deadline = Some(self.wheel.insert(now + self.cfg.timeout_ms(), Timer::Deadline(t, serial)));
         entry.insert(c);
@@ -464,6 +489,7 @@ impl Server {
             Phase::Ws(_) => self.read_ws(t),
             Phase::Gone => {}
         }
+        self.tls_after_read(t);
     }
 
     fn read_http(&mut self, t: usize) {
@@ -1051,6 +1077,10 @@ impl Server {
                 notify::notify("WATCHDOG=1");
                 self.wheel.insert(now + every, Timer::Watchdog(every));
             }
+            Timer::CertCheck => {
+                self.tls_check_expiry();
+                self.wheel.insert(now + tls_hooks::CERT_CHECK_MS, Timer::CertCheck);
+            }
             Timer::ResumeAccept => {
                 self.accept_paused = false;
                 self.accept_all();
@@ -1162,7 +1192,7 @@ impl Server {
                 Ok(true) => {
                     if let Phase::Answered { wire } = &mut c.phase {
                         // Answer sent: half-close and wait (bounded) for the peer's EOF.
-                        let _ = wire.sock.shutdown(std::net::Shutdown::Write);
+                        wire.shutdown_write();
                         if c.dead.is_none() {
                             self.drain_answered(t);
                         }
@@ -1212,6 +1242,7 @@ impl Server {
             {
                 self.wheel.cancel(id);
             }
+            self.tls_freed(&c);
             let why = c.dead.map_or("unknown", CloseReason::as_str);
             self.metrics.count_closed(why);
             if let Some(w) = c.wire_ref() {
@@ -1229,8 +1260,9 @@ impl Server {
                 );
             }
             if let Some(wire) = c.wire() {
-                // Last chance for queued bytes (a close frame); never blocks.
-                let _ = wire.send();
+                // Last chance for queued bytes (a close frame, TLS's close_notify); never
+                // blocks.
+                wire.finish();
                 let _ = self.poll.registry().deregister(&mut wire.sock);
             }
         }
@@ -1270,6 +1302,7 @@ impl Server {
             .u64("keys", self.store.len() as u64)
             .u64("used_memory", self.store.used_memory() as u64);
         self.persist.describe(&mut j);
+        self.tls_describe(&mut j);
         b.push(b'}');
         (if degraded { 503 } else { 200 }, b)
     }
@@ -1302,6 +1335,8 @@ impl Server {
             extra: self.persist.metrics(self.unix_ms),
             data_dir: self.persist.is_on().then_some(self.cfg.data_dir.as_path()),
         };
-        self.metrics.render(&g)
+        let mut m = self.metrics.render(&g);
+        self.tls_metrics(&mut m);
+        m
     }
 }

@@ -33,6 +33,12 @@ export interface DBXOptions {
   maxPendingPerConnection?: number;
   /** a WebSocket implementation (e.g. the `ws` package); default globalThis.WebSocket, else `ws` */
   WebSocket?: unknown;
+  /** Node (`ws` package), wss://: CA certificate(s) to trust, PEM */
+  ca?: string | Uint8Array | Array<string | Uint8Array>;
+  /** Node (`ws` package), wss://: check the server certificate (default true) */
+  rejectUnauthorized?: boolean;
+  /** Node (`ws` package): extra handshake headers, e.g. { Authorization: 'Bearer …' } */
+  headers?: Record<string, string>;
 }
 
 export interface Hello {

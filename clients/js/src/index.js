@@ -19,17 +19,20 @@ export class DBXError extends Error {
 }
 
 let wsImplPromise = null;
-async function resolveWebSocket(explicit) {
+async function resolveWebSocket(explicit, needsWs = false) {
   if (explicit) return explicit;
-  if (typeof globalThis.WebSocket === 'function') return globalThis.WebSocket;
+  // Node's TLS and header options (ca, rejectUnauthorized, headers) exist only in the
+  // `ws` package, not in the WHATWG WebSocket.
+  if (!needsWs && typeof globalThis.WebSocket === 'function') return globalThis.WebSocket;
   if (!wsImplPromise) {
     const name = 'ws'; // a variable, so bundlers leave this import alone
     wsImplPromise = import(/* webpackIgnore: true */ /* @vite-ignore */ name)
       .then((m) => m.WebSocket || m.default)
       .catch(() => {
         wsImplPromise = null;
-        throw new DBXError('no_websocket',
-          'No global WebSocket in this runtime: on Node < 22 install the "ws" package (npm install ws) or pass options.WebSocket');
+        throw new DBXError('no_websocket', needsWs
+          ? 'The ca, rejectUnauthorized and headers options need the "ws" package (npm install ws) or options.WebSocket'
+          : 'No global WebSocket in this runtime: on Node < 22 install the "ws" package (npm install ws) or pass options.WebSocket');
       });
   }
   return wsImplPromise;
@@ -99,6 +102,10 @@ function redact(url) {
  *   heartbeat (true), livenessTimeout (ms, default 2 × heartbeat_interval + 2 s),
  *   refreshMargin (ms before `exp` to call auth.refresh, 30000), waitForReconnect (true),
  *   maxPendingPerConnection (100, for the pool), WebSocket (an implementation to use).
+ *   Node only (with the `ws` package), for wss://: ca (PEM string/Buffer or an array of them:
+ *   the CAs to trust, e.g. a private CA), rejectUnauthorized (default true: never turn it off
+ *   in production), headers (extra handshake headers, e.g. { Authorization: 'Bearer …' }).
+ *   Browsers use wss:// natively and check certificates themselves.
  */
 export class DBXWebSocket {
   constructor(url, options = {}) {
@@ -226,7 +233,12 @@ export class DBXWebSocket {
   }
 
   async _open() {
-    const WS = await resolveWebSocket(this.options.WebSocket);
+    const { ca, rejectUnauthorized, headers } = this.options;
+    const nodeOpts = ca !== undefined || rejectUnauthorized !== undefined || headers !== undefined
+      ? { ...(ca !== undefined && { ca }), ...(rejectUnauthorized !== undefined && { rejectUnauthorized }),
+        ...(headers !== undefined && { headers }) }
+      : null;
+    const WS = await resolveWebSocket(this.options.WebSocket, nodeOpts !== null);
     const url = new URL(this.url);
     if (this.options.apiKey) url.searchParams.set('api_key', this.options.apiKey);
     if (this.options.clientId) url.searchParams.set('client_id', this.options.clientId);
@@ -249,7 +261,8 @@ export class DBXWebSocket {
       const timer = setTimeout(() => fail(new DBXError('connect_timeout',
         `No hello from ${where} within ${this.options.connectTimeout} ms`)), this.options.connectTimeout);
       try {
-        ws = protocols ? new WS(url.toString(), protocols) : new WS(url.toString());
+        if (nodeOpts) ws = new WS(url.toString(), protocols ?? [], nodeOpts);
+        else ws = protocols ? new WS(url.toString(), protocols) : new WS(url.toString());
       } catch (error) {
         fail(new DBXError('connect_failed', `Could not open ${where}: ${error.message}`, { cause: error }));
         return;

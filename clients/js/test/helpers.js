@@ -1,7 +1,8 @@
 // Starts the real DBX server binary for a test: $DBX_BIN, default <repo>/target/debug/dbx.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -30,14 +31,35 @@ export function tempDir(prefix = 'dbx-js-') {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-async function waitHealthy(port, proc, deadlineMs) {
+/** A local CA and a localhost certificate (scripts/dev-cert.sh, openssl) in a temp dir. */
+export function devCerts() {
+  const dir = tempDir('dbx-certs-');
+  execFileSync('bash', [join(REPO_ROOT, 'scripts/dev-cert.sh'), dir], { stdio: 'ignore' });
+  return { dir, ca: readFileSync(join(dir, 'ca.pem'), 'utf8'), cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'),
+    caPath: join(dir, 'ca.pem') };
+}
+
+/** GET over https trusting `ca`; resolves to { status, body }. */
+export function httpsGetText(port, path, ca) {
+  return new Promise((res, rej) => {
+    const req = httpsGet({ host: '127.0.0.1', port, path, ca, servername: 'localhost' }, (r) => {
+      let body = '';
+      r.on('data', (d) => { body += d; });
+      r.on('end', () => res({ status: r.statusCode, body }));
+    });
+    req.on('error', rej);
+    req.setTimeout(2000, () => req.destroy(new Error('timeout')));
+  });
+}
+
+async function waitHealthy(port, proc, deadlineMs, tls) {
   const until = Date.now() + deadlineMs;
   let lastErr;
   while (Date.now() < until) {
     if (proc.exitCode !== null) throw new Error(`dbx exited with status ${proc.exitCode} before it was ready`);
     try {
-      const r = await fetch(`http://127.0.0.1:${port}/health`);
-      if (r.ok) return;
+      const r = tls ? await httpsGetText(port, '/health', tls.ca) : await fetch(`http://127.0.0.1:${port}/health`);
+      if (r.ok || r.status === 200) return;
       lastErr = new Error(`/health answered ${r.status}`);
     } catch (e) {
       lastErr = e;
@@ -47,8 +69,12 @@ async function waitHealthy(port, proc, deadlineMs) {
   throw new Error(`dbx did not become healthy on port ${port}: ${lastErr?.message}`);
 }
 
-/** Starts dbx; resolves to { port, url, env, proc, stop(), kill(), pause(), resume(), restart() }. */
-export async function startServer({ port, env = {}, dataDir } = {}) {
+/**
+ * Starts dbx; resolves to { port, url, env, proc, stop(), kill(), pause(), resume(), restart() }.
+ * `tls`: the result of devCerts() — the server then serves wss:// (url uses localhost) and
+ * `server.tls` holds the certificates.
+ */
+export async function startServer({ port, env = {}, dataDir, tls } = {}) {
   if (!existsSync(DBX_BIN)) {
     throw new Error(`DBX server binary not found at ${DBX_BIN} (build it with \`cargo build\` or set DBX_BIN)`);
   }
@@ -63,16 +89,18 @@ export async function startServer({ port, env = {}, dataDir } = {}) {
     DBX_WS_RATE_LIMIT: '0',
     DBX_LOG: 'warn',
     ...(dataDir ? { DBX_PERSIST: 'true', DBX_DATA_DIR: dataDir, DBX_APPENDFSYNC: 'always' } : { DBX_PERSIST: 'false' }),
+    ...(tls ? { DBX_TLS_CERT: tls.cert, DBX_TLS_KEY: tls.key } : {}),
     ...env,
   };
-  const server = { port, url: `ws://127.0.0.1:${port}/ws`, env: fullEnv, proc: null, output: '' };
+  const url = tls ? `wss://localhost:${port}/ws` : `ws://127.0.0.1:${port}/ws`;
+  const server = { port, url, env: fullEnv, proc: null, output: '', tls };
   const launch = async () => {
     const proc = spawn(DBX_BIN, [], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     proc.stdout.on('data', (d) => { server.output += d; });
     proc.stderr.on('data', (d) => { server.output += d; });
     server.proc = proc;
     try {
-      await waitHealthy(port, proc, 15000);
+      await waitHealthy(port, proc, 15000, tls);
     } catch (e) {
       proc.kill('SIGKILL');
       throw new Error(`${e.message}\n--- server output ---\n${server.output.slice(-4000)}`);

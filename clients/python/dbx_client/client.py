@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import random
+import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -137,6 +138,7 @@ class DBXWebSocket(GeneratedMethods):
     ``dbx = DBXWebSocket("ws://127.0.0.1:8080/ws", api_key="...")``; ``await dbx.connect()``;
     ``await dbx.string.set("k", "v")``; ``await dbx.key.watch(["k"])``;
     ``async for ev in dbx.events("keyspace"): ...``. Also an async context manager.
+    For ``wss://`` with a private CA pass ``ssl=ssl.create_default_context(cafile="ca.pem")``.
     """
 
     def __init__(
@@ -160,9 +162,13 @@ class DBXWebSocket(GeneratedMethods):
         wait_for_reconnect: bool = True,
         max_pending_per_connection: int = 100,
         event_queue_size: int = 10000,
+        ssl: ssl_module.SSLContext | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
+        # wss://: the TLS context (e.g. ssl.create_default_context(cafile="ca.pem") for a
+        # private CA); None uses the system's trusted CAs. Passed to websockets.connect.
+        self.ssl = ssl
         self.api_key = api_key
         self.client_id = client_id
         self.version = version
@@ -367,6 +373,10 @@ class DBXWebSocket(GeneratedMethods):
             "open_timeout": self.connect_timeout, "ping_interval": None, "max_size": None,
             "close_timeout": 2, "compression": None,
         }
+        if self.ssl is not None:
+            if not url.startswith("wss://"):
+                raise DBXError("invalid_params", "ssl= is for wss:// URLs")
+            kwargs["ssl"] = self.ssl
         if token:
             if self.token_in == "subprotocol":
                 kwargs["subprotocols"] = ["dbx.v1", f"bearer.{token}"]

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -40,12 +41,20 @@ def make_jwt(claims: dict[str, Any] | None = None, ttl: float = 300, secret: str
     return f"{header}.{payload}.{sig}"
 
 
+def dev_certs() -> Path:
+    """A local CA and a localhost certificate from scripts/dev-cert.sh (openssl)."""
+    d = Path(tempfile.mkdtemp(prefix="dbx-py-certs-"))
+    subprocess.run(["bash", str(REPO_ROOT / "scripts/dev-cert.sh"), str(d)], check=True, capture_output=True)
+    return d
+
+
 class Server:
-    def __init__(self, data_dir: str | None = None) -> None:
+    def __init__(self, data_dir: str | None = None, certs: Path | None = None) -> None:
         if not DBX_BIN.exists():
             raise RuntimeError(f"DBX server binary not found at {DBX_BIN} (build it with `cargo build` or set DBX_BIN)")
         self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.certs = certs
+        self.url = f"wss://localhost:{self.port}/ws" if certs else f"ws://127.0.0.1:{self.port}/ws"
         self.env = {
             **os.environ,
             "DBX_HOST": "127.0.0.1", "DBX_PORT": str(self.port), "DBX_API_KEYS": API_KEY,
@@ -56,6 +65,8 @@ class Server:
             self.env.update(DBX_PERSIST="true", DBX_DATA_DIR=data_dir, DBX_APPENDFSYNC="always")
         else:
             self.env["DBX_PERSIST"] = "false"
+        if certs:
+            self.env.update(DBX_TLS_CERT=str(certs / "cert.pem"), DBX_TLS_KEY=str(certs / "key.pem"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.TemporaryFile()
         self.start()
@@ -68,7 +79,12 @@ class Server:
             if self.proc.poll() is not None:
                 break
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                if self.certs:
+                    ctx = ssl.create_default_context(cafile=str(self.certs / "ca.pem"))
+                    health = urllib.request.urlopen(f"https://localhost:{self.port}/health", timeout=1, context=ctx)
+                else:
+                    health = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1)
+                with health as r:
                     if r.status == 200:
                         return
             except Exception as e:  # noqa: BLE001
@@ -124,3 +140,12 @@ def fresh_server() -> Iterator[Server]:
     s = Server()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[Server]:
+    certs = dev_certs()
+    s = Server(certs=certs)
+    yield s
+    s.stop()
+    shutil.rmtree(certs, ignore_errors=True)

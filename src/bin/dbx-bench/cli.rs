@@ -83,6 +83,20 @@ pub(crate) struct Opts {
     /// Channel for `publish` and the subscribers (default: `<key-prefix>chan`).
     #[arg(long)]
     pub(crate) channel: Option<String>,
+    /// wss://: trust the CA certificates in this PEM file (e.g. scripts/dev-cert.sh's ca.pem).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub(crate) ca: Option<std::path::PathBuf>,
+    /// wss://: accept any server certificate (encrypted, not authenticated).
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// Measure connection set-up instead of requests: open this many connections one
+    /// after another (TCP, TLS on wss://, upgrade, hello) and report connections per
+    /// second; with --no-resume every TLS handshake is a full one.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) connect_only: usize,
+    /// wss://: do not resume TLS sessions (every handshake is a full one).
+    #[arg(long)]
+    pub(crate) no_resume: bool,
     /// Seed of the key/method random generator.
     #[arg(long, default_value_t = 0x5eed_1234_abcd_ef01)]
     pub(crate) seed: u64,

@@ -6,9 +6,7 @@
 //! and appends masked request frames to one write buffer that goes out in one
 //! write per loop turn.
 
-use std::io;
-#[cfg(not(target_os = "linux"))]
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
@@ -27,6 +25,8 @@ pub(crate) const OP_PONG: u8 = 0xA;
 
 pub(crate) struct Ws {
     pub(crate) sock: TcpStream,
+    /// wss://: the rustls client connection, driven over `sock` without blocking.
+    pub(crate) tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes read from the socket: frames not yet consumed are `rbuf[rpos..rend]`.
     /// `rbuf.len()` is its capacity (never shrunk, so never zero-filled again).
     pub(crate) rbuf: Vec<u8>,
@@ -102,6 +102,77 @@ fn sock_write(mut s: &TcpStream, buf: &[u8]) -> io::Result<usize> {
     s.write(buf)
 }
 
+/// The socket as `Read`/`Write` for rustls (the same plain system calls).
+struct SockIo<'a>(&'a TcpStream);
+
+impl Read for SockIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sock_read(self.0, buf)
+    }
+}
+
+impl Write for SockIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sock_write(self.0, buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `Ws::fill` over TLS: plaintext rustls already holds, else one socket read through
+/// rustls. `Some((n, short))`: `n` plaintext bytes landed in `out`; `short` when the
+/// socket read was short and rustls holds no more plaintext (nothing is left for
+/// which no new edge would come).
+fn tls_fill(tls: &mut rustls::ClientConnection, sock: &TcpStream, out: &mut [u8]) -> io::Result<Option<(usize, bool)>> {
+    loop {
+        match tls.reader().read(out) {
+            Ok(0) if !out.is_empty() => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => return Ok(Some((n, false))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let mut probe = Probe { inner: SockIo(sock), asked: 0, got: 0 };
+        match tls.read_tls(&mut probe) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let state = tls.process_new_packets().map_err(io::Error::other)?;
+        let avail = state.plaintext_bytes_to_read();
+        if avail == 0 {
+            if probe.got < probe.asked {
+                return Ok(Some((0, true)));
+            }
+            continue;
+        }
+        let n = match tls.reader().read(out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        return Ok(Some((n, probe.got < probe.asked && n == avail)));
+    }
+}
+
+/// Remembers whether the one socket read rustls made was short.
+struct Probe<'a> {
+    inner: SockIo<'a>,
+    asked: usize,
+    got: usize,
+}
+
+impl Read for Probe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked = buf.len();
+        let n = self.inner.read(buf)?;
+        self.got = n;
+        Ok(n)
+    }
+}
+
 /// One complete frame at the front of the read buffer.
 pub(crate) struct FrameRef {
     pub(crate) fin: bool,
@@ -119,11 +190,18 @@ pub(crate) enum Parse {
 }
 
 impl Ws {
-    pub(crate) fn new(sock: TcpStream, leftover: &[u8], read_buf: usize, mask_seed: u64) -> Ws {
+    pub(crate) fn new(
+        sock: TcpStream,
+        tls: Option<Box<rustls::ClientConnection>>,
+        leftover: &[u8],
+        read_buf: usize,
+        mask_seed: u64,
+    ) -> Ws {
         let mut rbuf = vec![0u8; read_buf.max(leftover.len()).max(256)];
         rbuf[..leftover.len()].copy_from_slice(leftover);
         Ws {
             sock,
+            tls,
             rbuf,
             rpos: 0,
             rend: leftover.len(),
@@ -138,7 +216,7 @@ impl Ws {
 
     #[inline]
     pub(crate) fn has_output(&self) -> bool {
-        self.wpos < self.wbuf.len()
+        self.wpos < self.wbuf.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Append one masked frame carrying `payload` (client frames must be masked).
@@ -150,6 +228,24 @@ impl Ws {
     /// Write as much pending output as the socket takes. `Err` means the
     /// connection is broken; `Ok` with output left means wait for WRITABLE.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            // Everything queued becomes TLS records, written in one vectored call.
+            if self.wpos < self.wbuf.len() {
+                tls.writer().write_all(&self.wbuf[self.wpos..])?;
+                self.wbuf.clear();
+                self.wpos = 0;
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut SockIo(&self.sock)) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(());
+        }
         while self.wpos < self.wbuf.len() {
             match sock_write(&self.sock, &self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -189,6 +285,14 @@ impl Ws {
             }
         }
         let space = self.rbuf.len() - self.rend;
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return tls_fill(tls, &self.sock, &mut self.rbuf[self.rend..]).map(|r| {
+                if let Some((n, _)) = r {
+                    self.rend += n;
+                }
+                r.map(|(_, short)| short)
+            });
+        }
         loop {
             match sock_read(&self.sock, &mut self.rbuf[self.rend..]) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),

@@ -1,4 +1,4 @@
-//! Opening connections: `--url` to a [`Target`] (ws:// only; loopback only unless
+//! Opening connections: `--url` to a [`Target`] (ws:// or wss://; loopback only unless
 //! `--allow-remote`; `--api-key` as the `api_key` query parameter), and the client's
 //! blocking WebSocket handshake in two halves, so the connect phase can send a
 //! whole batch of upgrade requests before it reads any response. A finished
@@ -12,6 +12,11 @@ use base64::Engine as _;
 use mio::net::TcpStream;
 use sha1::{Digest, Sha1};
 
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
+
 use crate::cli::Opts;
 use crate::frame::Ws;
 use crate::request::Rng;
@@ -21,6 +26,38 @@ pub(crate) struct Target {
     port: u16,
     path_and_query: String,
     addrs: Vec<SocketAddr>,
+    /// wss://: the client configuration (`--ca` / `--insecure`, dbx::tls_client).
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+/// A connection during the blocking handshake: plain TCP or TLS over it.
+pub(crate) struct Stream {
+    sock: StdTcpStream,
+    tls: Option<Box<ClientConnection>>,
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.sock.read(buf),
+            Some(t) => rustls::Stream::new(t, &mut self.sock).read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.sock.write(buf),
+            Some(t) => rustls::Stream::new(t, &mut self.sock).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self.tls.as_deref_mut() {
+            None => self.sock.flush(),
+            Some(t) => rustls::Stream::new(t, &mut self.sock).flush(),
+        }
+    }
 }
 
 fn pct_encode(s: &str) -> String {
@@ -36,13 +73,14 @@ fn pct_encode(s: &str) -> String {
 }
 
 pub(crate) fn parse_target(o: &Opts) -> Result<Target, String> {
-    let rest = if let Some(r) = o.url.strip_prefix("ws://") {
-        r
-    } else if o.url.starts_with("wss://") {
-        return Err("wss:// is not supported (DBX serves plain ws:// on loopback)".into());
+    let (rest, secure) = if let Some(r) = o.url.strip_prefix("ws://") {
+        (r, false)
+    } else if let Some(r) = o.url.strip_prefix("wss://") {
+        (r, true)
     } else {
-        return Err(format!("--url must start with ws:// (got {:?})", o.url));
+        return Err(format!("--url must start with ws:// or wss:// (got {:?})", o.url));
     };
+    let default_port = if secure { 443 } else { 80 };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
@@ -52,13 +90,13 @@ pub(crate) fn parse_target(o: &Opts) -> Result<Target, String> {
         let (h, after) = h.split_once(']').ok_or_else(|| format!("bad IPv6 host in {:?}", o.url))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| format!("bad port in {:?}", o.url))?,
-            None => 80,
+            None => default_port,
         };
         (h.to_string(), port)
     } else {
         match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p.parse().map_err(|_| format!("bad port in {:?}", o.url))?),
-            None => (authority.to_string(), 80),
+            None => (authority.to_string(), default_port),
         }
     };
     if host.is_empty() {
@@ -82,7 +120,29 @@ pub(crate) fn parse_target(o: &Opts) -> Result<Target, String> {
             ));
         }
     }
-    Ok(Target { host, port, path_and_query: path, addrs })
+    let tls = if secure {
+        let trust = match (&o.ca, o.insecure) {
+            (Some(ca), _) => dbx::tls_client::Trust::CaFile(ca),
+            (None, true) => dbx::tls_client::Trust::Insecure,
+            (None, false) => {
+                return Err("wss:// needs --ca FILE (the CA that signed the server's certificate) or --insecure".into())
+            }
+        };
+        let mut config = dbx::tls_client::client_config(trust)?;
+        if o.no_resume {
+            if let Some(c) = Arc::get_mut(&mut config) {
+                c.resumption = rustls::client::Resumption::disabled();
+            }
+        }
+        let name = ServerName::try_from(host.clone()).map_err(|e| format!("bad TLS server name {host:?}: {e}"))?;
+        Some((config, name))
+    } else {
+        if o.ca.is_some() || o.insecure {
+            return Err("--ca and --insecure apply to wss:// URLs only".into());
+        }
+        None
+    };
+    Ok(Target { host, port, path_and_query: path, addrs, tls })
 }
 
 /// First half of the blocking handshake: connect and send the upgrade request.
@@ -92,7 +152,7 @@ pub(crate) fn start_handshake(
     token: Option<&str>,
     deadline: Instant,
     rng: &mut Rng,
-) -> Result<(StdTcpStream, String), String> {
+) -> Result<(Stream, String), String> {
     let now = Instant::now();
     if now >= deadline {
         return Err("connect phase deadline passed".into());
@@ -109,10 +169,18 @@ pub(crate) fn start_handshake(
             Err(e) => last_err = format!("connect {a}: {e}"),
         }
     }
-    let mut s = sock.ok_or(last_err)?;
-    let _ = s.set_nodelay(true);
-    s.set_read_timeout(Some(per)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(per)).map_err(|e| e.to_string())?;
+    let sock = sock.ok_or(last_err)?;
+    let _ = sock.set_nodelay(true);
+    sock.set_read_timeout(Some(per)).map_err(|e| e.to_string())?;
+    sock.set_write_timeout(Some(per)).map_err(|e| e.to_string())?;
+    let mut s = Stream { sock, tls: None };
+    if let Some((config, name)) = &t.tls {
+        let mut c = ClientConnection::new(config.clone(), name.clone()).map_err(|e| format!("TLS: {e}"))?;
+        while c.is_handshaking() {
+            c.complete_io(&mut s.sock).map_err(|e| format!("TLS handshake: {e}"))?;
+        }
+        s.tls = Some(Box::new(c));
+    }
 
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&rng.next().to_le_bytes());
@@ -138,7 +206,7 @@ pub(crate) fn start_handshake(
 /// Second half: read and check the 101 response, then switch the socket to
 /// non-blocking mode for mio.
 pub(crate) fn finish_handshake(
-    mut s: StdTcpStream,
+    mut s: Stream,
     key: &str,
     deadline: Instant,
     read_buf: usize,
@@ -188,8 +256,9 @@ pub(crate) fn finish_handshake(
         return Err("handshake: bad or missing Sec-WebSocket-Accept".into());
     }
     let leftover = &buf[head_len..];
-    s.set_read_timeout(None).map_err(|e| e.to_string())?;
-    s.set_write_timeout(None).map_err(|e| e.to_string())?;
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    Ok(Ws::new(TcpStream::from_std(s), leftover, read_buf, mask_seed))
+    let Stream { sock, tls } = s;
+    sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+    sock.set_write_timeout(None).map_err(|e| e.to_string())?;
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(Ws::new(TcpStream::from_std(sock), tls, leftover, read_buf, mask_seed))
 }

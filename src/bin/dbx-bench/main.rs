@@ -82,6 +82,49 @@ fn main() {
     }
 }
 
+/// `--connect-only N`: N connections one after another (TCP connect, TLS handshake on
+/// wss://, upgrade request and 101 answer), each closed before the next; prints
+/// connections per second.
+fn connect_only(o: &Opts, target: &handshake::Target, rng: &mut Rng) -> Result<(), String> {
+    let t0 = Instant::now();
+    let deadline = t0 + o.connect_timeout.max(Duration::from_secs(1)) * 10;
+    let mut lat = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    for i in 0..o.connect_only {
+        let t = Instant::now();
+        let (s, key) =
+            start_handshake(target, o.token.as_deref(), deadline, rng).map_err(|e| format!("connection {i}: {e}"))?;
+        let ws = finish_handshake(s, &key, deadline, 4096, rng.next()).map_err(|e| format!("connection {i}: {e}"))?;
+        let _ = lat.record(t.elapsed().as_micros() as u64);
+        drop(ws);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let per_sec = o.connect_only as f64 / secs;
+    let tls = o.url.starts_with("wss://");
+    if !o.json_only {
+        eprintln!(
+            "dbx-bench: {} connections in {secs:.2}s = {per_sec:.0}/s ({}; p50 {} µs, p99 {} µs)",
+            o.connect_only,
+            if !tls {
+                "plaintext"
+            } else if o.no_resume {
+                "full TLS handshakes"
+            } else {
+                "TLS, resumed after the first"
+            },
+            lat.value_at_quantile(0.5),
+            lat.value_at_quantile(0.99)
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "connect_only": o.connect_only, "seconds": secs, "per_sec": per_sec, "tls": tls,
+            "resume": tls && !o.no_resume, "p50_us": lat.value_at_quantile(0.5), "p99_us": lat.value_at_quantile(0.99)
+        })
+    );
+    Ok(())
+}
+
 fn real_main(o: Opts) -> Result<(), String> {
     if o.connections == 0 {
         return Err("--connections must be at least 1".into());
@@ -112,6 +155,10 @@ fn real_main(o: Opts) -> Result<(), String> {
 
     let base = Instant::now();
     let mut rng = Rng::new(o.seed ^ 0x9e37_79b9_7f4a_7c15);
+
+    if o.connect_only > 0 {
+        return connect_only(&o, &target, &mut rng);
+    }
 
     // --- connect (bounded by --connect-timeout)
     let t_conn = Instant::now();
