@@ -22,7 +22,9 @@ else
     dirs=(src)
 fi
 
-files=$(find "${dirs[@]}" -name '*.rs' -not -path 'src/bin/*' | sort)
+# Unit tests live beside the code they test, in `tests.rs` files (`#[cfg(test)] mod
+# tests;`): skipped by path.
+files=$(find "${dirs[@]}" -name '*.rs' -not -path 'src/bin/*' -not -name 'tests.rs' | sort)
 hits=0
 for f in $files; do
     out=$(awk '

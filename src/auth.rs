@@ -194,6 +194,19 @@ impl Authenticator {
     /// Checks and loads the configuration. `Err` is a one-line message naming
     /// the variable (unreadable or unsupported PEM, unknown role or empty key in
     /// `DBX_API_KEYS`, empty secret …); it never contains a key or secret.
+    /// The one place the server's settings become an `Authenticator` (`dbx::run`
+    /// builds it once and hands it to the server).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Authenticator, String> {
+        Authenticator::new(&AuthConfig {
+            api_keys: cfg.api_keys.clone(),
+            jwt_secret: cfg.jwt_secret.clone(),
+            jwt_public_key_path: cfg.jwt_public_key.clone(),
+            jwt_issuer: cfg.jwt_issuer.clone(),
+            jwt_audience: cfg.jwt_audience.clone(),
+            jwt_leeway: cfg.jwt_leeway,
+        })
+    }
+
     pub fn new(cfg: &AuthConfig) -> Result<Authenticator, String> {
         let api_keys = match cfg.api_keys.as_deref() {
             Some(raw) if !raw.trim().is_empty() => parse_api_keys(raw)?,

@@ -32,6 +32,8 @@ pub mod auth;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod cmd;
 pub mod config;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
+pub mod engine;
 pub mod glob;
 pub mod logging;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
@@ -54,17 +56,9 @@ pub enum RunError {
 
 /// Start the server with `cfg` and serve until SIGTERM/SIGINT.
 pub fn run(cfg: config::Config) -> Result<(), RunError> {
-    let auth_cfg = auth::AuthConfig {
-        api_keys: cfg.api_keys.clone(),
-        jwt_secret: cfg.jwt_secret.clone(),
-        jwt_public_key_path: cfg.jwt_public_key.clone(),
-        jwt_issuer: cfg.jwt_issuer.clone(),
-        jwt_audience: cfg.jwt_audience.clone(),
-        jwt_leeway: cfg.jwt_leeway,
-    };
-    let authn = auth::Authenticator::new(&auth_cfg).map_err(RunError::Config)?;
+    let authn = auth::Authenticator::from_config(&cfg).map_err(RunError::Config)?;
     auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
-    let nofile = server::raise_nofile_limit();
+    let nofile = server::sys::raise_nofile_limit();
     log::info!("open files limit {nofile}");
     // Listener, poll, waker, signals, stdio, the log file: keep a few in reserve.
     if (cfg.ws_max_connections as u64).saturating_add(32) > nofile {
@@ -74,7 +68,7 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
             cfg.ws_max_connections
         );
     }
-    let mut srv = server::Server::bind(cfg.clone()).map_err(|e| {
+    let mut srv = server::Server::bind(cfg.clone(), authn).map_err(|e| {
         if e.kind() == std::io::ErrorKind::InvalidData {
             RunError::Runtime(e.to_string()) // persistence: names the file and offset
         } else {

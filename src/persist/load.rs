@@ -8,11 +8,9 @@
 
 use super::format::{self, Cursor, FrameReader, Next, AOF_MAGIC, SNAP_MAGIC};
 use crate::cmd::{self, Ctx, ServerFacts};
-use crate::proto::{Code, Json, Params, Raw};
+use crate::engine::policy;
+use crate::proto::{request, Code, Json};
 use crate::store::Store;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -68,14 +66,6 @@ pub struct Loaded {
     pub records: u64,
     /// `--aof-truncate-corrupt` cut records away: acknowledged writes may be gone.
     pub cut_corrupt: bool,
-}
-
-#[derive(Deserialize)]
-struct Op<'a> {
-    #[serde(borrow)]
-    method: Cow<'a, str>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
 }
 
 fn damaged(path: &Path, offset: u64, why: &str) -> String {
@@ -332,30 +322,33 @@ fn apply(store: &mut Store, facts: &ServerFacts, now_ms: u64, json: &[u8], scrat
     let Ok(text) = std::str::from_utf8(json) else {
         return false;
     };
-    let Ok(ops) = serde_json::from_str::<Vec<Op>>(text) else {
+    // The log holds what the scanner accepted when the request arrived: the same
+    // parser as a batch's operations reads it back.
+    let Some(ops) = request::ops(text) else {
         return false;
     };
-    let mut ctx = Ctx::new(store, now_ms, facts);
-    ctx.replaying = true;
-    for op in ops {
-        // The log holds what the scanner accepted when the request arrived.
-        let raw = match op.params {
-            None => None,
-            Some(r) => match Raw::parse(r.get()) {
-                Some(raw) => Some(raw),
-                None => return false,
-            },
-        };
-        let Ok(params) = Params::parse(raw) else {
+    // Every operation is read before any runs: a record that does not parse changes
+    // nothing (it may be cut away by --aof-truncate-corrupt).
+    let mut parsed = Vec::with_capacity(ops.len());
+    for raw in ops {
+        let Some(op) = request::op(raw).ok().and_then(|op| op.params().ok().map(|p| (op.method, p))) else {
             return false;
         };
+        parsed.push(op);
+    }
+    let mut ctx = Ctx::new(store, now_ms, facts);
+    ctx.replaying = true;
+    let mut fx = cmd::Outcome::default();
+    for (method, params) in parsed {
         scratch.clear();
         scratch.push(b'{');
-        if let Err(e) = cmd::execute(&mut ctx, &op.method, &params, &mut Json::fields(scratch, true)) {
+        fx.reset(false);
+        let res = policy::execute(&mut ctx, &mut fx, None, &method, &params, &mut Json::fields(scratch, true));
+        if let Err(e) = res {
             // Errors are deterministic and were returned the first time too; an
             // unknown method means the log was written by a newer version.
             if e.code == Code::MethodNotFound {
-                log::error!("log replay: unknown method '{}' skipped (written by a newer dbx?)", op.method);
+                log::error!("log replay: unknown method '{method}' skipped (written by a newer dbx?)");
             }
         }
     }

@@ -16,6 +16,7 @@
 //!   a new log at the fork and reaps the child with `waitpid(WNOHANG)` each turn.
 //! - A write or fsync error refuses writes (`unavailable`) until a retry succeeds.
 
+pub mod aof;
 pub mod format;
 pub mod load;
 pub mod snapshot;

@@ -9,6 +9,7 @@
 use super::ratelimit::TokenBucket;
 use super::wheel::TimerId;
 use crate::auth::Identity;
+use crate::engine::ReplyOrder;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -261,6 +262,8 @@ pub struct Conn {
     pub dead: Option<CloseReason>,
     /// We sent a close frame; waiting for the peer's (bounded by a timer).
     pub closing: Option<CloseReason>,
+    /// Replies leave in request order (see `engine::ReplyOrder`).
+    pub order: ReplyOrder,
 }
 
 #[derive(Default)]
@@ -289,6 +292,7 @@ impl Conn {
             paused: false,
             dead: None,
             closing: None,
+            order: ReplyOrder::default(),
         }
     }
 
