@@ -1,10 +1,15 @@
-//! The plain HTTP answers on the WebSocket port: `/health` (JSON) and `/metrics`
-//! (Prometheus text, rendered by `metrics`). Built from what the reactor counts and
-//! what the engine reports; no socket work here.
+//! The HTTP phase of a connection: reading the request head, routing it (upgrade, or
+//! a plain answer), and the plain answers themselves: `/health` (JSON) and
+//! `/metrics` (Prometheus text, rendered by `metrics`), built from what the reactor
+//! counts and what the engine reports.
 
+use super::conn::{CloseReason, Phase};
+use super::handshake::{self, Parse, Paths, Route};
 use super::metrics::{Gauges, Metrics};
+use super::Server;
 use crate::engine::Engine;
 use crate::proto::Json;
+use std::io::{self, Read};
 
 /// What the reactor knows at answer time.
 pub struct Facts {
@@ -54,4 +59,113 @@ pub fn metrics(engine: &Engine, m: &Metrics, f: &Facts) -> String {
         extra: engine.persist_metrics(),
     };
     m.render(&g)
+}
+
+impl Server {
+    pub(super) fn read_http(&mut self, t: usize) {
+        let paths_ws = if self.cfg.ws_enabled { Some(self.cfg.ws_path.clone()) } else { None };
+        let echo = self.cfg.echo_path.clone();
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        let Phase::Http { wire, head } = &mut c.phase else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        let parsed = loop {
+            match wire.read(&mut chunk) {
+                Ok(0) => {
+                    self.kill(t, CloseReason::PeerClosed);
+                    return;
+                }
+                Ok(n) => {
+                    head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref() };
+                    match handshake::parse(head, &paths) {
+                        Parse::Partial => continue,
+                        Parse::Done(route, len) => break (route, len),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.kill(t, CloseReason::PeerReset);
+                    return;
+                }
+            }
+        };
+        let (route, len) = parsed;
+        match route {
+            Route::Upgrade(up) => self.upgrade(t, up, len, false),
+            Route::Echo(up) => self.upgrade(t, up, len, true),
+            Route::Health => {
+                let (status, body) = health(&self.engine, &self.http_facts());
+                self.answer(t, handshake::response(status, "application/json", &body, ""));
+            }
+            Route::Metrics => {
+                let body = metrics(&self.engine, &self.metrics, &self.http_facts());
+                self.answer(t, handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""));
+            }
+            Route::Refuse(r) => {
+                self.metrics.count_refused(r.code);
+                log::debug!("refused #{t}: {} {}", r.status, r.code);
+                self.answer(t, handshake::refusal_response(&r));
+            }
+        }
+    }
+
+    /// Queue a complete HTTP answer; the connection ends once it is sent.
+    pub(super) fn answer(&mut self, t: usize, bytes: Vec<u8>) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        let phase = std::mem::replace(&mut c.phase, Phase::Gone);
+        let (Phase::Http { mut wire, .. } | Phase::Answered { mut wire }) = phase else {
+            c.phase = phase;
+            return;
+        };
+        wire.queue(&bytes);
+        c.phase = Phase::Answered { wire };
+        self.mark_dirty(t);
+    }
+
+    /// After an answer was sent and the write side shut: read and discard until EOF.
+    pub(super) fn drain_answered(&mut self, t: usize) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        // An HTTP answer, or a WebSocket failed by us (`fail_ws`): keep its reason.
+        let why = c.closing.unwrap_or(CloseReason::HttpDone);
+        let Phase::Answered { wire } = &mut c.phase else {
+            return;
+        };
+        let mut sink = [0u8; 4096];
+        loop {
+            match wire.sock.read(&mut sink) {
+                Ok(0) => return self.kill(t, why),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.kill(t, why),
+            }
+        }
+    }
+
+    pub(super) fn http_facts(&self) -> Facts {
+        let (mut bytes_in, mut bytes_out) = (self.metrics.bytes_in_closed, self.metrics.bytes_out_closed);
+        for (_, c) in self.conns.iter() {
+            if let Some(w) = c.wire_ref() {
+                bytes_in += w.bytes_in;
+                bytes_out += w.bytes_out;
+            }
+        }
+        Facts {
+            uptime_s: self.started.elapsed().as_secs(),
+            connections: self.ws_count as u64,
+            sockets: self.conns.len() as u64,
+            bytes_in,
+            bytes_out,
+            maxmemory: self.cfg.maxmemory,
+        }
+    }
 }
