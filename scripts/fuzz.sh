@@ -19,6 +19,9 @@
 #              snapshot file (first byte: which file, magic prepended or not,
 #              --aof-truncate-corrupt or not): loads or is refused, never panics
 #                                                                  dict: aof_load
+#   aof_length a valid log whose record lengths (or their checksums) are damaged by
+#              an input mask, middle or last record: start-up after a crash refuses
+#              with the offset, never loads with records missing, never cuts
 #
 # Crashes land in fuzz/artifacts/TARGET/; reproduce with
 #   cargo fuzz run TARGET fuzz/artifacts/TARGET/crash-...
@@ -36,13 +39,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
-AVAILABLE="handshake envelope command aof_load"
+AVAILABLE="handshake envelope command aof_load aof_length"
 PLANNED=""
 
 dict_for() {
     case "$1" in
         handshake) echo handshake ;;
         envelope | command) echo envelope ;;
+        aof_length) echo aof_load ;;
         *) echo "$1" ;;
     esac
 }

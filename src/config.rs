@@ -63,7 +63,7 @@ pub struct Config {
     #[arg(long, env = "DBX_WS_PATH", default_value = "/ws", value_parser = parse_path, value_name = "DBX_WS_PATH")]
     pub ws_path: String,
     /// Maximum concurrent WebSocket connections
-    #[arg(long, env = "DBX_WS_MAX_CONNECTIONS", default_value_t = 1000, value_name = "DBX_WS_MAX_CONNECTIONS")]
+    #[arg(long, env = "DBX_WS_MAX_CONNECTIONS", default_value_t = 1000, value_parser = parse_positive_count, value_name = "DBX_WS_MAX_CONNECTIONS")]
     pub ws_max_connections: usize,
     /// Seconds between server heartbeats
     #[arg(long, env = "DBX_WS_HEARTBEAT_INTERVAL", default_value = "30", value_parser = parse_positive_secs, value_name = "DBX_WS_HEARTBEAT_INTERVAL")]
@@ -135,6 +135,10 @@ pub struct Config {
     /// Log level: error, warn, info, debug, trace
     #[arg(long, env = "DBX_LOG", default_value = "info", value_name = "DBX_LOG")]
     pub log: LogLevel,
+    /// Log line format: text (timestamp, level, module, message, logfmt fields; under
+    /// journald a priority prefix instead of the timestamp) or json (one object per line)
+    #[arg(long, env = "DBX_LOG_FORMAT", default_value = "text", value_name = "DBX_LOG_FORMAT")]
+    pub log_format: crate::logging::Format,
     /// Serve an RFC 6455 echo endpoint at this path (conformance testing only; off by default)
     #[arg(long, env = "DBX_ECHO_PATH", value_parser = parse_path, value_name = "DBX_ECHO_PATH")]
     pub echo_path: Option<String>,
@@ -181,6 +185,15 @@ fn parse_path(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!("expected a path starting with '/', got '{s}'"))
+    }
+}
+
+/// A count that must be at least 1 (`0` would refuse every connection: a typo, not a
+/// setting).
+fn parse_positive_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got '{s}'")),
     }
 }
 
@@ -241,5 +254,7 @@ mod tests {
         assert!(!c.persist && !c.ws_enabled);
         let e = Config::try_parse_from(["dbx", "--persist", "maybe"]).unwrap_err().to_string();
         assert!(e.contains("DBX_PERSIST"), "{e}");
+        let e = Config::try_parse_from(["dbx", "--ws-max-connections", "0"]).unwrap_err().to_string();
+        assert!(e.contains("DBX_WS_MAX_CONNECTIONS") && e.contains("at least 1"), "{e}");
     }
 }

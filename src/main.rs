@@ -12,14 +12,14 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line naming the variable/flag, exit status 2 (PROTOCOL.md §8).
+            // clap's whole message — the variable or flag, the possible values, the
+            // similar-flag tip — and exit status 2 (PROTOCOL.md §8).
             let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid configuration");
-            eprintln!("dbx: {}", line.trim_start_matches("error: "));
+            eprint!("dbx: {}", text.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
-    dbx::logging::init(cfg.log.filter());
+    dbx::logging::init(cfg.log.filter(), cfg.log_format);
     match dbx::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(dbx::RunError::Config(e)) => {

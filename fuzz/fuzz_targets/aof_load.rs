@@ -3,7 +3,7 @@
 //! offset — never a panic, never an allocation sized by a length field beyond the file.
 //! The first input byte picks the file (log or snapshot), whether the right magic is
 //! prepended (to get past the header check quickly) and whether `--aof-truncate-corrupt`
-//! is on.
+//! is on, and (bit 3) whether the last run shut down cleanly.
 #![no_main]
 
 use dbx::persist::{format, load};
@@ -34,5 +34,5 @@ fuzz_target!(|data: &[u8]| {
     file.extend_from_slice(body);
     let name = if snapshot { "snapshot-1.dbx" } else { "aof-1.log" };
     std::fs::write(dir.join(name), &file).expect("write");
-    let _ = load::load(dir, mode & 4 == 4);
+    let _ = load::load(dir, mode & 4 == 4, mode & 8 == 8);
 });

@@ -11,6 +11,7 @@ mod keys;
 mod list;
 mod realtime;
 mod set;
+pub mod signature;
 mod strings;
 mod zset;
 

@@ -66,6 +66,14 @@ fn unsubscribe(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Re
 fn publish(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let channel = p.str("channel")?;
     let data = p.raw("data").map_or("null", |r| r.get());
+    // Relayed verbatim, so it must be JSON every client can read: the scan lets an
+    // escaped lone surrogate ("\ud800") through, which is not Unicode and which strict
+    // parsers refuse. Only data holding a `\u` escape needs the full check.
+    if data.contains("\\u") && serde_json::from_str::<serde_json::Value>(data).is_err() {
+        return Err(Error::invalid_params(
+            "Parameter 'data' holds a lone surrogate escape (\\uD800–\\uDFFF without its pair), which is not valid Unicode",
+        ));
+    }
     let n = hub(ctx)?.publish(&channel, data);
     out.u64("receivers", n as u64);
     Ok(())

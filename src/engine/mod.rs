@@ -23,10 +23,9 @@
 //!   connection count (for `server.info`).
 //! - [`Engine::active_expire`] and [`Engine::flush_log`] — end-of-turn work in
 //!   Redis's `beforeSleep` order: expire keys (their events go to `events`), then write
-//!   the log; under `appendfsync always` a write's reply is held back until its record
-//!   is on disk ([`Engine::holds`]) and released by a later `flush_log`.
-//! - [`Engine::disconnect`] / [`Engine::unsubscribe_all`] — a connection is gone (or
-//!   going): forget its subscriptions and held replies.
+//!   the log, before any reply is flushed.
+//! - [`Engine::disconnect`] — a connection is gone (or going): forget its
+//!   subscriptions and watches.
 //! - [`Engine::wakeup_ms`], [`Engine::close`] — when to wake without I/O; shutdown.
 //! - Read-only facts for the reactor's own frames and HTTP answers: [`Engine::stamp`],
 //!   [`Engine::epoch`], [`Engine::rev`], [`Engine::describe`], [`Engine::gauges`].
@@ -120,11 +119,6 @@ pub struct Engine {
     /// Reused from request to request: the commands' outcome and the log records.
     fx: cmd::Outcome,
     log: OpLog,
-    /// Connections that issued a logged write this turn.
-    writers: Vec<usize>,
-    /// Under `always`: connections whose write is not on disk yet (the log failed);
-    /// their replies wait until it is.
-    held: Vec<usize>,
     /// Replies completed after `handle` returned (always empty here).
     done: Vec<(usize, u64, Vec<u8>)>,
 }
@@ -165,8 +159,6 @@ impl Engine {
             rng: seed | 1,
             fx: cmd::Outcome::default(),
             log: OpLog::default(),
-            writers: Vec::new(),
-            held: Vec::new(),
             done: Vec::new(),
         })
     }
@@ -218,7 +210,8 @@ impl Engine {
             envelope::error(out, id, &e, &self.stamp);
             return Outcome::refused(e.code);
         }
-        self.facts.writes_refused = self.persist.refusing();
+        // A write is refused before it runs when its log record might not fit on disk.
+        self.facts.writes_refused = self.persist.refusing_for(text.len());
         self.facts.snapshot_running = self.persist.snapshot_running();
         self.fx.reset(true);
         let log = if self.persist.is_on() { Some(&mut self.log) } else { None };
@@ -255,7 +248,6 @@ impl Engine {
         if !self.log.is_empty() {
             // Into the log before the reply leaves (`flush_log` runs before any flush).
             self.persist.append_ops(self.store.rev(), self.unix_ms, self.log.as_bytes());
-            self.writers.push(s.conn);
             self.log.clear();
         }
         let (mut identity_changed, mut flushed, mut save) = (false, false, false);
@@ -329,45 +321,20 @@ impl Engine {
     }
 
     /// The append-only log before any reply (Redis's beforeSleep order): write the
-    /// turn's records, fsync under `always`; if that fails under `always`, the replies
-    /// of this turn's writers wait (they are not on disk) until a retry succeeds.
-    /// Connections whose replies are released are added to `released`.
-    pub fn flush_log(&mut self, released: &mut Vec<usize>) {
+    /// turn's records, fsync under `always` (a failure there stops the process: see
+    /// `persist`).
+    pub fn flush_log(&mut self) {
         if !self.persist.is_on() {
             return;
         }
         self.persist.note_rev(self.store.rev(), self.unix_ms);
-        let ok = self.persist.flush();
-        if !ok && self.persist.holds_replies() {
-            self.held.append(&mut self.writers);
-        } else {
-            self.writers.clear();
-            if ok && !self.held.is_empty() {
-                released.append(&mut self.held);
-            }
-        }
+        self.persist.flush();
         self.persist.poll_child();
         self.persist.maybe_rewrite(&self.store, &self.facts.epoch, self.unix_ms);
     }
 
-    /// Whether `t`'s output must wait: its write is not on disk yet.
-    pub fn holds(&self, t: usize) -> bool {
-        !self.held.is_empty() && self.held.contains(&t)
-    }
-
-    /// `t` is gone: drop its subscriptions and watches. Returns whether its output was
-    /// held (then nothing queued for it may be sent: that write is not on disk).
-    pub fn disconnect(&mut self, t: usize) -> bool {
-        self.hub.remove_conn(t);
-        let held = self.holds(t);
-        if held {
-            self.held.retain(|&h| h != t);
-        }
-        held
-    }
-
-    /// `t` is closing: no more events for it.
-    pub fn unsubscribe_all(&mut self, t: usize) {
+    /// `t` is gone or closing: drop its subscriptions and watches (no more events).
+    pub fn disconnect(&mut self, t: usize) {
         self.hub.remove_conn(t);
     }
 

@@ -118,6 +118,11 @@ fn run(
     out: &mut Json,
 ) -> Result<()> {
     fx.begin(cmd.name);
+    // Replay applies records as they were accepted: a log written before unknown
+    // parameters were refused may hold some, which that version ignored.
+    if !ctx.replaying {
+        cmd::signature::check(cmd.name, params)?;
+    }
     check_access(ctx, cmd, params)?;
     if cmd.is_write() && !ctx.replaying {
         if let Some(why) = &ctx.facts.writes_refused {

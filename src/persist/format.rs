@@ -1,22 +1,35 @@
 //! On-disk formats (docs/PERSISTENCE.md has the same tables).
 //!
-//! Both file kinds are an 8-byte magic followed by frames:
+//! Both file kinds are an 8-byte magic (whose last byte is the format version) followed
+//! by frames:
 //!
 //! ```text
-//! frame   = len:u32le  crc:u32le  payload[len]      crc = CRC-32 (IEEE) of len‖payload
-//! payload = kind:u8 fields…
+//! v2 frame = len:u32le  lcrc:u32le  crc:u32le  payload[len]
+//!            lcrc = CRC-32 (IEEE) of len, crc = CRC-32 of len‖payload
+//! v1 frame = len:u32le  crc:u32le  payload[len]      (read, never written)
+//! payload  = kind:u8 fields…
 //! ```
 //!
-//! The CRC covers the length too, so a damaged length that still lands inside the file
-//! is caught as corruption instead of being taken for a torn tail. Integers are
+//! Why the length has a checksum of its own: a torn tail (a write cut short by a crash)
+//! is the only damage start-up may repair by cutting, and it shows as a frame that runs
+//! past the end of the file. In v1 a bit flip in a length in the middle of the log
+//! looked exactly like that, and start-up cut away every record after it. With `lcrc`
+//! a frame whose length is damaged is recognised as damage wherever it is; only a frame
+//! with an intact header whose payload is cut short is torn. Integers are
 //! little-endian; strings are a length (u16 for short ones, u32 otherwise) and UTF-8.
 
 use crate::store::Value;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 
-pub const AOF_MAGIC: &[u8; 8] = b"DBXAOF\x00\x01";
-pub const SNAP_MAGIC: &[u8; 8] = b"DBXSNP\x00\x01";
+/// The magics this version writes (format v2: frames with a checksummed length).
+pub const AOF_MAGIC: &[u8; 8] = b"DBXAOF\x00\x02";
+pub const SNAP_MAGIC: &[u8; 8] = b"DBXSNP\x00\x02";
+/// Files written before the length checksum (v1 frames); still read.
+pub const AOF_MAGIC_V1: &[u8; 8] = b"DBXAOF\x00\x01";
+pub const SNAP_MAGIC_V1: &[u8; 8] = b"DBXSNP\x00\x01";
+/// Bytes before a v2 frame's payload.
+pub const FRAME_HEADER: usize = 12;
 /// Largest accepted frame; anything bigger is a damaged length.
 pub const MAX_FRAME: u32 = 1 << 30;
 
@@ -41,23 +54,23 @@ pub const K_END: u8 = b'Z';
 /// Start a frame in `buf`; returns where it starts (pass it to `end_frame`).
 pub fn begin_frame(buf: &mut Vec<u8>) -> usize {
     let at = buf.len();
-    buf.extend_from_slice(&[0u8; 8]);
+    buf.extend_from_slice(&[0u8; FRAME_HEADER]);
     at
 }
 
-/// Fill in the length and CRC of the frame started at `at`.
+/// Fill in the length and the two CRCs of the frame started at `at`.
 pub fn end_frame(buf: &mut [u8], at: usize) {
-    let len = (buf.len() - at - 8) as u32;
+    let len = (buf.len() - at - FRAME_HEADER) as u32;
     let len_bytes = len.to_le_bytes();
+    let lcrc = crc32fast::hash(&len_bytes).to_le_bytes();
     let mut h = crc32fast::Hasher::new();
     h.update(&len_bytes);
-    h.update(buf.get(at + 8..).unwrap_or_default());
+    h.update(buf.get(at + FRAME_HEADER..).unwrap_or_default());
     let crc = h.finalize().to_le_bytes();
-    if let Some(head) = buf.get_mut(at..at + 4) {
-        head.copy_from_slice(&len_bytes);
-    }
-    if let Some(head) = buf.get_mut(at + 4..at + 8) {
-        head.copy_from_slice(&crc);
+    for (off, bytes) in [(0, len_bytes), (4, lcrc), (8, crc)] {
+        if let Some(head) = buf.get_mut(at + off..at + off + 4) {
+            head.copy_from_slice(&bytes);
+        }
     }
 }
 
@@ -266,10 +279,13 @@ pub struct FrameReader {
     r: BufReader<File>,
     pub offset: u64,
     len: u64,
+    /// Format version from the magic: 1 (no length checksum) or 2.
+    version: u8,
 }
 
 impl FrameReader {
-    /// Open `file` and check its magic. A file shorter than the magic is `Torn` at 0.
+    /// Open `file` and check its magic: `magic` is the current one; the same magic
+    /// with version 1 is accepted too. A file shorter than the magic is `Torn` at 0.
     pub fn open(file: File, magic: &[u8; 8]) -> io::Result<Result<FrameReader, Next>> {
         let len = file.metadata()?.len();
         let mut r = BufReader::with_capacity(1 << 20, file);
@@ -278,10 +294,11 @@ impl FrameReader {
         }
         let mut m = [0u8; 8];
         r.read_exact(&mut m)?;
-        if &m != magic {
-            return Ok(Err(Next::Corrupt { offset: 0, why: "not a DBX file of this kind (bad magic)" }));
-        }
-        Ok(Ok(FrameReader { r, offset: 8, len }))
+        let version = match m.get(7) {
+            Some(&v @ (1 | 2)) if m.get(..7) == magic.get(..7) => v,
+            _ => return Ok(Err(Next::Corrupt { offset: 0, why: "not a DBX file of this kind (bad magic)" })),
+        };
+        Ok(Ok(FrameReader { r, offset: 8, len, version }))
     }
 
     pub fn len(&self) -> u64 {
@@ -290,6 +307,11 @@ impl FrameReader {
 
     pub fn is_empty(&self) -> bool {
         self.len <= 8
+    }
+
+    /// The file's format version (1: written by an older DBX; appended to never).
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     /// True if every byte from here to the end is zero (a zero-filled tail is what
@@ -310,44 +332,87 @@ impl FrameReader {
         }
     }
 
+    /// v1 only (no length checksum): a frame that claims to run past the end of the
+    /// file is torn only if no complete, valid frame starts anywhere after its header.
+    /// A valid frame further on means the length itself is damaged.
+    fn valid_frame_follows(&mut self) -> io::Result<bool> {
+        let mut rest = Vec::new();
+        self.r.read_to_end(&mut rest)?;
+        let mut i = 0usize;
+        while let Some(head) = rest.get(i..i + 8).and_then(|h| <[u8; 8]>::try_from(h).ok()) {
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            if len > 0 && len as u64 <= MAX_FRAME as u64 {
+                if let Some(payload) = rest.get(i + 8..i + 8 + len) {
+                    let mut h = crc32fast::Hasher::new();
+                    h.update(&[head[0], head[1], head[2], head[3]]);
+                    h.update(payload);
+                    if h.finalize() == crc {
+                        return Ok(true);
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(false)
+    }
+
     pub fn next_frame(&mut self) -> io::Result<Next> {
         let at = self.offset;
         let remaining = self.len - at;
+        let hlen = if self.version == 1 { 8 } else { FRAME_HEADER };
         if remaining == 0 {
             return Ok(Next::Eof);
         }
-        if remaining < 8 {
+        if remaining < hlen as u64 {
             return Ok(Next::Torn { offset: at });
         }
-        let mut head = [0u8; 8];
-        self.r.read_exact(&mut head)?;
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let mut head = [0u8; FRAME_HEADER];
+        self.r.read_exact(head.get_mut(..hlen).unwrap_or_default())?;
+        let len_bytes = [head[0], head[1], head[2], head[3]];
+        let len = u32::from_le_bytes(len_bytes);
+        let lcrc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let crc = if hlen == 8 { lcrc } else { u32::from_le_bytes([head[8], head[9], head[10], head[11]]) };
+        if self.version >= 2 && crc32fast::hash(&len_bytes) != lcrc {
+            // A header that is not what we wrote: zeros (an extended, never written
+            // block) are a torn tail; anything else is damage, wherever it is.
+            return Ok(if self.rest_is_zero(head.get(..hlen).unwrap_or_default())? {
+                Next::Torn { offset: at }
+            } else {
+                Next::Corrupt { offset: at, why: "damaged frame header (length checksum mismatch)" }
+            });
+        }
         if len == 0 || len > MAX_FRAME {
-            return Ok(if self.rest_is_zero(&head)? {
+            return Ok(if self.version == 1 && self.rest_is_zero(head.get(..hlen).unwrap_or_default())? {
                 Next::Torn { offset: at }
             } else {
                 Next::Corrupt { offset: at, why: "impossible frame length" }
             });
         }
-        if 8 + len as u64 > remaining {
-            // The frame runs past the end of the file: the last write was cut short.
+        if hlen as u64 + len as u64 > remaining {
+            // The frame runs past the end of the file: the last write was cut short
+            // (v2: the header is intact, so the length is the one we wrote).
+            if self.version == 1 && self.valid_frame_follows()? {
+                return Ok(Next::Corrupt { offset: at, why: "damaged frame length (valid records follow it)" });
+            }
             return Ok(Next::Torn { offset: at });
         }
         let mut payload = vec![0u8; len as usize];
         self.r.read_exact(&mut payload)?;
         let mut h = crc32fast::Hasher::new();
-        h.update(&head[..4]);
+        h.update(&len_bytes);
         h.update(&payload);
         if h.finalize() != crc {
-            let last = at + 8 + len as u64 == self.len;
-            return Ok(if last || self.rest_is_zero(&head)? && payload.iter().all(|&b| b == 0) {
-                Next::Torn { offset: at }
-            } else {
-                Next::Corrupt { offset: at, why: "checksum mismatch" }
-            });
+            let last = at + hlen as u64 + len as u64 == self.len;
+            return Ok(
+                if last || self.rest_is_zero(head.get(..hlen).unwrap_or_default())? && payload.iter().all(|&b| b == 0) {
+                    Next::Torn { offset: at }
+                } else {
+                    Next::Corrupt { offset: at, why: "checksum mismatch" }
+                },
+            );
         }
-        self.offset = at + 8 + len as u64;
+        self.offset = at + hlen as u64 + len as u64;
         Ok(Next::Frame(payload))
     }
 }
@@ -387,6 +452,18 @@ mod tests {
         }
     }
 
+    fn read_all(p: &std::path::Path, bytes: &[u8], magic: &[u8; 8]) -> (usize, Next) {
+        std::fs::write(p, bytes).unwrap();
+        let mut r = FrameReader::open(File::open(p).unwrap(), magic).unwrap().unwrap();
+        let mut n = 0;
+        loop {
+            match r.next_frame().unwrap() {
+                Next::Frame(_) => n += 1,
+                other => return (n, other),
+            }
+        }
+    }
+
     #[test]
     fn frames_detect_torn_and_corrupt() {
         let dir = std::env::temp_dir().join(format!("dbx-fmt-{}", std::process::id()));
@@ -399,34 +476,86 @@ mod tests {
             put_u64(&mut b, i);
             end_frame(&mut b, at);
         }
+        const F: u64 = 21; // 12-byte header + 9-byte payload
         let full = b.clone();
-        let read_all = |bytes: &[u8]| {
-            std::fs::write(&p, bytes).unwrap();
-            let mut r = FrameReader::open(File::open(&p).unwrap(), AOF_MAGIC).unwrap().unwrap();
-            let mut n = 0;
-            loop {
-                match r.next_frame().unwrap() {
-                    Next::Frame(_) => n += 1,
-                    other => return (n, other),
-                }
-            }
-        };
+        let read_all = |bytes: &[u8]| read_all(&p, bytes, AOF_MAGIC);
         assert_eq!(read_all(&full), (3, Next::Eof));
         // torn: the last frame cut short
-        assert_eq!(read_all(&full[..full.len() - 3]), (2, Next::Torn { offset: 8 + 2 * 17 }));
+        assert_eq!(read_all(&full[..full.len() - 3]), (2, Next::Torn { offset: 8 + 2 * F }));
+        // torn: the last header cut short
+        assert_eq!(read_all(&full[..(8 + 2 * F + 5) as usize]), (2, Next::Torn { offset: 8 + 2 * F }));
         // torn: zero-filled tail
         let mut z = full.clone();
         z.extend_from_slice(&[0u8; 100]);
-        assert_eq!(read_all(&z), (3, Next::Torn { offset: 8 + 3 * 17 }));
+        assert_eq!(read_all(&z), (3, Next::Torn { offset: 8 + 3 * F }));
         // corrupt in the middle
         let mut c = full.clone();
-        c[8 + 17 + 10] ^= 0xff;
-        assert!(matches!(read_all(&c), (1, Next::Corrupt { offset: 25, .. })));
-        // a damaged last frame is torn
+        c[(8 + F + 14) as usize] ^= 0xff;
+        assert!(matches!(read_all(&c), (1, Next::Corrupt { offset: 29, .. })));
+        // a damaged last payload is torn
         let mut c = full.clone();
         let n = c.len();
         c[n - 2] ^= 0xff;
-        assert_eq!(read_all(&c), (2, Next::Torn { offset: 42 }));
+        assert_eq!(read_all(&c), (2, Next::Torn { offset: 8 + 2 * F }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every single-bit flip of any frame's length — the middle frames and the last
+    /// one — is damage, never a torn tail (v1 cut everything after such a frame).
+    #[test]
+    fn a_damaged_length_is_never_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("dbx-fmt-len-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        let mut b = AOF_MAGIC.to_vec();
+        let mut starts = Vec::new();
+        for i in 0..5u64 {
+            starts.push(b.len());
+            let at = begin_frame(&mut b);
+            b.push(K_OPS);
+            put_u64(&mut b, i);
+            b.extend_from_slice(b"[{\"method\":\"string.set\",\"params\":{\"key\":\"k\",\"value\":\"v\"}}]");
+            end_frame(&mut b, at);
+        }
+        for (i, &at) in starts.iter().enumerate() {
+            for bit in 0..32 {
+                let mut c = b.clone();
+                c[at + bit / 8] ^= 1 << (bit % 8);
+                let (n, next) = read_all(&p, &c, AOF_MAGIC);
+                assert_eq!(n, i, "frame {i} bit {bit}");
+                assert!(matches!(next, Next::Corrupt { .. }), "frame {i} bit {bit}: {next:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// v1 files (no length checksum) are still read; a length in the middle that runs
+    /// past the end is recognised as damage by the valid frames after it.
+    #[test]
+    fn v1_files_load_and_a_damaged_middle_length_is_damage() {
+        let dir = std::env::temp_dir().join(format!("dbx-fmt-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        let mut b = AOF_MAGIC_V1.to_vec();
+        for i in 0..4u64 {
+            let at = b.len();
+            b.extend_from_slice(&[0u8; 8]);
+            b.push(K_REV);
+            put_u64(&mut b, i);
+            let len = (b.len() - at - 8) as u32;
+            let mut h = crc32fast::Hasher::new();
+            h.update(&len.to_le_bytes());
+            h.update(&b[at + 8..]);
+            let crc = h.finalize();
+            b[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            b[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        }
+        assert_eq!(read_all(&p, &b, AOF_MAGIC), (4, Next::Eof));
+        let mut c = b.clone();
+        c[8 + 17 + 2] ^= 0x10; // the second frame's length now runs past the end
+        assert!(matches!(read_all(&p, &c, AOF_MAGIC), (1, Next::Corrupt { offset: 25, .. })));
+        // A genuinely torn v1 tail is still torn.
+        assert_eq!(read_all(&p, &b[..b.len() - 4], AOF_MAGIC), (3, Next::Torn { offset: 8 + 3 * 17 }));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -66,6 +66,8 @@ pub struct Loaded {
     pub records: u64,
     /// `--aof-truncate-corrupt` cut records away: acknowledged writes may be gone.
     pub cut_corrupt: bool,
+    /// The newest log was written by an older DBX (format v1): appends go to a new one.
+    pub last_log_v1: bool,
 }
 
 fn damaged(path: &Path, offset: u64, why: &str) -> String {
@@ -76,8 +78,10 @@ fn damaged(path: &Path, offset: u64, why: &str) -> String {
     )
 }
 
-/// Load everything in `dir` (created if missing).
-pub fn load(dir: &Path, truncate_corrupt: bool) -> Result<Loaded, String> {
+/// Load everything in `dir` (created if missing). `clean`: the last run shut down
+/// cleanly (its log was flushed and fsynced), so a torn tail cannot be a write cut
+/// short by a crash: it is damage, refused like damage in the middle.
+pub fn load(dir: &Path, truncate_corrupt: bool, clean: bool) -> Result<Loaded, String> {
     let t0 = Instant::now();
     fs::create_dir_all(dir).map_err(|e| format!("cannot create DBX_DATA_DIR {}: {e}", dir.display()))?;
     let (snaps, logs) = scan(dir).map_err(|e| format!("cannot read DBX_DATA_DIR {}: {e}", dir.display()))?;
@@ -89,6 +93,7 @@ pub fn load(dir: &Path, truncate_corrupt: bool) -> Result<Loaded, String> {
         log_bytes: 0,
         records: 0,
         cut_corrupt: false,
+        last_log_v1: false,
     };
     let base = snaps.last().copied();
     if let Some(g) = base {
@@ -134,7 +139,7 @@ pub fn load(dir: &Path, truncate_corrupt: bool) -> Result<Loaded, String> {
         let g = want.get(i).copied().unwrap_or(0);
         let last = i + 1 == n;
         let path = log_path(dir, g);
-        match replay_log(&path, last, &mut out, &mut facts, &mut scratch)? {
+        match replay_log(&path, last && !clean, &mut out, &mut facts, &mut scratch)? {
             None => {}
             Some((offset, why)) => {
                 if !truncate_corrupt {
@@ -226,11 +231,13 @@ fn load_snapshot(path: &Path, out: &mut Loaded) -> Result<u64, String> {
 }
 
 /// Replay one log into `out.store`. Ok(Some((offset, why))) = corruption at `offset`
-/// (the caller refuses to start or, when asked to, cuts the log there). A torn tail
-/// of the last log is cut back here, with a warning.
+/// (the caller refuses to start or, when asked to, cuts the log there). `may_be_torn`:
+/// this is the newest log and the last run crashed, so an incomplete last record is
+/// the write the crash cut short: it is cut back here, with a warning. Anywhere else
+/// an incomplete record is damage.
 fn replay_log(
     path: &Path,
-    last: bool,
+    may_be_torn: bool,
     out: &mut Loaded,
     facts: &mut ServerFacts,
     scratch: &mut Vec<u8>,
@@ -240,7 +247,7 @@ fn replay_log(
     let mut r = match FrameReader::open(file, AOF_MAGIC).map_err(io)? {
         Ok(r) => r,
         Err(Next::Corrupt { offset, why }) => return Ok(Some((offset, why))),
-        Err(_) if last => {
+        Err(_) if may_be_torn => {
             // Created but its header never made it to disk: start it again.
             log::warn!("{}: shorter than its header (interrupted creation); resetting it", path.display());
             cut(path, 0)?;
@@ -248,13 +255,14 @@ fn replay_log(
         }
         Err(_) => return Ok(Some((0, "shorter than its header"))),
     };
+    out.last_log_v1 = r.version() == 1;
     let mut have_header = false;
     loop {
         let at = r.offset;
         let payload = match r.next_frame().map_err(io)? {
             Next::Frame(p) => p,
             Next::Eof => break,
-            Next::Torn { offset } if last => {
+            Next::Torn { offset } if may_be_torn => {
                 log::warn!(
                     "{}: torn last record at byte offset {offset} ({} bytes after it); cutting the log back to offset {offset}",
                     path.display(),
@@ -264,7 +272,9 @@ fn replay_log(
                 out.log_bytes += offset;
                 return Ok(None);
             }
-            Next::Torn { offset } => return Ok(Some((offset, "incomplete record"))),
+            Next::Torn { offset } => {
+                return Ok(Some((offset, "incomplete record where no crash can have cut a write short")));
+            }
             Next::Corrupt { offset, why } => return Ok(Some((offset, why))),
         };
         if !have_header {

@@ -14,7 +14,15 @@
 //!   `everysec` a helper thread fsyncs once a second; the loop never waits on it.
 //! - A snapshot forks: the child writes the copy-on-write image; the parent switches to
 //!   a new log at the fork and reaps the child with `waitpid(WNOHANG)` each turn.
-//! - A write or fsync error refuses writes (`unavailable`) until a retry succeeds.
+//! - Log space is reserved ahead (`fallocate` in large steps, as etcd's WAL does):
+//!   before a request runs, `refusing_for` makes sure its record will fit, and refuses
+//!   the write (`unavailable`) when the reservation cannot be extended (disk full).
+//!   A refused write is never applied, and writes resume once space is freed.
+//! - A write or fsync error on a record already applied and answered (EIO, or a full
+//!   disk where the reservation could not help) is fatal: the process exits with
+//!   status 1 and systemd restarts it, replaying what is on disk (fail-stop, as
+//!   PostgreSQL and etcd do). Retrying an fsync that failed would be a lie: Linux may
+//!   have dropped the dirty pages and report the retry as a success.
 
 pub mod aof;
 pub mod format;
@@ -36,6 +44,23 @@ use std::time::{Duration, Instant};
 /// is failing (to retry).
 const CHILD_POLL_MS: u64 = 20;
 const RETRY_MS: u64 = 1000;
+/// Log space is reserved this far ahead when the disk has room (one `fallocate` per
+/// 64 MiB of log instead of one per write).
+const RESERVE_STEP: u64 = 64 << 20;
+/// What a request's record may need beyond the request's own text: the record frame,
+/// rev and clock, the `{"method","params"}` wrapping of batch operations, a few keys
+/// evicted to make room, the turn's `rev` record.
+const RECORD_SLACK: u64 = 64 << 10;
+/// While the disk is full, how often a request may try to extend the reservation.
+const RESERVE_RETRY: Duration = Duration::from_millis(100);
+
+/// A log record that was already applied (and, under `everysec`/`no`, answered) could
+/// not be written or fsynced: stop, and let the restart replay what is on disk.
+fn fail_stop(why: &str) -> ! {
+    log::error!("{why}; stopping (fail-stop: the restart replays what is on disk)");
+    log::logger().flush();
+    std::process::exit(1);
+}
 
 /// `DBX_TEST_CRASH_AT=<step>` aborts the process at that step (crash-safety tests
 /// only; see docs/PERSISTENCE.md). Steps: `snapshot-log-switched`,
@@ -173,8 +198,16 @@ pub struct Persist {
     cur_bytes: u64,
     base_size: u64,
     snapshot_gen: Option<u64>,
-    /// Why the loop could not write or fsync the log (writes are refused meanwhile).
-    error: Option<String>,
+    /// The log file is allocated up to this offset (`fallocate`, KEEP_SIZE).
+    reserved_to: u64,
+    /// The file system cannot preallocate: records are written unreserved.
+    no_fallocate: bool,
+    /// Why the reservation cannot be extended (disk full): writes are refused.
+    no_space: Option<String>,
+    /// When the next request may try to extend the reservation again.
+    reserve_retry_at: Option<Instant>,
+    /// When an automatic snapshot may be tried again after one could not start.
+    rewrite_retry_at: Option<Instant>,
     syncer: Option<Syncer>,
     child: Option<Child>,
     last_save: Option<SaveInfo>,
@@ -207,7 +240,11 @@ impl Persist {
             cur_bytes: 0,
             base_size: 0,
             snapshot_gen: None,
-            error: None,
+            reserved_to: 0,
+            no_fallocate: false,
+            no_space: None,
+            reserve_retry_at: None,
+            rewrite_retry_at: None,
             syncer: None,
             child: None,
             last_save: None,
@@ -231,13 +268,18 @@ impl Persist {
                 .and_then(|()| sync_dir(&dir))
                 .map_err(|e| format!("cannot remove {}: {e}", marker.display()))?;
         }
-        let loaded = load::load(&dir, cfg.aof_truncate_corrupt)?;
+        // The policy the last run wrote its log under (not this run's: a crash under
+        // `everysec` restarted with `always` may still have lost its last second).
+        let last_policy = read_policy(&dir);
+        let loaded = load::load(&dir, cfg.aof_truncate_corrupt, clean)?;
+        write_policy(&dir, cfg.appendfsync)?;
         // The epoch promises watchers that no acknowledged change is missing from the
         // revisions they saw. After a crash under `everysec`/`no` (the last moments'
         // acknowledged writes may not have reached the disk) or a cut of a damaged log,
         // revisions may be reused for other changes: start a new epoch so resuming
-        // watchers resync instead of trusting a replay.
-        let maybe_lost = loaded.cut_corrupt || (!clean && cfg.appendfsync != AppendFsync::Always);
+        // watchers resync instead of trusting a replay. A crashed run whose policy is
+        // unknown (no POLICY file: an older DBX) counts as one that may have lost writes.
+        let maybe_lost = loaded.cut_corrupt || (!clean && last_policy != Some(AppendFsync::Always));
         let epoch = match loaded.epoch.clone() {
             Some(e) if !maybe_lost => e,
             Some(_) => {
@@ -255,7 +297,13 @@ impl Persist {
         };
         let epoch_changed = loaded.epoch.as_deref().is_some_and(|e| e != epoch);
         let store = loaded.store;
-        let gen = loaded.last_log.or(loaded.snapshot.map(|(g, _)| g)).unwrap_or(0);
+        let mut gen = loaded.last_log.or(loaded.snapshot.map(|(g, _)| g)).unwrap_or(0);
+        if loaded.last_log_v1 {
+            // Written by an older DBX (frames without a length checksum): never mix
+            // formats in one file; the next log in the sequence gets this version's.
+            gen += 1;
+            log::info!("the newest log has the older format (v1); appending to a new aof-{gen}.log");
+        }
         let path = load::log_path(&dir, gen);
         let (file, cur_bytes) = open_log(&path, gen, store.rev(), now_ms, &epoch)
             .and_then(|r| sync_dir(&dir).map(|()| r))
@@ -282,7 +330,11 @@ impl Persist {
             cur_bytes,
             base_size: loaded.snapshot.map_or(0, |(_, s)| s),
             snapshot_gen: loaded.snapshot.map(|(g, _)| g),
-            error: None,
+            reserved_to: cur_bytes,
+            no_fallocate: false,
+            no_space: None,
+            reserve_retry_at: None,
+            rewrite_retry_at: None,
             syncer,
             child: None,
             last_save: None,
@@ -302,12 +354,6 @@ impl Persist {
         self.on
     }
 
-    /// Under `always` an acknowledgement means "on disk": replies of writers wait when
-    /// a flush fails.
-    pub fn holds_replies(&self) -> bool {
-        self.on && self.policy == AppendFsync::Always
-    }
-
     pub fn snapshot_running(&self) -> bool {
         self.child.is_some()
     }
@@ -317,10 +363,71 @@ impl Persist {
         if !self.on {
             return None;
         }
-        if let Some(e) = &self.error {
-            return Some(e.clone());
+        self.no_space.clone()
+    }
+
+    /// Why a write carried by a request of `request_len` bytes must be refused before
+    /// it runs, if it must: its record would not fit in the log space that can be
+    /// reserved. Cheap while the reservation has room (one comparison).
+    pub fn refusing_for(&mut self, request_len: usize) -> Option<String> {
+        if !self.on {
+            return None;
         }
-        self.syncer.as_ref().and_then(Syncer::error)
+        self.reserve(request_len as u64 + RECORD_SLACK).err()
+    }
+
+    /// Make sure `need` more bytes fit in the log's allocated space: extend the
+    /// allocation by RESERVE_STEP when the disk has room, or by just `need` when it is
+    /// nearly full. Err(why) when not even that fits.
+    fn reserve(&mut self, need: u64) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let end = self.cur_bytes + self.pending.len() as u64;
+        if self.no_fallocate || end + need <= self.reserved_to {
+            return Ok(());
+        }
+        if let (Some(why), Some(at)) = (&self.no_space, self.reserve_retry_at) {
+            if Instant::now() < at {
+                return Err(why.clone());
+            }
+        }
+        let Some(file) = self.file.clone() else {
+            return Err("the append-only log is not open".to_string());
+        };
+        let mut last_err = io::Error::from_raw_os_error(libc::ENOSPC);
+        for target in [end + need.max(RESERVE_STEP), end + need] {
+            let (off, len) = (self.cur_bytes as libc::off_t, (target - self.cur_bytes) as libc::off_t);
+            // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file size
+            // alone, so a reader (and a crash) never sees the reserved blocks.
+            let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, len) };
+            if r == 0 {
+                self.reserved_to = target;
+                self.reserve_retry_at = None;
+                if let Some(why) = self.no_space.take() {
+                    log::warn!("log space is available again (after: {why}); writes are accepted");
+                }
+                return Ok(());
+            }
+            last_err = io::Error::last_os_error();
+            match last_err.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => continue,
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
+                    log::warn!(
+                        "{}: the file system cannot preallocate ({last_err}); a full disk will stop the server instead of refusing writes",
+                        self.log_path().display()
+                    );
+                    self.no_fallocate = true;
+                    return Ok(());
+                }
+                _ => break,
+            }
+        }
+        let why = format!("cannot reserve space in {}: {last_err}", self.log_path().display());
+        if self.no_space.as_deref() != Some(&why) {
+            log::error!("{why}; refusing writes until space is freed");
+        }
+        self.no_space = Some(why.clone());
+        self.reserve_retry_at = Some(Instant::now() + RESERVE_RETRY);
+        Err(why)
     }
 
     /// Log one request: `ops` is the comma-separated list of its operations (from
@@ -375,14 +482,15 @@ impl Persist {
     }
 
     /// Write this turn's records (and fsync under `always`). Called before any reply
-    /// of the turn is written. True when everything logged so far is where the policy
-    /// promises it (written; under `always` also on disk).
-    pub fn flush(&mut self) -> bool {
+    /// of the turn is written. Returns only once everything logged so far is where the
+    /// policy promises it (written; under `always` also on disk): a failure stops the
+    /// process (see the module comment).
+    pub fn flush(&mut self) {
         if !self.on {
-            return true;
+            return;
         }
         let Some(file) = self.file.clone() else {
-            return false;
+            return;
         };
         let mut wrote = false;
         if !self.pending.is_empty() {
@@ -406,8 +514,7 @@ impl Persist {
                 self.unsynced = true;
             }
             if let Err(e) = res {
-                self.fail(format!("cannot write {}: {e}", self.log_path().display()));
-                return false;
+                fail_stop(&format!("cannot write {}: {e}", self.log_path().display()));
             }
         }
         if wrote {
@@ -416,8 +523,7 @@ impl Persist {
         match self.policy {
             AppendFsync::Always if self.unsynced => {
                 if let Err(e) = file.sync_data() {
-                    self.fail(format!("cannot fsync {}: {e}", self.log_path().display()));
-                    return false;
+                    fail_stop(&format!("cannot fsync {}: {e}", self.log_path().display()));
                 }
                 self.unsynced = false;
             }
@@ -428,17 +534,15 @@ impl Persist {
             }
             _ => {}
         }
-        if let Some(e) = self.error.take() {
-            log::warn!("the append-only log works again (after: {e}); writes are accepted");
+        if let Some(e) = self.syncer.as_ref().and_then(Syncer::error) {
+            // Acknowledged records (everysec) may not be on disk, and a retried fsync
+            // cannot be trusted to say whether they are.
+            fail_stop(&e);
         }
-        true
-    }
-
-    fn fail(&mut self, e: String) {
-        if self.error.as_deref() != Some(&e) {
-            log::error!("{e}; refusing writes until the log can be written again");
+        if self.no_space.is_some() {
+            // Lets /health recover once space is freed, even when no write comes.
+            let _ = self.reserve(RECORD_SLACK);
         }
-        self.error = Some(e);
     }
 
     /// When the loop must wake up for persistence even if nothing else happens.
@@ -455,7 +559,10 @@ impl Persist {
     /// Start a snapshot if the log has grown enough (DBX_AOF_REWRITE_PERCENTAGE over
     /// the last snapshot, and at least DBX_AOF_REWRITE_MIN_SIZE).
     pub fn maybe_rewrite(&mut self, store: &Store, epoch: &str, now_ms: u64) {
-        if !self.on || self.child.is_some() || self.rewrite_pct == 0 || self.error.is_some() {
+        if !self.on || self.child.is_some() || self.rewrite_pct == 0 || self.no_space.is_some() {
+            return;
+        }
+        if self.rewrite_retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
         if self.log_bytes >= self.rewrite_min
@@ -477,18 +584,17 @@ impl Persist {
             return false;
         }
         // Everything so far belongs to the current log.
-        if !self.flush() {
-            log::error!("snapshot not started: the log cannot be written");
-            return false;
-        }
+        self.flush();
         let gen = self.gen + 1;
         let path = load::log_path(&self.dir, gen);
         let (file, bytes) =
             match open_log(&path, gen, store.rev(), now_ms, epoch).and_then(|r| sync_dir(&self.dir).map(|()| r)) {
                 Ok(r) => r,
                 Err(e) => {
+                    // Nothing is lost: the current log goes on. Try again later.
                     let _ = std::fs::remove_file(&path);
-                    self.fail(format!("cannot create {}: {e}", path.display()));
+                    log::error!("snapshot not started: cannot create {}: {e}", path.display());
+                    self.rewrite_retry_at = Some(Instant::now() + Duration::from_secs(10));
                     return false;
                 }
             };
@@ -503,6 +609,7 @@ impl Persist {
         }
         self.gen = gen;
         self.cur_bytes = bytes;
+        self.reserved_to = bytes;
         self.log_bytes += bytes;
         let tmp = load::snapshot_tmp_path(&self.dir, gen);
         let crash_mid = self.crash_at.as_deref() == Some("snapshot-child-writing");
@@ -588,10 +695,10 @@ impl Persist {
         if !self.on {
             return;
         }
-        let ok = self.flush();
+        self.flush();
         if let Some(f) = &self.file {
             match f.sync_all() {
-                Ok(()) if ok => {
+                Ok(()) => {
                     log::info!("append-only log flushed and fsynced");
                     // Tell the next start that nothing acknowledged was lost.
                     let marker = self.dir.join(CLEAN_MARKER);
@@ -600,7 +707,6 @@ impl Persist {
                         log::warn!("cannot write {}: {e}", marker.display());
                     }
                 }
-                Ok(()) => log::error!("append-only log could not be written at shutdown"),
                 Err(e) => log::error!("cannot fsync {}: {e}", self.log_path().display()),
             }
         }
@@ -628,14 +734,7 @@ impl Persist {
         let err = self.refusing();
         j.str("persistence", if err.is_some() { "degraded" } else { "ok" })
             .opt_str("persistence_error", err.as_deref())
-            .str(
-                "appendfsync",
-                match self.policy {
-                    AppendFsync::Always => "always",
-                    AppendFsync::Everysec => "everysec",
-                    AppendFsync::No => "no",
-                },
-            )
+            .str("appendfsync", policy_name(self.policy))
             .u64("aof_generation", self.gen)
             .u64("aof_bytes_since_snapshot", self.log_bytes)
             .bool("snapshot_in_progress", self.child.is_some());
@@ -758,6 +857,33 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
 /// fsynced. Returns the file and its size.
 /// Written at a clean shutdown, removed at start.
 const CLEAN_MARKER: &str = "CLEAN";
+/// The fsync policy of the run that writes the log (`always`, `everysec` or `no`),
+/// read by the next start to decide whether a crash can have lost acknowledged writes.
+const POLICY_FILE: &str = "POLICY";
+
+fn policy_name(p: AppendFsync) -> &'static str {
+    match p {
+        AppendFsync::Always => "always",
+        AppendFsync::Everysec => "everysec",
+        AppendFsync::No => "no",
+    }
+}
+
+fn read_policy(dir: &Path) -> Option<AppendFsync> {
+    let s = std::fs::read_to_string(dir.join(POLICY_FILE)).ok()?;
+    [AppendFsync::Always, AppendFsync::Everysec, AppendFsync::No].into_iter().find(|&p| policy_name(p) == s.trim())
+}
+
+/// Record this run's policy durably before the first record is written under it.
+fn write_policy(dir: &Path, p: AppendFsync) -> Result<(), String> {
+    let path = dir.join(POLICY_FILE);
+    let tmp = dir.join("POLICY.tmp");
+    std::fs::write(&tmp, format!("{}\n", policy_name(p)))
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| sync_dir(dir))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
 
 fn open_log(path: &Path, gen: u64, rev: u64, now_ms: u64, epoch: &str) -> io::Result<(File, u64)> {
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;

@@ -65,6 +65,24 @@ pub fn raw_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     token_text(StrToken { quoted: s, escaped })
 }
 
+/// The first name that occurs twice, if any. Objects in requests are small (a pairwise
+/// check) except maps such as `pairs` (a hash set past a few dozen names).
+pub fn first_duplicate<'x>(names: impl Iterator<Item = &'x str> + Clone) -> Option<&'x str> {
+    let n = names.clone().count();
+    if n <= 32 {
+        let mut seen: Vec<&str> = Vec::with_capacity(n);
+        for k in names {
+            if seen.contains(&k) {
+                return Some(k);
+            }
+            seen.push(k);
+        }
+        return None;
+    }
+    let mut seen = hashbrown::HashSet::with_capacity(n);
+    names.into_iter().find(|&k| !seen.insert(k))
+}
+
 /// The `params` object as a flat list of (name, raw value): parsing it costs one small
 /// vector, and each command reads just the fields it wants, typed, on demand.
 #[derive(Debug, Default)]
@@ -105,13 +123,21 @@ impl<'a> Params<'a> {
             return Ok(Params::default());
         }
         match object_fields(raw) {
-            Some(fields) => Ok(Params { fields }),
+            Some(fields) => match first_duplicate(fields.iter().map(|(k, _)| &**k)) {
+                Some(k) => Err(format!("Invalid JSON: duplicate field '{k}' in 'params'")),
+                None => Ok(Params { fields }),
+            },
             None => Err("'params' must be an object".into()),
         }
     }
 
     pub fn from_fields(fields: Vec<(Cow<'a, str>, Raw<'a>)>) -> Params<'a> {
         Params { fields }
+    }
+
+    /// The parameter names, in document order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| &**k)
     }
 
     /// The parameters back as a JSON object (values copied verbatim): how the
@@ -244,10 +270,15 @@ impl<'a> Params<'a> {
         Err(Error::invalid_params(format!("Missing parameter '{single}' or '{many}'")))
     }
 
-    /// An object parameter as (name, raw value) pairs.
+    /// An object parameter as (name, raw value) pairs. A name given twice is refused
+    /// (`{"pairs":{"a":"1","a":"2"}}`: which value was meant?).
     pub fn object(&self, name: &str) -> Result<Vec<(Cow<'a, str>, Raw<'a>)>> {
         let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
-        object_fields(raw).ok_or_else(|| Self::wrong(name, "an object"))
+        let fields = object_fields(raw).ok_or_else(|| Self::wrong(name, "an object"))?;
+        if let Some(k) = first_duplicate(fields.iter().map(|(k, _)| &**k)) {
+            return Err(Error::invalid_params(format!("Parameter '{name}' names '{k}' twice")));
+        }
+        Ok(fields)
     }
 
     /// An array parameter as raw elements.

@@ -4,7 +4,7 @@
 
 use super::params::{key_text, scan_fields, Fields};
 use super::scan::Scanner;
-use super::{raw_str, Code, Error, Params, Raw};
+use super::{first_duplicate, raw_str, Code, Error, Params, Raw};
 use std::borrow::Cow;
 
 /// One request, borrowed from the frame's text.
@@ -87,6 +87,10 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
         if first == b'"' && raw_str(raw).is_none() {
             return Incoming::Invalid { id: None, message: "'id' is not a valid JSON string".into() };
         }
+        // `1e400` is valid JSON, but most clients read it back as Infinity.
+        if first != b'"' && !raw.get().parse::<f64>().is_ok_and(f64::is_finite) {
+            return Incoming::Invalid { id: None, message: "'id' must be a finite number".into() };
+        }
     }
     let method = match method {
         Some(m) => match raw_str(m) {
@@ -100,6 +104,11 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
             return Incoming::Invalid { id, message: "Missing 'method'".into() };
         }
     };
+    // Refused like a duplicate envelope field (which value was meant?), with the id.
+    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| first_duplicate(f.iter().map(|(k, _)| &**k)))
+    {
+        return Incoming::Invalid { id, message: format!("Invalid JSON: duplicate field '{k}' in 'params'") };
+    }
     match params {
         None => Incoming::Request(Request { id, method, params: Params::default() }),
         Some(Some(fields)) => Incoming::Request(Request { id, method, params: Params { fields } }),

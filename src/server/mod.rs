@@ -114,8 +114,6 @@ pub struct Server {
     rng: u64,
     accept_paused: bool,
     signals: Option<signal_hook_mio::v1_0::Signals>,
-    /// Connections whose held output the engine released this turn.
-    released: Vec<usize>,
 }
 
 impl Server {
@@ -175,7 +173,6 @@ impl Server {
             rng,
             accept_paused: false,
             signals: None,
-            released: Vec::new(),
             auth,
             cfg,
         })
@@ -521,12 +518,7 @@ impl Server {
         // before any reply (Redis's beforeSleep order).
         self.engine.active_expire();
         self.deliver();
-        let mut released = std::mem::take(&mut self.released);
-        self.engine.flush_log(&mut released);
-        for t in released.drain(..) {
-            self.mark_dirty(t);
-        }
-        self.released = released;
+        self.engine.flush_log();
         self.flush_dirty();
         self.free_dead();
     }
@@ -535,11 +527,6 @@ impl Server {
         let max_out = self.cfg.ws_max_outbound as usize;
         let dirty = std::mem::take(&mut self.dirty);
         for t in dirty {
-            if self.engine.holds(t) {
-                // Stays dirty: flushed once its write is on disk.
-                self.dirty.push(t);
-                continue;
-            }
             let Some(c) = self.conns.get_mut(t) else {
                 continue;
             };
@@ -581,7 +568,7 @@ impl Server {
                             c.peer,
                         );
                         // No more events for it while it closes.
-                        self.engine.unsubscribe_all(t);
+                        self.engine.disconnect(t);
                         self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
                     }
                 }
@@ -596,7 +583,7 @@ impl Server {
                 continue;
             }
             let mut c = self.conns.remove(t);
-            let held = self.engine.disconnect(t);
+            self.engine.disconnect(t);
             for id in
                 [c.timers.heartbeat.take(), c.timers.deadline.take(), c.timers.expiry.take()].into_iter().flatten()
             {
@@ -620,11 +607,8 @@ impl Server {
                 );
             }
             if let Some(wire) = c.wire() {
-                // Last chance for queued bytes (a close frame); never blocks. Not for a
-                // reply whose write is not on disk yet.
-                if !held {
-                    let _ = wire.send();
-                }
+                // Last chance for queued bytes (a close frame); never blocks.
+                let _ = wire.send();
                 let _ = self.poll.registry().deregister(&mut wire.sock);
             }
         }
