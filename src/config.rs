@@ -3,6 +3,7 @@
 //! environment. No sockets here.
 
 use clap::Parser;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// How the server trades memory for writes once `DBX_MAXMEMORY` is reached.
@@ -226,6 +227,29 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("expected a size such as 1048576 or 512mb, got '{s}'"))
 }
 
+// ---- the bind-address rule (protected mode) ----
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim();
+    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    h.parse::<IpAddr>().map(|ip| ip.to_canonical().is_loopback()).unwrap_or(false)
+}
+
+/// Protected mode: with no credential configured, the server may listen only on
+/// a loopback address unless anonymous access is allowed explicitly.
+pub fn check_protected_mode(auth_enabled: bool, allow_anonymous: bool, host: &str) -> Result<(), String> {
+    if auth_enabled || allow_anonymous || is_loopback_host(host) {
+        return Ok(());
+    }
+    Err(format!(
+        "protected mode: no credential is configured (DBX_API_KEYS, DBX_JWT_SECRET or DBX_JWT_PUBLIC_KEY) \
+         and DBX_HOST={host} is not a loopback address; configure a credential or set DBX_ALLOW_ANONYMOUS=true"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +280,18 @@ mod tests {
         assert!(e.contains("DBX_PERSIST"), "{e}");
         let e = Config::try_parse_from(["dbx", "--ws-max-connections", "0"]).unwrap_err().to_string();
         assert!(e.contains("DBX_WS_MAX_CONNECTIONS") && e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn protected_mode() {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"] {
+            assert!(check_protected_mode(false, false, host).is_ok(), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.1", "example.com", ""] {
+            let m = check_protected_mode(false, false, host).err().unwrap_or_default();
+            assert!(m.contains("DBX_ALLOW_ANONYMOUS"), "{host}: {m}");
+            assert!(check_protected_mode(true, false, host).is_ok());
+            assert!(check_protected_mode(false, true, host).is_ok());
+        }
     }
 }

@@ -1,30 +1,42 @@
 //! # DBX — a low-latency WebSocket data store on one core
 //!
 //! # Layout
-//! Dependencies point one way: `server` → `cmd` → `store`; `proto` is shared by the
-//! server and the commands; nothing imports upward.
+//! Dependencies point one way: `server` → `engine` → `cmd` → `store`; `proto` is
+//! shared by all of them; nothing imports upward.
 //!
-//! - [`config`]: every setting — environment variable, flag, default, validation.
-//! - [`server`]: the mio reactor (the only module that touches sockets):
-//!   - `server::handshake` — HTTP/1.1 upgrade parsing and responses (pure);
+//! - [`config`]: every setting — environment variable, flag, default, validation, and
+//!   the bind-address rule (protected mode).
+//! - [`server`]: the mio reactor (the only module that touches sockets); it knows no
+//!   command, store or JSON:
+//!   - `server::http` — a connection's HTTP phase, `/health` and `/metrics`;
+//!   - `server::ws` — a connection's WebSocket phase (upgrade, frames, closing);
+//!   - `server::handshake` — HTTP/1.1 upgrade parsing, credentials in the request,
+//!     responses (pure);
 //!   - `server::conn` — a connection's state machine and its outbound buffer;
 //!   - `server::wheel` — the hashed timing wheel (heartbeats, deadlines);
-//!   - `server::ratelimit` — the per-connection token bucket.
-//! - [`proto`]: the JSON envelope (split by `proto::scan`, a validating scanner), typed
-//!   parameters, error codes, the reply writer.
+//!   - `server::ratelimit` — the per-connection token bucket;
+//!   - `server::sys` — open-files limit, seed, sd_notify, cycle counter.
+//! - [`engine`]: the socket-free request pipeline (Redis's `call()` + propagation):
+//!   `Engine::handle(session, text, out)`; owns the store, the hub, the persistence
+//!   sink; `engine::policy` applies the command table's flags (roles, scopes, memory,
+//!   revs, logging, batch).
+//! - [`proto`]: the JSON protocol — `scan` (validating scanner), `request` (the one op
+//!   parser), `params`, `envelope` (the one reply/event writer), `json`, `error`.
 //! - [`cmd`]: the command table with flags (read / write / admin / denyoom) and one
-//!   module per data type; commands know nothing of sockets.
+//!   module per data type; commands know nothing of sockets or of the log format and
+//!   report their effects in a `cmd::Outcome`.
 //! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
-//! - [`persist`]: the append-only log (group commit, fsync policies), fork-based
-//!   snapshots, start-up loading and replay (docs/PERSISTENCE.md).
-//! - [`auth`]: API keys and JWTs, roles and key scopes (pure).
+//! - [`persist`]: the append-only log (record encoding in `persist::aof`, group
+//!   commit, fsync policies), fork-based snapshots, start-up loading and replay
+//!   (docs/PERSISTENCE.md).
+//! - [`auth`]: API keys and JWTs, roles and key scopes (pure; `auth::verify` checks).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 //! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
 //!
 //! # Panics
 //! Nothing reachable from the network may panic (docs/CONTRIBUTING.md): no `unwrap`,
 //! `expect` or `panic!` outside tests anywhere, and in the modules that handle peer
-//! input and data (`server`, `proto`, `cmd`, `store`) no indexing or slicing that can
+//! input and data (`server`, `engine`, `proto`, `cmd`, `store`) no indexing or slicing that can
 //! go out of bounds either — use `.get()`. `scripts/check-panics.sh` double-checks.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -57,7 +69,7 @@ pub enum RunError {
 /// Start the server with `cfg` and serve until SIGTERM/SIGINT.
 pub fn run(cfg: config::Config) -> Result<(), RunError> {
     let authn = auth::Authenticator::from_config(&cfg).map_err(RunError::Config)?;
-    auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
+    config::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
     let nofile = server::sys::raise_nofile_limit();
     log::info!("open files limit {nofile}");
     // Listener, poll, waker, signals, stdio, the log file: keep a few in reserve.

@@ -5,7 +5,7 @@
 use super::conn::{CloseReason, Conn, Phase};
 use super::handshake::{self, Refusal};
 use super::{push_frame, Server, Timer, CLOSE_GRACE_MS, READ_BUDGET};
-use crate::auth::{self, AuthError, Identity};
+use crate::auth::{AuthError, Identity};
 use crate::proto::{self, envelope, Code};
 use std::io;
 use std::rc::Rc;
@@ -36,7 +36,7 @@ impl Server {
             return self.answer(t, handshake::refusal_response(&r));
         }
         let (credential, protocol) =
-            auth::extract_credential(up.api_key.as_deref(), up.authorization.as_deref(), up.protocols.as_deref());
+            handshake::extract_credential(up.api_key.as_deref(), up.authorization.as_deref(), up.protocols.as_deref());
         let identity = if echo {
             Identity::anonymous()
         } else {
@@ -51,7 +51,7 @@ impl Server {
                     log::info!(
                         "refused {} target={}: unauthorized",
                         self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
-                        auth::redact_query(&up.target)
+                        handshake::redact_query(&up.target)
                     );
                     let r = Refusal::new(401, "unauthorized", message);
                     return self.answer(t, handshake::refusal_response(&r));

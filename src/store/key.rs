@@ -46,7 +46,7 @@ impl Key {
     pub fn heap_bytes(&self) -> usize {
         match &self.0 {
             Repr::Inline { .. } => 0,
-            Repr::Heap(s) => super::value::str_mem(s),
+            Repr::Heap(s) => super::mem::str_mem(s),
         }
     }
 

@@ -9,6 +9,7 @@
 //! sampling a random index, and the expiry heap can name a slot instead of copying keys.
 
 pub mod key;
+pub mod mem;
 pub mod value;
 pub mod zset;
 
@@ -24,7 +25,7 @@ pub use zset::{ScoreBound, ZSet};
 /// Bytes an item costs beyond its key and value allocations. Zero: the slab slot (which
 /// holds short keys inline) and the hash-table bucket are counted by capacity in
 /// `used_memory` (so growth slack is included), and allocator headers are in
-/// `value::alloc_mem`. Measured with
+/// `mem::alloc_mem`. Measured with
 /// `scripts/memory.sh`: the estimate is within 1% of glibc heap growth.
 pub const ITEM_OVERHEAD: usize = 0;
 
@@ -107,10 +108,10 @@ impl Store {
     /// Estimated bytes held by keys and values (`server.info.used_memory`).
     pub fn used_memory(&self) -> usize {
         self.used
-            + value::alloc_mem(self.slots.capacity() * std::mem::size_of::<Option<Item>>())
-            + value::table_mem(self.table.capacity(), std::mem::size_of::<u32>())
-            + value::alloc_mem(self.free.capacity() * std::mem::size_of::<u32>())
-            + value::alloc_mem(self.expiries.capacity() * std::mem::size_of::<Reverse<(u64, u32)>>())
+            + mem::alloc_mem(self.slots.capacity() * std::mem::size_of::<Option<Item>>())
+            + mem::table_mem(self.table.capacity(), std::mem::size_of::<u32>())
+            + mem::alloc_mem(self.free.capacity() * std::mem::size_of::<u32>())
+            + mem::alloc_mem(self.expiries.capacity() * std::mem::size_of::<Reverse<(u64, u32)>>())
     }
 
     pub fn rev(&self) -> u64 {
