@@ -1,28 +1,49 @@
 #!/usr/bin/env bash
-# Install DBX as a systemd service: binary, unit, environment file, user and data dir.
-# Usage: sudo scripts/install.sh [--no-build] [--prefix /usr/local]
+# Install DBX as a systemd service: binary, unit, environment file and user. The data
+# directory (/var/lib/dbx) is created by systemd itself (StateDirectory=dbx in the unit).
+#
+# It installs a binary you built, as yourself — it never runs cargo, so no build runs as
+# root (build scripts and proc macros of every dependency would run with root rights):
+#
+#   cargo build --release --bin dbx          # as your user
+#   sudo scripts/install.sh                  # installs target/release/dbx
+#   sudo scripts/install.sh --bin PATH --prefix /usr/local
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=/usr/local
-build=1
+bin=target/release/dbx
+usage() { echo "usage: $0 [--bin PATH] [--prefix DIR]   (build first, as your user: cargo build --release --bin dbx)" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --no-build) build=0 ;;
-    --prefix) prefix="$2"; shift ;;
-    *) echo "usage: $0 [--no-build] [--prefix DIR]" >&2; exit 2 ;;
+    --bin) [ $# -ge 2 ] || usage; bin="$2"; shift ;;
+    --prefix) [ $# -ge 2 ] || usage; prefix="$2"; shift ;;
+    *) usage ;;
   esac
   shift
 done
-[ "$build" = 1 ] && cargo build --release --bin dbx
-install -D -m 0755 target/release/dbx "$prefix/bin/dbx"
-if ! id dbx >/dev/null 2>&1; then
-  useradd --system --home-dir /var/lib/dbx --shell /usr/sbin/nologin dbx
+if [ ! -x "$bin" ]; then
+  echo "install.sh: no binary at $bin. Build it first as your user (not root):" >&2
+  echo "  cargo build --release --bin dbx" >&2
+  exit 1
 fi
-install -d -o dbx -g dbx -m 0750 /var/lib/dbx
+# A binary that does not run here (wrong architecture, missing library) would only fail
+# later under systemd: try it now.
+"$bin" --version >/dev/null || { echo "install.sh: $bin --version failed" >&2; exit 1; }
+install -D -m 0755 -o root -g root "$bin" "$prefix/bin/dbx"
+if ! id dbx >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/dbx --no-create-home --shell /usr/sbin/nologin dbx
+fi
 install -d -m 0755 /etc/dbx
 # Never overwrite an operator's settings.
 [ -f /etc/dbx/dbx.env ] || install -m 0640 -g dbx scripts/dbx.env /etc/dbx/dbx.env
-sed "s#/usr/local/bin/dbx#$prefix/bin/dbx#" scripts/dbx.service > /etc/systemd/system/dbx.service
+# The unit sets DBX_DATA_DIR=/var/lib/dbx and allows writes only there; an older
+# dbx.env that sets another directory would win (EnvironmentFile= overrides
+# Environment=) and the server could not write it.
+if grep -Eq '^[[:space:]]*DBX_DATA_DIR=' /etc/dbx/dbx.env && ! grep -Eq '^[[:space:]]*DBX_DATA_DIR=/var/lib/dbx/?[[:space:]]*$' /etc/dbx/dbx.env; then
+  echo "install.sh: WARNING: /etc/dbx/dbx.env sets DBX_DATA_DIR to another directory than /var/lib/dbx;" >&2
+  echo "  remove that line, or move the data directory with a drop-in (see the comments in dbx.service)" >&2
+fi
+sed "s#/usr/local/bin/dbx#$prefix/bin/dbx#" scripts/dbx.service >/etc/systemd/system/dbx.service
 install -D -m 0644 README.md "$prefix/share/doc/dbx/README.md"
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
