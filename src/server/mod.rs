@@ -22,6 +22,7 @@
 //! because no new edge will come for them.
 
 pub mod conn;
+pub mod frame;
 pub mod handshake;
 mod http;
 pub mod metrics;
