@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut log = format::AOF_MAGIC.to_vec();
-    format::header(&mut log, 1, 0, 0, "e");
+    format::header(&mut log, 0, 0, 0, "e");
     let mut starts = Vec::new();
     for i in 0..n {
         starts.push(log.len());
@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     for e in std::fs::read_dir(dir).expect("read dir").flatten() {
         let _ = std::fs::remove_file(e.path());
     }
-    let path = dir.join("aof-1.log");
+    let path = dir.join("aof-0.log");
     std::fs::write(&path, &log).expect("write");
     match load::load(dir, false, false) {
         Err(e) => assert!(e.contains(&format!("byte offset {at}")), "{e}"),
