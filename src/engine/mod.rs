@@ -129,7 +129,8 @@ impl Engine {
     pub fn open(cfg: &Config, auth: Rc<Authenticator>, seed: u64, now_ms: u64) -> Result<Engine, String> {
         let fresh = format!("{seed:016x}");
         let (persist, store, epoch) = if cfg.persist {
-            let o = Persist::open(cfg, &fresh, now_ms)?;
+            let mut replayer = policy::Replayer::default();
+            let o = Persist::open(cfg, &fresh, now_ms, &mut |s, now, m, p| replayer.apply(s, now, m, p))?;
             (o.persist, o.store, o.epoch)
         } else {
             (Persist::off(), Store::new(), fresh)
@@ -391,7 +392,7 @@ impl Engine {
     }
 
     /// Persistence series for `/metrics`.
-    pub fn persist_metrics(&self) -> String {
+    pub fn persist_metrics(&self) -> Vec<(&'static str, &'static str, f64)> {
         self.persist.metrics(self.unix_ms)
     }
 }

@@ -104,8 +104,8 @@ pub struct Gauges<'a> {
     pub deliveries: u64,
     pub uptime_s: u64,
     pub version: &'a str,
-    /// Extra lines (persistence) already in exposition format.
-    pub extra: String,
+    /// More gauges (persistence): (name, help, value).
+    pub extra: Vec<(&'static str, &'static str, f64)>,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, kind: &str, v: u64) {
@@ -223,7 +223,9 @@ impl Metrics {
         counter(&mut m, "dbx_pubsub_subscriptions", "Channel and pattern subscriptions", "gauge", g.subscriptions);
         counter(&mut m, "dbx_watchers", "Connections watching keys", "gauge", g.watchers);
         counter(&mut m, "dbx_pubsub_deliveries_total", "Pub/sub events delivered", "counter", g.deliveries);
-        m.push_str(&g.extra);
+        for &(name, help, v) in &g.extra {
+            let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
         m
     }
 }
