@@ -26,9 +26,9 @@
 //!   module per data type; commands know nothing of sockets or of the log format and
 //!   report their effects in a `cmd::Outcome`.
 //! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
-//! - [`persist`]: the append-only log (record encoding in `persist::aof`, group
-//!   commit, fsync policies), fork-based snapshots, start-up loading and replay
-//!   (docs/PERSISTENCE.md).
+//! - [`persist`]: durability behind one facade (`Persist`): `aof` (the log file,
+//!   record encoding, group commit, fsync policies), `snapshot` (fork-based
+//!   snapshots), `load` (start-up and replay), `format` (docs/PERSISTENCE.md).
 //! - [`auth`]: API keys and JWTs, roles and key scopes (pure; `auth::verify` checks).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 //! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
