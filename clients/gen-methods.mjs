@@ -3,6 +3,8 @@
 //   clients/js/src/methods.js        (runtime table used to build dbx.string.get(...) etc.)
 //   clients/js/src/methods.d.ts      (TypeScript declarations of those helpers)
 //   clients/python/dbx_client/_generated.py  (typed async helper classes)
+// and keeps both packages' versions equal to the server's (Cargo.toml's [package] version):
+//   clients/js/package.json "version", clients/python/dbx_client/__init__.py __version__
 // `node clients/gen-methods.mjs --check` exits 1 when a generated file is out of date.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -80,11 +82,87 @@ function genDts() {
   return out;
 }
 
+// ---- Python result types: the table's TypeScript result shapes as TypedDicts.
+// Split `s` at top-level occurrences of `sep` (outside (), [], {}, <>).
+function splitTop(s, sep) {
+  const out = [];
+  let depth = 0, cur = '';
+  for (const c of s) {
+    if ('([{<'.includes(c)) depth++;
+    if (')]}>'.includes(c)) depth--;
+    if (c === sep && depth === 0) { out.push(cur); cur = ''; } else cur += c;
+  }
+  out.push(cur);
+  return out.map((x) => x.trim()).filter((x) => x !== '');
+}
+// A TypeScript type from the table in Python. `number` is `int` (counts, revs,
+// lengths, seconds) except for sorted-set scores, which are floats.
+function tsToPy(t, field) {
+  t = t.trim();
+  const parts = splitTop(t, '|');
+  if (parts.length > 1) {
+    const lits = parts.filter((p) => /^'.*'$/.test(p));
+    const rest = parts.filter((p) => !/^'.*'$/.test(p)).map((p) => tsToPy(p, field));
+    if (lits.length) rest.unshift(`Literal[${lits.map((l) => JSON.stringify(l.slice(1, -1))).join(', ')}]`);
+    return rest.join(' | ');
+  }
+  if (t.endsWith('[]')) {
+    let inner = t.slice(0, -2).trim();
+    if (inner.startsWith('(') && inner.endsWith(')')) inner = inner.slice(1, -1);
+    return `list[${tsToPy(inner, field)}]`;
+  }
+  const rec = /^Record<string,\s*(.+)>$/.exec(t);
+  if (rec) return `dict[str, ${tsToPy(rec[1], field)}]`;
+  if (/^'.*'$/.test(t)) return `Literal[${JSON.stringify(t.slice(1, -1))}]`;
+  const simple = { string: 'str', boolean: 'bool', null: 'None', unknown: 'Any', number: field === 'score' ? 'float' : 'int' };
+  if (t in simple) return simple[t];
+  if (['ZMember', 'WatchValue', 'KeyspaceEvent', 'WatchResult'].includes(t)) return t;
+  throw new Error(`gen-methods: no Python type for TypeScript type ${t}`);
+}
+// `{ a: string; b?: number; [k: string]: unknown }` → fields [{name, type, optional}].
+function tsFields(obj) {
+  const body = obj.trim().replace(/^\{/, '').replace(/\}$/, '');
+  return splitTop(body, ';').filter((f) => !f.startsWith('[')).map((f) => {
+    const i = f.indexOf(':');
+    let name = f.slice(0, i).trim();
+    const optional = name.endsWith('?');
+    if (optional) name = name.slice(0, -1);
+    return { name, type: tsToPy(f.slice(i + 1), name), optional };
+  });
+}
+function typedDict(name, fields, doc) {
+  let out = `class ${name}(TypedDict):\n    """${doc}"""\n\n`;
+  for (const f of fields) out += `    ${f.name}: ${f.optional ? `NotRequired[${f.type}]` : f.type}\n`;
+  return out + '\n\n';
+}
+function resultTypeName(method) {
+  return method.split(/[._]/).map(cap).join('') + 'Result';
+}
+function genPyTypes() {
+  let out = typedDict('ZMember', tsFields('{ member: string; score: number }'), 'A sorted-set member and its score.');
+  out += typedDict('WatchValue', tsFields("{ type: 'string' | 'hash' | 'set' | 'zset' | 'list'; value: unknown }"), 'A watched key\'s value.');
+  out += typedDict('KeyspaceEvent', tsFields("{ type: 'keyspace'; key: string; event: string; rev: number; timestamp?: string; replayed?: boolean }"), 'A change to a watched key.');
+  out += typedDict('WatchResult', tsFields('{ watching: string[]; rev: number; values?: Record<string, WatchValue>; replay?: KeyspaceEvent[]; gap?: boolean }'), '`key.watch` result.');
+  const names = {};
+  for (const [method, def] of Object.entries(table)) {
+    const r = def.result.trim();
+    if (r.startsWith('{')) {
+      names[method] = resultTypeName(method);
+      out += typedDict(names[method], tsFields(r), `\`${method}\` result.`);
+    } else {
+      names[method] = tsToPy(r, '');
+    }
+  }
+  return { out, names };
+}
+
 // ---- Python helpers
 function genPy() {
+  const types = genPyTypes();
   let out = `# ${HEADER}\n"""Typed helpers: \`await dbx.string.get(key)\` and so on, one per protocol method."""\n` +
-    `from __future__ import annotations\n\nfrom typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence\n\n` +
-    `if TYPE_CHECKING:\n    from .client import DBXWebSocket\n\n\n` +
+    `from __future__ import annotations\n\nimport sys\nfrom typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, cast\n\n` +
+    `if sys.version_info >= (3, 11):\n    from typing import NotRequired, TypedDict\nelse:  # pragma: no cover\n    from typing_extensions import NotRequired, TypedDict\n\n` +
+    `if TYPE_CHECKING:\n    from .client import DBXWebSocket\n\n\n` + types.out +
     `def _pick(params: dict[str, Any], one: str, many: str, value: Any) -> None:\n` +
     `    if value is None:\n        return\n` +
     `    if isinstance(value, (str, int, float)):\n        params[one] = value\n` +
@@ -118,10 +196,11 @@ function genPy() {
         }
       }
       sig.push('timeout: float | None = None');
-      out += `    async def ${pyName}(${sig.join(', ')}) -> dict[str, Any]:\n` +
+      out += `    async def ${pyName}(${sig.join(', ')}) -> ${types.names[m.method]}:\n` +
         `        """\`${m.method}\` → \`${m.def.result.replace(/`/g, '')}\`"""\n` +
         body.map((l) => `        ${l}\n`).join('') +
-        `        return await self._client.send_request(${JSON.stringify(m.method)}, params, timeout=timeout)\n\n`;
+        `        result = await self._client.send_request(${JSON.stringify(m.method)}, params, timeout=timeout)\n` +
+        `        return cast("${types.names[m.method]}", result)\n\n`;
     }
     out += '\n';
   }
@@ -133,7 +212,21 @@ function genPy() {
   return out;
 }
 
+// ---- Versions follow the server's.
+const cargo = readFileSync(join(here, '../Cargo.toml'), 'utf8');
+const serverVersion = /^\[package\][^[]*?^version\s*=\s*"([^"]+)"/ms.exec(cargo)?.[1];
+if (!serverVersion) throw new Error('gen-methods: no [package] version in Cargo.toml');
+const withVersion = (path, re, line) => {
+  const text = readFileSync(path, 'utf8');
+  if (!re.test(text)) throw new Error(`gen-methods: no version line in ${path}`);
+  return text.replace(re, line);
+};
+const pkgJson = join(here, 'js/package.json');
+const pyInit = join(here, 'python/dbx_client/__init__.py');
+
 const files = {
+  [pkgJson]: withVersion(pkgJson, /^  "version": "[^"]*",$/m, `  "version": "${serverVersion}",`),
+  [pyInit]: withVersion(pyInit, /^__version__ = "[^"]*"$/m, `__version__ = "${serverVersion}"`),
   [join(here, 'js/src/methods.js')]: genJs(),
   [join(here, 'js/src/methods.d.ts')]: genDts(),
   [join(here, 'python/dbx_client/_generated.py')]: genPy(),

@@ -16,11 +16,15 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 (cd clients/js && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
-python3 -m pip install -q --disable-pip-version-check -e "clients/python[test]"
+python3 -m pip install -q --disable-pip-version-check -e "clients/python[test]" mypy
 
 status=0
 node clients/gen-methods.mjs --check || { echo "clients: generated method files are stale: run node clients/gen-methods.mjs" >&2; status=1; }
 (cd clients/js && node --test --test-concurrency=1 --test-timeout=120000 \
   test/client.test.js test/reconnect.test.js test/browser.test.js) || status=1
 (cd clients/python && python3 -m pytest -v -p no:cacheprovider) || status=1
+# The typed helpers (TypedDict results generated from the method table) type-check.
+(cd clients/python && python3 -m mypy --strict --follow-imports=silent dbx_client/_generated.py) || status=1
+# Installed as a user would: npm pack / wheel into fresh directories, smoke-tested there.
+bash clients/smoke/run.sh || status=1
 exit $status

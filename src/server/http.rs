@@ -12,15 +12,19 @@ use crate::proto::Json;
 use std::io::{self, Read};
 
 /// What the reactor knows at answer time.
-pub struct Facts {
+pub struct Facts<'a> {
     pub uptime_s: u64,
     /// Open WebSocket connections (counted against the limit).
     pub connections: u64,
+    /// DBX_WS_MAX_CONNECTIONS.
+    pub max_connections: u64,
     /// Every socket, HTTP ones included.
     pub sockets: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub maxmemory: u64,
+    /// The data directory when persistence is on (the last snapshot's time).
+    pub data_dir: Option<&'a std::path::Path>,
 }
 
 /// 200 `ok`, or 503 `degraded` while the log cannot be written (writes refused).
@@ -42,6 +46,7 @@ pub fn metrics(engine: &Engine, m: &Metrics, f: &Facts) -> String {
     let e = engine.gauges();
     let g = Gauges {
         connections: f.connections,
+        max_connections: f.max_connections,
         sockets: f.sockets,
         bytes_in: f.bytes_in,
         bytes_out: f.bytes_out,
@@ -57,6 +62,7 @@ pub fn metrics(engine: &Engine, m: &Metrics, f: &Facts) -> String {
         uptime_s: f.uptime_s,
         version: env!("CARGO_PKG_VERSION"),
         extra: engine.persist_metrics(),
+        data_dir: f.data_dir,
     };
     m.render(&g)
 }
@@ -151,7 +157,7 @@ impl Server {
         }
     }
 
-    pub(super) fn http_facts(&self) -> Facts {
+    pub(super) fn http_facts(&self) -> Facts<'_> {
         let (mut bytes_in, mut bytes_out) = (self.metrics.bytes_in_closed, self.metrics.bytes_out_closed);
         for (_, c) in self.conns.iter() {
             if let Some(w) = c.wire_ref() {
@@ -162,10 +168,12 @@ impl Server {
         Facts {
             uptime_s: self.started.elapsed().as_secs(),
             connections: self.ws_count as u64,
+            max_connections: self.cfg.ws_max_connections as u64,
             sockets: self.conns.len() as u64,
             bytes_in,
             bytes_out,
             maxmemory: self.cfg.maxmemory,
+            data_dir: self.cfg.persist.then_some(self.cfg.data_dir.as_path()),
         }
     }
 }

@@ -2,10 +2,439 @@
 """Typed helpers: `await dbx.string.get(key)` and so on, one per protocol method."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+import sys
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, cast
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired, TypedDict
+else:  # pragma: no cover
+    from typing_extensions import NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from .client import DBXWebSocket
+
+
+class ZMember(TypedDict):
+    """A sorted-set member and its score."""
+
+    member: str
+    score: float
+
+
+class WatchValue(TypedDict):
+    """A watched key's value."""
+
+    type: Literal["string", "hash", "set", "zset", "list"]
+    value: Any
+
+
+class KeyspaceEvent(TypedDict):
+    """A change to a watched key."""
+
+    type: Literal["keyspace"]
+    key: str
+    event: str
+    rev: int
+    timestamp: NotRequired[str]
+    replayed: NotRequired[bool]
+
+
+class WatchResult(TypedDict):
+    """`key.watch` result."""
+
+    watching: list[str]
+    rev: int
+    values: NotRequired[dict[str, WatchValue]]
+    replay: NotRequired[list[KeyspaceEvent]]
+    gap: NotRequired[bool]
+
+
+class StringGetResult(TypedDict):
+    """`string.get` result."""
+
+    value: str
+    ttl: int | None
+
+
+class StringSetResult(TypedDict):
+    """`string.set` result."""
+
+    set: bool
+    previous: NotRequired[str | None]
+    rev: NotRequired[int]
+
+
+class StringMgetResult(TypedDict):
+    """`string.mget` result."""
+
+    values: list[str | None]
+
+
+class StringMsetResult(TypedDict):
+    """`string.mset` result."""
+
+    set: int
+    rev: NotRequired[int]
+
+
+class StringIncrResult(TypedDict):
+    """`string.incr` result."""
+
+    value: int
+    rev: NotRequired[int]
+
+
+class StringDecrResult(TypedDict):
+    """`string.decr` result."""
+
+    value: int
+    rev: NotRequired[int]
+
+
+class StringAppendResult(TypedDict):
+    """`string.append` result."""
+
+    length: int
+    rev: NotRequired[int]
+
+
+class StringStrlenResult(TypedDict):
+    """`string.strlen` result."""
+
+    length: int
+
+
+class KeyDelResult(TypedDict):
+    """`key.del` result."""
+
+    deleted: int
+    rev: NotRequired[int]
+
+
+class KeyExistsResult(TypedDict):
+    """`key.exists` result."""
+
+    exists: NotRequired[bool]
+    count: NotRequired[int]
+
+
+class KeyTypeResult(TypedDict):
+    """`key.type` result."""
+
+    type: Literal["string", "hash", "set", "zset", "list", "none"]
+
+
+class KeyExpireResult(TypedDict):
+    """`key.expire` result."""
+
+    updated: bool
+    rev: NotRequired[int]
+
+
+class KeyTtlResult(TypedDict):
+    """`key.ttl` result."""
+
+    ttl: int | None
+
+
+class KeyPersistResult(TypedDict):
+    """`key.persist` result."""
+
+    updated: bool
+    rev: NotRequired[int]
+
+
+class KeyRenameResult(TypedDict):
+    """`key.rename` result."""
+
+    renamed: bool
+    rev: NotRequired[int]
+
+
+class KeyScanResult(TypedDict):
+    """`key.scan` result."""
+
+    cursor: str
+    keys: list[str]
+
+
+class KeyUnwatchResult(TypedDict):
+    """`key.unwatch` result."""
+
+    unwatched: list[str]
+
+
+class HashGetResult(TypedDict):
+    """`hash.get` result."""
+
+    value: NotRequired[str]
+    fields: NotRequired[dict[str, str]]
+
+
+class HashMgetResult(TypedDict):
+    """`hash.mget` result."""
+
+    values: list[str | None]
+
+
+class HashSetResult(TypedDict):
+    """`hash.set` result."""
+
+    created: int
+    rev: NotRequired[int]
+
+
+class HashDelResult(TypedDict):
+    """`hash.del` result."""
+
+    deleted: int
+    rev: NotRequired[int]
+
+
+class HashExistsResult(TypedDict):
+    """`hash.exists` result."""
+
+    exists: bool
+
+
+class HashLenResult(TypedDict):
+    """`hash.len` result."""
+
+    length: int
+
+
+class HashKeysResult(TypedDict):
+    """`hash.keys` result."""
+
+    fields: list[str]
+
+
+class HashValuesResult(TypedDict):
+    """`hash.values` result."""
+
+    values: list[str]
+
+
+class HashIncrResult(TypedDict):
+    """`hash.incr` result."""
+
+    value: int
+    rev: NotRequired[int]
+
+
+class SetAddResult(TypedDict):
+    """`set.add` result."""
+
+    added: int
+    rev: NotRequired[int]
+
+
+class SetRemoveResult(TypedDict):
+    """`set.remove` result."""
+
+    removed: int
+    rev: NotRequired[int]
+
+
+class SetMembersResult(TypedDict):
+    """`set.members` result."""
+
+    members: list[str]
+
+
+class SetContainsResult(TypedDict):
+    """`set.contains` result."""
+
+    contains: bool
+
+
+class SetCardResult(TypedDict):
+    """`set.card` result."""
+
+    count: int
+
+
+class SetInterResult(TypedDict):
+    """`set.inter` result."""
+
+    members: list[str]
+
+
+class SetUnionResult(TypedDict):
+    """`set.union` result."""
+
+    members: list[str]
+
+
+class SetDiffResult(TypedDict):
+    """`set.diff` result."""
+
+    members: list[str]
+
+
+class SetPopResult(TypedDict):
+    """`set.pop` result."""
+
+    members: list[str]
+    rev: NotRequired[int]
+
+
+class ZsetAddResult(TypedDict):
+    """`zset.add` result."""
+
+    added: int
+    rev: NotRequired[int]
+
+
+class ZsetScoreResult(TypedDict):
+    """`zset.score` result."""
+
+    score: float
+
+
+class ZsetIncrResult(TypedDict):
+    """`zset.incr` result."""
+
+    score: float
+    rev: NotRequired[int]
+
+
+class ZsetRemoveResult(TypedDict):
+    """`zset.remove` result."""
+
+    removed: int
+    rev: NotRequired[int]
+
+
+class ZsetRankResult(TypedDict):
+    """`zset.rank` result."""
+
+    rank: int
+
+
+class ZsetRangeResult(TypedDict):
+    """`zset.range` result."""
+
+    members: list[ZMember]
+
+
+class ZsetRangeByScoreResult(TypedDict):
+    """`zset.range_by_score` result."""
+
+    members: list[ZMember]
+
+
+class ZsetCardResult(TypedDict):
+    """`zset.card` result."""
+
+    count: int
+
+
+class ListPushResult(TypedDict):
+    """`list.push` result."""
+
+    length: int
+    rev: NotRequired[int]
+
+
+class ListPopResult(TypedDict):
+    """`list.pop` result."""
+
+    values: list[str]
+    rev: NotRequired[int]
+
+
+class ListRangeResult(TypedDict):
+    """`list.range` result."""
+
+    values: list[str]
+
+
+class ListLenResult(TypedDict):
+    """`list.len` result."""
+
+    length: int
+
+
+class ListIndexResult(TypedDict):
+    """`list.index` result."""
+
+    value: str
+
+
+class ListTrimResult(TypedDict):
+    """`list.trim` result."""
+
+    length: int
+    rev: NotRequired[int]
+
+
+class PubsubSubscribeResult(TypedDict):
+    """`pubsub.subscribe` result."""
+
+    subscribed: list[str]
+
+
+class PubsubUnsubscribeResult(TypedDict):
+    """`pubsub.unsubscribe` result."""
+
+    unsubscribed: list[str]
+
+
+class PubsubPublishResult(TypedDict):
+    """`pubsub.publish` result."""
+
+    receivers: int
+
+
+class AuthRefreshResult(TypedDict):
+    """`auth.refresh` result."""
+
+    expires_at: int | None
+
+
+class ServerPingResult(TypedDict):
+    """`server.ping` result."""
+
+    pong: bool
+
+
+class ServerTimeResult(TypedDict):
+    """`server.time` result."""
+
+    unix_ms: int
+
+
+class ServerInfoResult(TypedDict):
+    """`server.info` result."""
+
+    version: str
+    uptime_s: int
+    connections: int
+    keys: int
+    used_memory: int
+    ops_total: int
+    epoch: NotRequired[str]
+    rev: NotRequired[int]
+
+
+class ServerDbsizeResult(TypedDict):
+    """`server.dbsize` result."""
+
+    keys: int
+
+
+class ServerFlushResult(TypedDict):
+    """`server.flush` result."""
+
+    flushed: int
+    rev: NotRequired[int]
+
+
+class ServerSaveResult(TypedDict):
+    """`server.save` result."""
+
+    started: bool
 
 
 def _pick(params: dict[str, Any], one: str, many: str, value: Any) -> None:
@@ -31,13 +460,14 @@ class StringMethods(_Namespace):
 
     __slots__ = ()
 
-    async def get(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def get(self, key: str, *, timeout: float | None = None) -> StringGetResult:
         """`string.get` → `{ value: string; ttl: number | null }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("string.get", params, timeout=timeout)
+        result = await self._client.send_request("string.get", params, timeout=timeout)
+        return cast("StringGetResult", result)
 
-    async def set(self, key: str, value: str, *, ttl: float | None = None, nx: bool | None = None, xx: bool | None = None, get: bool | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def set(self, key: str, value: str, *, ttl: float | None = None, nx: bool | None = None, xx: bool | None = None, get: bool | None = None, timeout: float | None = None) -> StringSetResult:
         """`string.set` → `{ set: boolean; previous?: string | null; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
@@ -50,48 +480,55 @@ class StringMethods(_Namespace):
             params["xx"] = xx
         if get is not None:
             params["get"] = get
-        return await self._client.send_request("string.set", params, timeout=timeout)
+        result = await self._client.send_request("string.set", params, timeout=timeout)
+        return cast("StringSetResult", result)
 
-    async def mget(self, keys: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def mget(self, keys: Sequence[str], *, timeout: float | None = None) -> StringMgetResult:
         """`string.mget` → `{ values: (string | null)[] }`"""
         params: dict[str, Any] = {}
         params["keys"] = list(keys)
-        return await self._client.send_request("string.mget", params, timeout=timeout)
+        result = await self._client.send_request("string.mget", params, timeout=timeout)
+        return cast("StringMgetResult", result)
 
-    async def mset(self, pairs: Mapping[str, str | int | float], *, timeout: float | None = None) -> dict[str, Any]:
+    async def mset(self, pairs: Mapping[str, str | int | float], *, timeout: float | None = None) -> StringMsetResult:
         """`string.mset` → `{ set: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["pairs"] = dict(pairs)
-        return await self._client.send_request("string.mset", params, timeout=timeout)
+        result = await self._client.send_request("string.mset", params, timeout=timeout)
+        return cast("StringMsetResult", result)
 
-    async def incr(self, key: str, *, by: int | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def incr(self, key: str, *, by: int | None = None, timeout: float | None = None) -> StringIncrResult:
         """`string.incr` → `{ value: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         if by is not None:
             params["by"] = by
-        return await self._client.send_request("string.incr", params, timeout=timeout)
+        result = await self._client.send_request("string.incr", params, timeout=timeout)
+        return cast("StringIncrResult", result)
 
-    async def decr(self, key: str, *, by: int | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def decr(self, key: str, *, by: int | None = None, timeout: float | None = None) -> StringDecrResult:
         """`string.decr` → `{ value: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         if by is not None:
             params["by"] = by
-        return await self._client.send_request("string.decr", params, timeout=timeout)
+        result = await self._client.send_request("string.decr", params, timeout=timeout)
+        return cast("StringDecrResult", result)
 
-    async def append(self, key: str, value: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def append(self, key: str, value: str, *, timeout: float | None = None) -> StringAppendResult:
         """`string.append` → `{ length: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["value"] = value
-        return await self._client.send_request("string.append", params, timeout=timeout)
+        result = await self._client.send_request("string.append", params, timeout=timeout)
+        return cast("StringAppendResult", result)
 
-    async def strlen(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def strlen(self, key: str, *, timeout: float | None = None) -> StringStrlenResult:
         """`string.strlen` → `{ length: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("string.strlen", params, timeout=timeout)
+        result = await self._client.send_request("string.strlen", params, timeout=timeout)
+        return cast("StringStrlenResult", result)
 
 
 class KeyMethods(_Namespace):
@@ -99,53 +536,60 @@ class KeyMethods(_Namespace):
 
     __slots__ = ()
 
-    async def delete(self, key: str | int | float | Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def delete(self, key: str | int | float | Sequence[str], *, timeout: float | None = None) -> KeyDelResult:
         """`key.del` → `{ deleted: number; rev?: number }`"""
         params: dict[str, Any] = {}
         _pick(params, "key", "keys", key)
-        return await self._client.send_request("key.del", params, timeout=timeout)
+        result = await self._client.send_request("key.del", params, timeout=timeout)
+        return cast("KeyDelResult", result)
 
-    async def exists(self, key: str | int | float | Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def exists(self, key: str | int | float | Sequence[str], *, timeout: float | None = None) -> KeyExistsResult:
         """`key.exists` → `{ exists?: boolean; count?: number }`"""
         params: dict[str, Any] = {}
         _pick(params, "key", "keys", key)
-        return await self._client.send_request("key.exists", params, timeout=timeout)
+        result = await self._client.send_request("key.exists", params, timeout=timeout)
+        return cast("KeyExistsResult", result)
 
-    async def type(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def type(self, key: str, *, timeout: float | None = None) -> KeyTypeResult:
         """`key.type` → `{ type: 'string' | 'hash' | 'set' | 'zset' | 'list' | 'none' }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("key.type", params, timeout=timeout)
+        result = await self._client.send_request("key.type", params, timeout=timeout)
+        return cast("KeyTypeResult", result)
 
-    async def expire(self, key: str, ttl: float, *, timeout: float | None = None) -> dict[str, Any]:
+    async def expire(self, key: str, ttl: float, *, timeout: float | None = None) -> KeyExpireResult:
         """`key.expire` → `{ updated: boolean; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["ttl"] = ttl
-        return await self._client.send_request("key.expire", params, timeout=timeout)
+        result = await self._client.send_request("key.expire", params, timeout=timeout)
+        return cast("KeyExpireResult", result)
 
-    async def ttl(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def ttl(self, key: str, *, timeout: float | None = None) -> KeyTtlResult:
         """`key.ttl` → `{ ttl: number | null }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("key.ttl", params, timeout=timeout)
+        result = await self._client.send_request("key.ttl", params, timeout=timeout)
+        return cast("KeyTtlResult", result)
 
-    async def persist(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def persist(self, key: str, *, timeout: float | None = None) -> KeyPersistResult:
         """`key.persist` → `{ updated: boolean; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("key.persist", params, timeout=timeout)
+        result = await self._client.send_request("key.persist", params, timeout=timeout)
+        return cast("KeyPersistResult", result)
 
-    async def rename(self, key: str, new_key: str, *, nx: bool | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def rename(self, key: str, new_key: str, *, nx: bool | None = None, timeout: float | None = None) -> KeyRenameResult:
         """`key.rename` → `{ renamed: boolean; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["new_key"] = new_key
         if nx is not None:
             params["nx"] = nx
-        return await self._client.send_request("key.rename", params, timeout=timeout)
+        result = await self._client.send_request("key.rename", params, timeout=timeout)
+        return cast("KeyRenameResult", result)
 
-    async def scan(self, *, cursor: str | None = None, match: str | None = None, count: int | None = None, type: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def scan(self, *, cursor: str | None = None, match: str | None = None, count: int | None = None, type: str | None = None, timeout: float | None = None) -> KeyScanResult:
         """`key.scan` → `{ cursor: string; keys: string[] }`"""
         params: dict[str, Any] = {}
         if cursor is not None:
@@ -156,9 +600,10 @@ class KeyMethods(_Namespace):
             params["count"] = count
         if type is not None:
             params["type"] = type
-        return await self._client.send_request("key.scan", params, timeout=timeout)
+        result = await self._client.send_request("key.scan", params, timeout=timeout)
+        return cast("KeyScanResult", result)
 
-    async def watch(self, keys: Sequence[str] | None = None, *, patterns: Sequence[str] | None = None, since: int | None = None, epoch: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def watch(self, keys: Sequence[str] | None = None, *, patterns: Sequence[str] | None = None, since: int | None = None, epoch: str | None = None, timeout: float | None = None) -> WatchResult:
         """`key.watch` → `WatchResult`"""
         params: dict[str, Any] = {}
         if keys is not None:
@@ -169,16 +614,18 @@ class KeyMethods(_Namespace):
             params["since"] = since
         if epoch is not None:
             params["epoch"] = epoch
-        return await self._client.send_request("key.watch", params, timeout=timeout)
+        result = await self._client.send_request("key.watch", params, timeout=timeout)
+        return cast("WatchResult", result)
 
-    async def unwatch(self, *, keys: Sequence[str] | None = None, patterns: Sequence[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def unwatch(self, *, keys: Sequence[str] | None = None, patterns: Sequence[str] | None = None, timeout: float | None = None) -> KeyUnwatchResult:
         """`key.unwatch` → `{ unwatched: string[] }`"""
         params: dict[str, Any] = {}
         if keys is not None:
             params["keys"] = list(keys)
         if patterns is not None:
             params["patterns"] = list(patterns)
-        return await self._client.send_request("key.unwatch", params, timeout=timeout)
+        result = await self._client.send_request("key.unwatch", params, timeout=timeout)
+        return cast("KeyUnwatchResult", result)
 
 
 class HashMethods(_Namespace):
@@ -186,70 +633,79 @@ class HashMethods(_Namespace):
 
     __slots__ = ()
 
-    async def get(self, key: str, field: str | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    async def get(self, key: str, field: str | None = None, *, timeout: float | None = None) -> HashGetResult:
         """`hash.get` → `{ value?: string; fields?: Record<string, string> }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         if field is not None:
             params["field"] = field
-        return await self._client.send_request("hash.get", params, timeout=timeout)
+        result = await self._client.send_request("hash.get", params, timeout=timeout)
+        return cast("HashGetResult", result)
 
-    async def mget(self, key: str, fields: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def mget(self, key: str, fields: Sequence[str], *, timeout: float | None = None) -> HashMgetResult:
         """`hash.mget` → `{ values: (string | null)[] }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["fields"] = list(fields)
-        return await self._client.send_request("hash.mget", params, timeout=timeout)
+        result = await self._client.send_request("hash.mget", params, timeout=timeout)
+        return cast("HashMgetResult", result)
 
-    async def set(self, key: str, field: str | int | float | Mapping[str, str | int | float], value: str | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    async def set(self, key: str, field: str | int | float | Mapping[str, str | int | float], value: str | None = None, *, timeout: float | None = None) -> HashSetResult:
         """`hash.set` → `{ created: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         _pick(params, "field", "fields", field)
         if value is not None:
             params["value"] = value
-        return await self._client.send_request("hash.set", params, timeout=timeout)
+        result = await self._client.send_request("hash.set", params, timeout=timeout)
+        return cast("HashSetResult", result)
 
-    async def del_(self, key: str, field: str | int | float | Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def del_(self, key: str, field: str | int | float | Sequence[str], *, timeout: float | None = None) -> HashDelResult:
         """`hash.del` → `{ deleted: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         _pick(params, "field", "fields", field)
-        return await self._client.send_request("hash.del", params, timeout=timeout)
+        result = await self._client.send_request("hash.del", params, timeout=timeout)
+        return cast("HashDelResult", result)
 
-    async def exists(self, key: str, field: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def exists(self, key: str, field: str, *, timeout: float | None = None) -> HashExistsResult:
         """`hash.exists` → `{ exists: boolean }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["field"] = field
-        return await self._client.send_request("hash.exists", params, timeout=timeout)
+        result = await self._client.send_request("hash.exists", params, timeout=timeout)
+        return cast("HashExistsResult", result)
 
-    async def len(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def len(self, key: str, *, timeout: float | None = None) -> HashLenResult:
         """`hash.len` → `{ length: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("hash.len", params, timeout=timeout)
+        result = await self._client.send_request("hash.len", params, timeout=timeout)
+        return cast("HashLenResult", result)
 
-    async def keys(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def keys(self, key: str, *, timeout: float | None = None) -> HashKeysResult:
         """`hash.keys` → `{ fields: string[] }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("hash.keys", params, timeout=timeout)
+        result = await self._client.send_request("hash.keys", params, timeout=timeout)
+        return cast("HashKeysResult", result)
 
-    async def values(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def values(self, key: str, *, timeout: float | None = None) -> HashValuesResult:
         """`hash.values` → `{ values: string[] }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("hash.values", params, timeout=timeout)
+        result = await self._client.send_request("hash.values", params, timeout=timeout)
+        return cast("HashValuesResult", result)
 
-    async def incr(self, key: str, field: str, *, by: int | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def incr(self, key: str, field: str, *, by: int | None = None, timeout: float | None = None) -> HashIncrResult:
         """`hash.incr` → `{ value: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["field"] = field
         if by is not None:
             params["by"] = by
-        return await self._client.send_request("hash.incr", params, timeout=timeout)
+        result = await self._client.send_request("hash.incr", params, timeout=timeout)
+        return cast("HashIncrResult", result)
 
 
 class SetMethods(_Namespace):
@@ -257,64 +713,73 @@ class SetMethods(_Namespace):
 
     __slots__ = ()
 
-    async def add(self, key: str, member: str | int | float | Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def add(self, key: str, member: str | int | float | Sequence[str], *, timeout: float | None = None) -> SetAddResult:
         """`set.add` → `{ added: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         _pick(params, "member", "members", member)
-        return await self._client.send_request("set.add", params, timeout=timeout)
+        result = await self._client.send_request("set.add", params, timeout=timeout)
+        return cast("SetAddResult", result)
 
-    async def remove(self, key: str, member: str | int | float | Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def remove(self, key: str, member: str | int | float | Sequence[str], *, timeout: float | None = None) -> SetRemoveResult:
         """`set.remove` → `{ removed: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         _pick(params, "member", "members", member)
-        return await self._client.send_request("set.remove", params, timeout=timeout)
+        result = await self._client.send_request("set.remove", params, timeout=timeout)
+        return cast("SetRemoveResult", result)
 
-    async def members(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def members(self, key: str, *, timeout: float | None = None) -> SetMembersResult:
         """`set.members` → `{ members: string[] }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("set.members", params, timeout=timeout)
+        result = await self._client.send_request("set.members", params, timeout=timeout)
+        return cast("SetMembersResult", result)
 
-    async def contains(self, key: str, member: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def contains(self, key: str, member: str, *, timeout: float | None = None) -> SetContainsResult:
         """`set.contains` → `{ contains: boolean }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["member"] = member
-        return await self._client.send_request("set.contains", params, timeout=timeout)
+        result = await self._client.send_request("set.contains", params, timeout=timeout)
+        return cast("SetContainsResult", result)
 
-    async def card(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def card(self, key: str, *, timeout: float | None = None) -> SetCardResult:
         """`set.card` → `{ count: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("set.card", params, timeout=timeout)
+        result = await self._client.send_request("set.card", params, timeout=timeout)
+        return cast("SetCardResult", result)
 
-    async def inter(self, keys: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def inter(self, keys: Sequence[str], *, timeout: float | None = None) -> SetInterResult:
         """`set.inter` → `{ members: string[] }`"""
         params: dict[str, Any] = {}
         params["keys"] = list(keys)
-        return await self._client.send_request("set.inter", params, timeout=timeout)
+        result = await self._client.send_request("set.inter", params, timeout=timeout)
+        return cast("SetInterResult", result)
 
-    async def union(self, keys: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def union(self, keys: Sequence[str], *, timeout: float | None = None) -> SetUnionResult:
         """`set.union` → `{ members: string[] }`"""
         params: dict[str, Any] = {}
         params["keys"] = list(keys)
-        return await self._client.send_request("set.union", params, timeout=timeout)
+        result = await self._client.send_request("set.union", params, timeout=timeout)
+        return cast("SetUnionResult", result)
 
-    async def diff(self, keys: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def diff(self, keys: Sequence[str], *, timeout: float | None = None) -> SetDiffResult:
         """`set.diff` → `{ members: string[] }`"""
         params: dict[str, Any] = {}
         params["keys"] = list(keys)
-        return await self._client.send_request("set.diff", params, timeout=timeout)
+        result = await self._client.send_request("set.diff", params, timeout=timeout)
+        return cast("SetDiffResult", result)
 
-    async def pop(self, key: str, *, count: int | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def pop(self, key: str, *, count: int | None = None, timeout: float | None = None) -> SetPopResult:
         """`set.pop` → `{ members: string[]; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         if count is not None:
             params["count"] = count
-        return await self._client.send_request("set.pop", params, timeout=timeout)
+        result = await self._client.send_request("set.pop", params, timeout=timeout)
+        return cast("SetPopResult", result)
 
 
 class ZsetMethods(_Namespace):
@@ -322,47 +787,52 @@ class ZsetMethods(_Namespace):
 
     __slots__ = ()
 
-    async def add(self, key: str, member: str | int | float | Sequence[Mapping[str, Any]], score: float | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    async def add(self, key: str, member: str | int | float | Sequence[Mapping[str, Any]], score: float | None = None, *, timeout: float | None = None) -> ZsetAddResult:
         """`zset.add` → `{ added: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         _pick(params, "member", "members", member)
         if score is not None:
             params["score"] = score
-        return await self._client.send_request("zset.add", params, timeout=timeout)
+        result = await self._client.send_request("zset.add", params, timeout=timeout)
+        return cast("ZsetAddResult", result)
 
-    async def score(self, key: str, member: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def score(self, key: str, member: str, *, timeout: float | None = None) -> ZsetScoreResult:
         """`zset.score` → `{ score: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["member"] = member
-        return await self._client.send_request("zset.score", params, timeout=timeout)
+        result = await self._client.send_request("zset.score", params, timeout=timeout)
+        return cast("ZsetScoreResult", result)
 
-    async def incr(self, key: str, member: str, by: float, *, timeout: float | None = None) -> dict[str, Any]:
+    async def incr(self, key: str, member: str, by: float, *, timeout: float | None = None) -> ZsetIncrResult:
         """`zset.incr` → `{ score: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["member"] = member
         params["by"] = by
-        return await self._client.send_request("zset.incr", params, timeout=timeout)
+        result = await self._client.send_request("zset.incr", params, timeout=timeout)
+        return cast("ZsetIncrResult", result)
 
-    async def remove(self, key: str, member: str | int | float | Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    async def remove(self, key: str, member: str | int | float | Sequence[str], *, timeout: float | None = None) -> ZsetRemoveResult:
         """`zset.remove` → `{ removed: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         _pick(params, "member", "members", member)
-        return await self._client.send_request("zset.remove", params, timeout=timeout)
+        result = await self._client.send_request("zset.remove", params, timeout=timeout)
+        return cast("ZsetRemoveResult", result)
 
-    async def rank(self, key: str, member: str, *, rev: bool | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def rank(self, key: str, member: str, *, rev: bool | None = None, timeout: float | None = None) -> ZsetRankResult:
         """`zset.rank` → `{ rank: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["member"] = member
         if rev is not None:
             params["rev"] = rev
-        return await self._client.send_request("zset.rank", params, timeout=timeout)
+        result = await self._client.send_request("zset.rank", params, timeout=timeout)
+        return cast("ZsetRankResult", result)
 
-    async def range(self, key: str, start: int, stop: int, *, rev: bool | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def range(self, key: str, start: int, stop: int, *, rev: bool | None = None, timeout: float | None = None) -> ZsetRangeResult:
         """`zset.range` → `{ members: ZMember[] }`"""
         params: dict[str, Any] = {}
         params["key"] = key
@@ -370,9 +840,10 @@ class ZsetMethods(_Namespace):
         params["stop"] = stop
         if rev is not None:
             params["rev"] = rev
-        return await self._client.send_request("zset.range", params, timeout=timeout)
+        result = await self._client.send_request("zset.range", params, timeout=timeout)
+        return cast("ZsetRangeResult", result)
 
-    async def range_by_score(self, key: str, min: float | str, max: float | str, *, offset: int | None = None, limit: int | None = None, rev: bool | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def range_by_score(self, key: str, min: float | str, max: float | str, *, offset: int | None = None, limit: int | None = None, rev: bool | None = None, timeout: float | None = None) -> ZsetRangeByScoreResult:
         """`zset.range_by_score` → `{ members: ZMember[] }`"""
         params: dict[str, Any] = {}
         params["key"] = key
@@ -384,13 +855,15 @@ class ZsetMethods(_Namespace):
             params["limit"] = limit
         if rev is not None:
             params["rev"] = rev
-        return await self._client.send_request("zset.range_by_score", params, timeout=timeout)
+        result = await self._client.send_request("zset.range_by_score", params, timeout=timeout)
+        return cast("ZsetRangeByScoreResult", result)
 
-    async def card(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def card(self, key: str, *, timeout: float | None = None) -> ZsetCardResult:
         """`zset.card` → `{ count: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("zset.card", params, timeout=timeout)
+        result = await self._client.send_request("zset.card", params, timeout=timeout)
+        return cast("ZsetCardResult", result)
 
 
 class ListMethods(_Namespace):
@@ -398,16 +871,17 @@ class ListMethods(_Namespace):
 
     __slots__ = ()
 
-    async def push(self, key: str, value: str | int | float | Sequence[str], *, side: Literal["left", "right"] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def push(self, key: str, value: str | int | float | Sequence[str], *, side: Literal["left", "right"] | None = None, timeout: float | None = None) -> ListPushResult:
         """`list.push` → `{ length: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         _pick(params, "value", "values", value)
         if side is not None:
             params["side"] = side
-        return await self._client.send_request("list.push", params, timeout=timeout)
+        result = await self._client.send_request("list.push", params, timeout=timeout)
+        return cast("ListPushResult", result)
 
-    async def pop(self, key: str, *, side: Literal["left", "right"] | None = None, count: int | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def pop(self, key: str, *, side: Literal["left", "right"] | None = None, count: int | None = None, timeout: float | None = None) -> ListPopResult:
         """`list.pop` → `{ values: string[]; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
@@ -415,36 +889,41 @@ class ListMethods(_Namespace):
             params["side"] = side
         if count is not None:
             params["count"] = count
-        return await self._client.send_request("list.pop", params, timeout=timeout)
+        result = await self._client.send_request("list.pop", params, timeout=timeout)
+        return cast("ListPopResult", result)
 
-    async def range(self, key: str, start: int, stop: int, *, timeout: float | None = None) -> dict[str, Any]:
+    async def range(self, key: str, start: int, stop: int, *, timeout: float | None = None) -> ListRangeResult:
         """`list.range` → `{ values: string[] }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["start"] = start
         params["stop"] = stop
-        return await self._client.send_request("list.range", params, timeout=timeout)
+        result = await self._client.send_request("list.range", params, timeout=timeout)
+        return cast("ListRangeResult", result)
 
-    async def len(self, key: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def len(self, key: str, *, timeout: float | None = None) -> ListLenResult:
         """`list.len` → `{ length: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
-        return await self._client.send_request("list.len", params, timeout=timeout)
+        result = await self._client.send_request("list.len", params, timeout=timeout)
+        return cast("ListLenResult", result)
 
-    async def index(self, key: str, index: int, *, timeout: float | None = None) -> dict[str, Any]:
+    async def index(self, key: str, index: int, *, timeout: float | None = None) -> ListIndexResult:
         """`list.index` → `{ value: string }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["index"] = index
-        return await self._client.send_request("list.index", params, timeout=timeout)
+        result = await self._client.send_request("list.index", params, timeout=timeout)
+        return cast("ListIndexResult", result)
 
-    async def trim(self, key: str, start: int, stop: int, *, timeout: float | None = None) -> dict[str, Any]:
+    async def trim(self, key: str, start: int, stop: int, *, timeout: float | None = None) -> ListTrimResult:
         """`list.trim` → `{ length: number; rev?: number }`"""
         params: dict[str, Any] = {}
         params["key"] = key
         params["start"] = start
         params["stop"] = stop
-        return await self._client.send_request("list.trim", params, timeout=timeout)
+        result = await self._client.send_request("list.trim", params, timeout=timeout)
+        return cast("ListTrimResult", result)
 
 
 class PubsubMethods(_Namespace):
@@ -452,30 +931,33 @@ class PubsubMethods(_Namespace):
 
     __slots__ = ()
 
-    async def subscribe(self, channels: Sequence[str] | None = None, *, patterns: Sequence[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def subscribe(self, channels: Sequence[str] | None = None, *, patterns: Sequence[str] | None = None, timeout: float | None = None) -> PubsubSubscribeResult:
         """`pubsub.subscribe` → `{ subscribed: string[] }`"""
         params: dict[str, Any] = {}
         if channels is not None:
             params["channels"] = channels
         if patterns is not None:
             params["patterns"] = list(patterns)
-        return await self._client.send_request("pubsub.subscribe", params, timeout=timeout)
+        result = await self._client.send_request("pubsub.subscribe", params, timeout=timeout)
+        return cast("PubsubSubscribeResult", result)
 
-    async def unsubscribe(self, *, channels: Sequence[str] | None = None, patterns: Sequence[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+    async def unsubscribe(self, *, channels: Sequence[str] | None = None, patterns: Sequence[str] | None = None, timeout: float | None = None) -> PubsubUnsubscribeResult:
         """`pubsub.unsubscribe` → `{ unsubscribed: string[] }`"""
         params: dict[str, Any] = {}
         if channels is not None:
             params["channels"] = list(channels)
         if patterns is not None:
             params["patterns"] = list(patterns)
-        return await self._client.send_request("pubsub.unsubscribe", params, timeout=timeout)
+        result = await self._client.send_request("pubsub.unsubscribe", params, timeout=timeout)
+        return cast("PubsubUnsubscribeResult", result)
 
-    async def publish(self, channel: str, data: Any, *, timeout: float | None = None) -> dict[str, Any]:
+    async def publish(self, channel: str, data: Any, *, timeout: float | None = None) -> PubsubPublishResult:
         """`pubsub.publish` → `{ receivers: number }`"""
         params: dict[str, Any] = {}
         params["channel"] = channel
         params["data"] = data
-        return await self._client.send_request("pubsub.publish", params, timeout=timeout)
+        result = await self._client.send_request("pubsub.publish", params, timeout=timeout)
+        return cast("PubsubPublishResult", result)
 
 
 class AuthMethods(_Namespace):
@@ -483,11 +965,12 @@ class AuthMethods(_Namespace):
 
     __slots__ = ()
 
-    async def refresh(self, token: str, *, timeout: float | None = None) -> dict[str, Any]:
+    async def refresh(self, token: str, *, timeout: float | None = None) -> AuthRefreshResult:
         """`auth.refresh` → `{ expires_at: number | null }`"""
         params: dict[str, Any] = {}
         params["token"] = token
-        return await self._client.send_request("auth.refresh", params, timeout=timeout)
+        result = await self._client.send_request("auth.refresh", params, timeout=timeout)
+        return cast("AuthRefreshResult", result)
 
 
 class ServerMethods(_Namespace):
@@ -495,35 +978,41 @@ class ServerMethods(_Namespace):
 
     __slots__ = ()
 
-    async def ping(self, *, timeout: float | None = None) -> dict[str, Any]:
+    async def ping(self, *, timeout: float | None = None) -> ServerPingResult:
         """`server.ping` → `{ pong: boolean }`"""
         params: dict[str, Any] = {}
-        return await self._client.send_request("server.ping", params, timeout=timeout)
+        result = await self._client.send_request("server.ping", params, timeout=timeout)
+        return cast("ServerPingResult", result)
 
-    async def time(self, *, timeout: float | None = None) -> dict[str, Any]:
+    async def time(self, *, timeout: float | None = None) -> ServerTimeResult:
         """`server.time` → `{ unix_ms: number }`"""
         params: dict[str, Any] = {}
-        return await self._client.send_request("server.time", params, timeout=timeout)
+        result = await self._client.send_request("server.time", params, timeout=timeout)
+        return cast("ServerTimeResult", result)
 
-    async def info(self, *, timeout: float | None = None) -> dict[str, Any]:
+    async def info(self, *, timeout: float | None = None) -> ServerInfoResult:
         """`server.info` → `{ version: string; uptime_s: number; connections: number; keys: number; used_memory: number; ops_total: number; epoch?: string; rev?: number; [k: string]: unknown }`"""
         params: dict[str, Any] = {}
-        return await self._client.send_request("server.info", params, timeout=timeout)
+        result = await self._client.send_request("server.info", params, timeout=timeout)
+        return cast("ServerInfoResult", result)
 
-    async def dbsize(self, *, timeout: float | None = None) -> dict[str, Any]:
+    async def dbsize(self, *, timeout: float | None = None) -> ServerDbsizeResult:
         """`server.dbsize` → `{ keys: number }`"""
         params: dict[str, Any] = {}
-        return await self._client.send_request("server.dbsize", params, timeout=timeout)
+        result = await self._client.send_request("server.dbsize", params, timeout=timeout)
+        return cast("ServerDbsizeResult", result)
 
-    async def flush(self, *, timeout: float | None = None) -> dict[str, Any]:
+    async def flush(self, *, timeout: float | None = None) -> ServerFlushResult:
         """`server.flush` → `{ flushed: number; rev?: number }`"""
         params: dict[str, Any] = {}
-        return await self._client.send_request("server.flush", params, timeout=timeout)
+        result = await self._client.send_request("server.flush", params, timeout=timeout)
+        return cast("ServerFlushResult", result)
 
-    async def save(self, *, timeout: float | None = None) -> dict[str, Any]:
+    async def save(self, *, timeout: float | None = None) -> ServerSaveResult:
         """`server.save` → `{ started: boolean }`"""
         params: dict[str, Any] = {}
-        return await self._client.send_request("server.save", params, timeout=timeout)
+        result = await self._client.send_request("server.save", params, timeout=timeout)
+        return cast("ServerSaveResult", result)
 
 
 class GeneratedMethods:
