@@ -3,7 +3,8 @@
 //! Target (issue 2): `string.get` request path under 1 µs.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dbx::cmd::{self, Ctx, ServerFacts};
+use dbx::cmd::{Ctx, Outcome, ServerFacts};
+use dbx::engine::policy;
 use dbx::proto::{parse_incoming, Incoming};
 use dbx::store::{Store, Value};
 use std::hint::black_box;
@@ -17,6 +18,8 @@ fn request(c: &mut Criterion) {
     }
     let facts = ServerFacts { max_batch: 1000, ..ServerFacts::default() };
     let mut buf = Vec::with_capacity(4096);
+    // The command outcome is kept and reused, as the engine does.
+    let mut fx = Outcome::default();
     let get = r#"{"id":12345,"method":"string.get","params":{"key":"key:00004242"}}"#;
     let set = r#"{"id":12346,"method":"string.set","params":{"key":"key:00004243","value":"0123456789abcdef0123456789abcdef"}}"#;
     for (name, text) in [("string.get", get), ("string.set", set)] {
@@ -24,8 +27,9 @@ fn request(c: &mut Criterion) {
             b.iter(|| {
                 let Incoming::Request(req) = parse_incoming(black_box(text)) else { unreachable!() };
                 let mut ctx = Ctx::new(&mut store, 1_000, &facts);
+                fx.reset(false);
                 let id = req.id.map(|r| r.get());
-                let err = cmd::respond(&mut ctx, id, &req.method, &req.params, STAMP, &mut buf);
+                let err = policy::respond(&mut ctx, &mut fx, None, id, &req.method, &req.params, STAMP, &mut buf);
                 black_box((&buf, err.is_none()));
             })
         });
@@ -35,10 +39,10 @@ fn request(c: &mut Criterion) {
         b.iter(|| {
             let Incoming::Request(req) = parse_incoming(black_box(set)) else { unreachable!() };
             let mut ctx = Ctx::new(&mut store, 1_000, &facts);
-            ctx.track_changes = true;
+            fx.reset(true);
             let id = req.id.map(|r| r.get());
-            let err = cmd::respond(&mut ctx, id, &req.method, &req.params, STAMP, &mut buf);
-            black_box((&buf, err.is_none(), ctx.changes.len()));
+            let err = policy::respond(&mut ctx, &mut fx, None, id, &req.method, &req.params, STAMP, &mut buf);
+            black_box((&buf, err.is_none(), fx.changes.len()));
         })
     });
 }

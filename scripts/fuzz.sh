@@ -13,7 +13,7 @@
 #   envelope   proto::parse_incoming + every Params accessor (str, opt_str, value,
 #              opt_bool, opt_i64, i64, opt_usize, opt_f64, str_list, value_list,
 #              one_or_many, object, array), raw_str, value_text    dict: envelope
-#   command    newline-separated requests executed by cmd::execute on a fresh Store
+#   command    newline-separated requests executed by engine::policy::execute on a fresh Store
 #              with a Hub (every data type, TTLs, batch, watch)    dict: envelope
 #   aof_load   persist::load::load on a data directory holding one arbitrary log or
 #              snapshot file (first byte: which file, magic prepended or not,

@@ -3,6 +3,7 @@
 //! environment. No sockets here.
 
 use clap::Parser;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// How the server trades memory for writes once `DBX_MAXMEMORY` is reached.
@@ -248,39 +249,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("expected a size such as 1048576 or 512mb, got '{s}'"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// ---- the bind-address rule (protected mode) ----
 
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576"), Ok(1048576));
-        assert_eq!(parse_size("512mb"), Ok(512 << 20));
-        assert_eq!(parse_size("8MB"), Ok(8 << 20));
-        assert_eq!(parse_size("2kb"), Ok(2048));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999gb").is_err());
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim();
+    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
     }
-
-    #[test]
-    fn flags_win_and_defaults() {
-        let c = Config::try_parse_from(["dbx", "--port", "9000", "--ws-path=/x"]).unwrap();
-        assert_eq!(c.port, 9000);
-        assert_eq!(c.ws_path, "/x");
-        assert_eq!(c.max_batch, 1000);
-        assert!(Config::try_parse_from(["dbx", "--port", "70000"]).is_err());
-        assert!(Config::try_parse_from(["dbx", "--port", "0"]).is_err());
-        assert!(Config::try_parse_from(["dbx", "--log", "loud"]).is_err());
-        assert!(Config::try_parse_from(["dbx", "--maxmemory-policy", "random"]).is_err());
-        let c = Config::try_parse_from(["dbx", "--persist", "false", "--ws-enabled=false"]).unwrap();
-        assert!(!c.persist && !c.ws_enabled);
-        let e = Config::try_parse_from(["dbx", "--persist", "maybe"]).unwrap_err().to_string();
-        assert!(e.contains("DBX_PERSIST"), "{e}");
-        let c = Config::try_parse_from(["dbx", "--tls-min-version", "1.3"]).unwrap();
-        assert_eq!(c.tls_min_version, TlsMinVersion::V1_3);
-        let e = Config::try_parse_from(["dbx", "--tls-min-version", "1.1"]).unwrap_err().to_string();
-        assert!(e.contains("DBX_TLS_MIN_VERSION"), "{e}");
-        let e = Config::try_parse_from(["dbx", "--ws-max-connections", "0"]).unwrap_err().to_string();
-        assert!(e.contains("DBX_WS_MAX_CONNECTIONS") && e.contains("at least 1"), "{e}");
-    }
+    h.parse::<IpAddr>().map(|ip| ip.to_canonical().is_loopback()).unwrap_or(false)
 }
+
+/// Protected mode: with no credential configured, the server may listen only on
+/// a loopback address unless anonymous access is allowed explicitly.
+pub fn check_protected_mode(auth_enabled: bool, allow_anonymous: bool, host: &str) -> Result<(), String> {
+    if auth_enabled || allow_anonymous || is_loopback_host(host) {
+        return Ok(());
+    }
+    Err(format!(
+        "protected mode: no credential is configured (DBX_API_KEYS, DBX_JWT_SECRET or DBX_JWT_PUBLIC_KEY) \
+         and DBX_HOST={host} is not a loopback address; configure a credential or set DBX_ALLOW_ANONYMOUS=true"
+    ))
+}
+
+#[cfg(test)]
+mod tests;

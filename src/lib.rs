@@ -1,30 +1,42 @@
 //! # DBX — a low-latency WebSocket data store on one core
 //!
 //! # Layout
-//! Dependencies point one way: `server` → `cmd` → `store`; `proto` is shared by the
-//! server and the commands; nothing imports upward.
+//! Dependencies point one way: `server` → `engine` → `cmd` → `store`; `proto` is
+//! shared by all of them; nothing imports upward.
 //!
-//! - [`config`]: every setting — environment variable, flag, default, validation.
-//! - [`server`]: the mio reactor (the only module that touches sockets):
-//!   - `server::handshake` — HTTP/1.1 upgrade parsing and responses (pure);
+//! - [`config`]: every setting — environment variable, flag, default, validation, and
+//!   the bind-address rule (protected mode).
+//! - [`server`]: the mio reactor (the only module that touches sockets); it knows no
+//!   command, store or JSON:
+//!   - `server::http` — a connection's HTTP phase, `/health` and `/metrics`;
+//!   - `server::ws` — a connection's WebSocket phase (upgrade, frames, closing);
+//!   - `server::handshake` — HTTP/1.1 upgrade parsing, credentials in the request,
+//!     responses (pure);
 //!   - `server::conn` — a connection's state machine and its outbound buffer;
 //!   - `server::wheel` — the hashed timing wheel (heartbeats, deadlines);
-//!   - `server::ratelimit` — the per-connection token bucket.
-//! - [`proto`]: the JSON envelope (split by `proto::scan`, a validating scanner), typed
-//!   parameters, error codes, the reply writer.
+//!   - `server::ratelimit` — the per-connection token bucket;
+//!   - `server::sys` — open-files limit, seed, sd_notify, cycle counter.
+//! - [`engine`]: the socket-free request pipeline (Redis's `call()` + propagation):
+//!   `Engine::handle(session, text, out)`; owns the store, the hub, the persistence
+//!   sink; `engine::policy` applies the command table's flags (roles, scopes, memory,
+//!   revs, logging, batch).
+//! - [`proto`]: the JSON protocol — `scan` (validating scanner), `request` (the one op
+//!   parser), `params`, `envelope` (the one reply/event writer), `json`, `error`.
 //! - [`cmd`]: the command table with flags (read / write / admin / denyoom) and one
-//!   module per data type; commands know nothing of sockets.
+//!   module per data type; commands know nothing of sockets or of the log format and
+//!   report their effects in a `cmd::Outcome`.
 //! - [`store`]: the keyspace, values, expiry, revisions and memory accounting.
-//! - [`persist`]: the append-only log (group commit, fsync policies), fork-based
-//!   snapshots, start-up loading and replay (docs/PERSISTENCE.md).
-//! - [`auth`]: API keys and JWTs, roles and key scopes (pure).
+//! - [`persist`]: durability behind one facade (`Persist`): `aof` (the log file,
+//!   record encoding, group commit, fsync policies), `snapshot` (fork-based
+//!   snapshots), `load` (start-up and replay), `format` (docs/PERSISTENCE.md).
+//! - [`auth`]: API keys and JWTs, roles and key scopes (pure; `auth::verify` checks).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 //! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
 //!
 //! # Panics
 //! Nothing reachable from the network may panic (docs/CONTRIBUTING.md): no `unwrap`,
 //! `expect` or `panic!` outside tests anywhere, and in the modules that handle peer
-//! input and data (`server`, `proto`, `cmd`, `store`) no indexing or slicing that can
+//! input and data (`server`, `engine`, `proto`, `cmd`, `store`) no indexing or slicing that can
 //! go out of bounds either — use `.get()`. `scripts/check-panics.sh` double-checks.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -32,6 +44,8 @@ pub mod auth;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod cmd;
 pub mod config;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
+pub mod engine;
 pub mod glob;
 pub mod logging;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
@@ -55,20 +69,12 @@ pub enum RunError {
 
 /// Start the server with `cfg` and serve until SIGTERM/SIGINT.
 pub fn run(cfg: config::Config) -> Result<(), RunError> {
-    let auth_cfg = auth::AuthConfig {
-        api_keys: cfg.api_keys.clone(),
-        jwt_secret: cfg.jwt_secret.clone(),
-        jwt_public_key_path: cfg.jwt_public_key.clone(),
-        jwt_issuer: cfg.jwt_issuer.clone(),
-        jwt_audience: cfg.jwt_audience.clone(),
-        jwt_leeway: cfg.jwt_leeway,
-    };
-    let authn = auth::Authenticator::new(&auth_cfg).map_err(RunError::Config)?;
-    auth::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
+    let authn = auth::Authenticator::from_config(&cfg).map_err(RunError::Config)?;
+    config::check_protected_mode(authn.enabled(), cfg.allow_anonymous, &cfg.host).map_err(RunError::Config)?;
     // TLS files are checked before anything else starts: a bad one is a configuration
     // error naming the setting and the file (exit status 2).
     let tls = server::tls::TlsSetup::from_config(&cfg).map_err(RunError::Config)?;
-    if tls.is_none() && authn.enabled() && !auth::is_loopback_host(&cfg.host) {
+    if tls.is_none() && authn.enabled() && !config::is_loopback_host(&cfg.host) {
         log::warn!(
             "credentials are configured but {}:{} is plaintext: API keys and tokens cross the network \
              in clear; set DBX_TLS_CERT and DBX_TLS_KEY (or terminate TLS in front)",
@@ -76,7 +82,7 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
             cfg.port
         );
     }
-    let nofile = server::raise_nofile_limit();
+    let nofile = server::sys::raise_nofile_limit();
     log::info!("open files limit {nofile}");
     // Listener, poll, waker, signals, stdio, the log file: keep a few in reserve.
     if (cfg.ws_max_connections as u64).saturating_add(32) > nofile {
@@ -86,7 +92,7 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
             cfg.ws_max_connections
         );
     }
-    let mut srv = server::Server::bind(cfg.clone()).map_err(|e| {
+    let mut srv = server::Server::bind(cfg.clone(), authn).map_err(|e| {
         if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput) {
             RunError::Runtime(e.to_string()) // persistence: names the file and offset
         } else {

@@ -8,7 +8,7 @@
 
 use crate::auth::Identity;
 use crate::glob::glob_match;
-use crate::proto::{rfc3339_ms, write_str, write_u64, Json};
+use crate::proto::{envelope, rfc3339_ms};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -156,7 +156,7 @@ impl Hub {
     pub fn publish(&mut self, channel: &str, data: &str) -> usize {
         let mut n = 0;
         if let Some(subs) = self.channels.get(channel) {
-            let payload = event_payload(channel, None, data, &self.stamp);
+            let payload = envelope::event(channel, None, data, &self.stamp);
             for &t in subs {
                 self.out.push((t, payload.clone()));
                 n += 1;
@@ -164,7 +164,7 @@ impl Hub {
         }
         for (pat, subs) in &self.patterns {
             if glob_match(pat, channel) {
-                let payload = event_payload(channel, Some(pat), data, &self.stamp);
+                let payload = envelope::event(channel, Some(pat), data, &self.stamp);
                 for &t in subs {
                     self.out.push((t, payload.clone()));
                     n += 1;
@@ -283,7 +283,7 @@ impl Hub {
                     }
                 }
                 if !to.is_empty() {
-                    let payload = keyspace_payload(Some(k), event, rev, &self.stamp, None);
+                    let payload = envelope::keyspace(Some(k), event, rev, &self.stamp, None);
                     for t in to {
                         self.out.push((t, payload.clone()));
                     }
@@ -292,7 +292,7 @@ impl Hub {
             None => {
                 // A flush changes every key: one event per watching connection, and the
                 // history before it is gone (a new epoch).
-                let payload = keyspace_payload(None, event, rev, &self.stamp, Some(epoch));
+                let payload = envelope::keyspace(None, event, rev, &self.stamp, Some(epoch));
                 for (&t, s) in &self.conns {
                     if s.watches() {
                         self.out.push((t, payload.clone()));
@@ -330,7 +330,7 @@ impl Hub {
                         scope.key_allowed(k) && (keys.contains(&k) || patterns.iter().any(|p| glob_match(p, k)))
                     })
                 })
-                .map(|l| keyspace_payload(l.key.as_deref(), l.event, l.rev, &rfc3339_ms(l.at_ms), None))
+                .map(|l| envelope::keyspace(l.key.as_deref(), l.event, l.rev, &rfc3339_ms(l.at_ms), None))
                 .collect(),
         )
     }
@@ -342,79 +342,5 @@ impl Hub {
     }
 }
 
-fn event_payload(channel: &str, pattern: Option<&str>, data: &str, stamp: &str) -> Rc<[u8]> {
-    let mut b = Vec::with_capacity(64 + channel.len() + data.len());
-    b.push(b'{');
-    Json::fields(&mut b, true)
-        .str("type", "event")
-        .str("channel", channel)
-        .opt_str("pattern", pattern)
-        .raw("data", data.as_bytes())
-        .str("timestamp", stamp);
-    b.push(b'}');
-    b.into()
-}
-
-fn keyspace_payload(key: Option<&str>, event: &str, rev: u64, stamp: &str, epoch: Option<&str>) -> Rc<[u8]> {
-    let mut b = Vec::with_capacity(96);
-    b.extend_from_slice(b"{\"type\":\"keyspace\",\"key\":");
-    match key {
-        Some(k) => write_str(&mut b, k),
-        None => b.extend_from_slice(b"null"),
-    }
-    b.extend_from_slice(b",\"event\":");
-    write_str(&mut b, event);
-    b.extend_from_slice(b",\"rev\":");
-    write_u64(&mut b, rev);
-    if let Some(e) = epoch {
-        b.extend_from_slice(b",\"epoch\":");
-        write_str(&mut b, e);
-    }
-    b.extend_from_slice(b",\"timestamp\":");
-    write_str(&mut b, stamp);
-    b.push(b'}');
-    b.into()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn anyone() -> Rc<Identity> {
-        Rc::new(Identity::anonymous())
-    }
-
-    #[test]
-    fn channel_and_pattern_deliveries() {
-        let mut h = Hub::new(10, 0);
-        h.subscribe(1, &["news"], &["n*"]);
-        h.subscribe(2, &["news"], &[]);
-        assert_eq!(h.publish("news", "{\"a\":1}"), 3);
-        assert_eq!(h.out.len(), 3);
-        assert_eq!(h.publish("nope", "1"), 1);
-        h.out.clear();
-        assert_eq!(h.unsubscribe(1, None, None).len(), 2);
-        assert_eq!(h.publish("news", "1"), 1);
-        h.remove_conn(2);
-        assert_eq!(h.publish("news", "1"), 0);
-    }
-
-    #[test]
-    fn watch_history_and_gap() {
-        let mut h = Hub::new(3, 0);
-        h.watch(1, &["a"], &["user:*"], anyone());
-        h.changed(Some("a".into()), "string.set", 1, "e", 0);
-        h.changed(Some("b".into()), "string.set", 2, "e", 0);
-        h.changed(Some("user:1".into()), "hash.set", 3, "e", 0);
-        assert_eq!(h.out.len(), 2);
-        let r = h.replay(1, &["a"], &["user:*"], &Identity::anonymous()).unwrap();
-        assert_eq!(r.len(), 1);
-        h.changed(Some("c".into()), "key.del", 4, "e", 0);
-        // capacity 3: rev 1 fell out, so since=0 is a gap but since=1 still works
-        assert!(h.replay(0, &["a"], &[], &Identity::anonymous()).is_none());
-        assert!(h.replay(1, &["a"], &[], &Identity::anonymous()).is_some());
-        h.changed(None, "server.flush", 5, "e2", 0);
-        assert!(h.replay(4, &["a"], &[], &Identity::anonymous()).is_none());
-        assert!(h.replay(5, &["a"], &[], &Identity::anonymous()).unwrap().is_empty());
-    }
-}
+mod tests;

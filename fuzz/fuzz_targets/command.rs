@@ -1,11 +1,12 @@
 //! Requests executed against a real store: the input is UTF-8 text, one JSON request
 //! per line, run in order on a fresh `Store` (with a `Hub`, so watches and pub/sub run
 //! too), the clock advancing 250 ms per request so TTLs expire. Goes through
-//! `proto::parse_incoming` and `cmd::execute` exactly as the reactor does. Nothing may
+//! `proto::parse_incoming` and `engine::policy::execute` exactly as the reactor does. Nothing may
 //! panic, a successful reply must be valid JSON, and an error must carry a known code.
 #![no_main]
 
-use dbx::cmd::{self, Ctx, ServerFacts};
+use dbx::cmd::{Ctx, Outcome, ServerFacts};
+use dbx::engine::policy;
 use dbx::proto::{Code, Incoming, Json};
 use dbx::pubsub::Hub;
 use dbx::store::Store;
@@ -27,8 +28,9 @@ fuzz_target!(|data: &[u8]| {
         let mut ctx = Ctx::new(&mut store, now_ms, &facts);
         ctx.hub = Some(&mut hub);
         ctx.conn = 1;
-        ctx.track_changes = true;
-        let res = cmd::execute(&mut ctx, &req.method, &req.params, &mut Json::fields(&mut buf, true));
+        let mut fx = Outcome::default();
+        fx.reset(true);
+        let res = policy::execute(&mut ctx, &mut fx, None, &req.method, &req.params, &mut Json::fields(&mut buf, true));
         drop(ctx);
         match res {
             Ok(()) => {

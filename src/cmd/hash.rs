@@ -1,20 +1,20 @@
 //! `hash.*`: field → value maps (Redis hashes).
 
-use super::{Ctx, Def, DENYOOM, READ, WRITE};
+use super::{Command, Ctx, Outcome, DENYOOM, READ, WRITE};
 use crate::proto::{value_text, Code, Error, Json, Params, Result};
 use crate::store::{HashValue, Value};
 use std::borrow::Cow;
 
-pub const COMMANDS: &[Def] = &[
-    Def { name: "hash.get", flags: READ, run: get },
-    Def { name: "hash.mget", flags: READ, run: mget },
-    Def { name: "hash.set", flags: WRITE | DENYOOM, run: set },
-    Def { name: "hash.del", flags: WRITE, run: del },
-    Def { name: "hash.exists", flags: READ, run: exists },
-    Def { name: "hash.len", flags: READ, run: len },
-    Def { name: "hash.keys", flags: READ, run: keys },
-    Def { name: "hash.values", flags: READ, run: values },
-    Def { name: "hash.incr", flags: WRITE | DENYOOM, run: incr },
+pub const COMMANDS: &[Command] = &[
+    Command { name: "hash.get", flags: READ, run: get },
+    Command { name: "hash.mget", flags: READ, run: mget },
+    Command { name: "hash.set", flags: WRITE | DENYOOM, run: set },
+    Command { name: "hash.del", flags: WRITE, run: del },
+    Command { name: "hash.exists", flags: READ, run: exists },
+    Command { name: "hash.len", flags: READ, run: len },
+    Command { name: "hash.keys", flags: READ, run: keys },
+    Command { name: "hash.values", flags: READ, run: values },
+    Command { name: "hash.incr", flags: WRITE | DENYOOM, run: incr },
 ];
 
 /// The hash at `key`: Ok(None) if missing, `wrong_type` if another kind.
@@ -37,7 +37,7 @@ fn write<R>(ctx: &mut Ctx, key: &str, create: bool, f: impl FnOnce(&mut HashValu
     res.transpose()
 }
 
-fn get(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn get(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let field = p.opt_str("field")?;
     let h = read(ctx, &key)?;
@@ -61,7 +61,7 @@ fn get(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     }
 }
 
-fn mget(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn mget(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let fields = p.str_list("fields")?;
     let h = read(ctx, &key)?;
@@ -73,7 +73,7 @@ fn mget(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn set(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn set(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     // Validate everything before changing anything.
     let pairs: Vec<(Cow<str>, Cow<str>)> = if p.has("field") {
@@ -105,24 +105,24 @@ fn set(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     })?
     .unwrap_or((0, false));
     if changed {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("created", created);
     Ok(())
 }
 
-fn del(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn del(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let fields = p.one_or_many("field", "fields")?;
     let n = write(ctx, &key, false, |h| Ok(fields.iter().filter(|f| h.remove(f)).count() as u64))?.unwrap_or(0);
     if n > 0 {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("deleted", n);
     Ok(())
 }
 
-fn exists(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn exists(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let field = p.str("field")?;
     let found = read(ctx, &key)?.is_some_and(|h| h.get(&field).is_some());
@@ -130,27 +130,27 @@ fn exists(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn len(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn len(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     out.u64("length", read(ctx, &key)?.map_or(0, |h| h.len()) as u64);
     Ok(())
 }
 
-fn keys(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn keys(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let h = read(ctx, &key)?;
     out.arr("fields", |a| h.iter().flat_map(|h| h.iter()).for_each(|(f, _)| a.str(f)));
     Ok(())
 }
 
-fn values(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn values(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let h = read(ctx, &key)?;
     out.arr("values", |a| h.iter().flat_map(|h| h.iter()).for_each(|(_, v)| a.str(v)));
     Ok(())
 }
 
-fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let field = p.str("field")?;
     let by = p.opt_i64("by")?.unwrap_or(1);
@@ -170,7 +170,7 @@ fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     })?
     .unwrap_or((0, false));
     if changed {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.i64("value", new);
     Ok(())

@@ -1,34 +1,34 @@
 //! `key.*`: operations on keys of any type.
 
-use super::{ms_to_ttl_secs, secs_to_ms, strings::kind_name, Ctx, Def, READ, WRITE};
+use super::{ms_to_ttl_secs, secs_to_ms, strings::kind_name, Command, Ctx, Outcome, READ, WRITE};
 use crate::proto::{Error, Json, Params, Result};
 use crate::store::ValueKind;
 
-pub const COMMANDS: &[Def] = &[
-    Def { name: "key.del", flags: WRITE, run: del },
-    Def { name: "key.exists", flags: READ, run: exists },
-    Def { name: "key.type", flags: READ, run: key_type },
-    Def { name: "key.expire", flags: WRITE, run: expire },
-    Def { name: "key.ttl", flags: READ, run: ttl },
-    Def { name: "key.persist", flags: WRITE, run: persist },
-    Def { name: "key.rename", flags: WRITE, run: rename },
-    Def { name: "key.scan", flags: READ, run: scan },
+pub const COMMANDS: &[Command] = &[
+    Command { name: "key.del", flags: WRITE, run: del },
+    Command { name: "key.exists", flags: READ, run: exists },
+    Command { name: "key.type", flags: READ, run: key_type },
+    Command { name: "key.expire", flags: WRITE, run: expire },
+    Command { name: "key.ttl", flags: READ, run: ttl },
+    Command { name: "key.persist", flags: WRITE, run: persist },
+    Command { name: "key.rename", flags: WRITE, run: rename },
+    Command { name: "key.scan", flags: READ, run: scan },
 ];
 
-fn del(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn del(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let keys = p.one_or_many("key", "keys")?;
     let mut n = 0;
     for k in &keys {
         if ctx.store.remove(k, ctx.now_ms).is_some() {
             n += 1;
-            ctx.touched(k);
+            fx.touched(k);
         }
     }
     out.u64("deleted", n);
     Ok(())
 }
 
-fn exists(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn exists(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     if p.has("key") {
         let key = p.str("key")?;
         out.bool("exists", ctx.store.contains(&key, ctx.now_ms));
@@ -40,13 +40,13 @@ fn exists(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn key_type(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn key_type(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     out.str("type", kind_name(ctx.store.kind(&key, ctx.now_ms)));
     Ok(())
 }
 
-fn expire(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn expire(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let t = p.opt_f64("ttl")?.ok_or_else(|| Error::invalid_params("Missing parameter 'ttl'"))?;
     let updated = if t <= 0.0 {
@@ -57,13 +57,13 @@ fn expire(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
         ctx.store.set_expiry(&key, at, ctx.now_ms)
     };
     if updated {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.bool("updated", updated);
     Ok(())
 }
 
-fn ttl(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn ttl(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     match ctx.store.ttl_ms(&key, ctx.now_ms) {
         None => Err(Error::key_not_found(&key)),
@@ -74,18 +74,18 @@ fn ttl(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     }
 }
 
-fn persist(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn persist(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let had_ttl = matches!(ctx.store.ttl_ms(&key, ctx.now_ms), Some(Some(_)));
     if had_ttl {
         ctx.store.set_expiry(&key, 0, ctx.now_ms);
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.bool("updated", had_ttl);
     Ok(())
 }
 
-fn rename(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn rename(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let new_key = p.str("new_key")?;
     let nx = p.opt_bool("nx")?;
@@ -93,8 +93,8 @@ fn rename(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
         None => Err(Error::key_not_found(&key)),
         Some(renamed) => {
             if renamed && key != new_key {
-                ctx.touched(&key);
-                ctx.touched(&new_key);
+                fx.touched(&key);
+                fx.touched(&new_key);
             }
             out.bool("renamed", renamed);
             Ok(())
@@ -105,7 +105,7 @@ fn rename(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
 /// Most slots one `key.scan` call visits, whatever `count` asks for.
 const MAX_SCAN_COUNT: usize = 100_000;
 
-fn scan(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn scan(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let cursor = match p.opt_str("cursor")? {
         None => 0,
         Some(c) => c

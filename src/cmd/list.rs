@@ -1,16 +1,16 @@
 //! `list.*`: sequences with O(1) push and pop at both ends (Redis lists).
 
-use super::{Ctx, Def, DENYOOM, READ, WRITE};
+use super::{Command, Ctx, Outcome, DENYOOM, READ, WRITE};
 use crate::proto::{Code, Error, Json, Params, Result};
 use crate::store::{ListValue, Value};
 
-pub const COMMANDS: &[Def] = &[
-    Def { name: "list.push", flags: WRITE | DENYOOM, run: push },
-    Def { name: "list.pop", flags: WRITE, run: pop },
-    Def { name: "list.range", flags: READ, run: range },
-    Def { name: "list.len", flags: READ, run: len },
-    Def { name: "list.index", flags: READ, run: index },
-    Def { name: "list.trim", flags: WRITE, run: trim },
+pub const COMMANDS: &[Command] = &[
+    Command { name: "list.push", flags: WRITE | DENYOOM, run: push },
+    Command { name: "list.pop", flags: WRITE, run: pop },
+    Command { name: "list.range", flags: READ, run: range },
+    Command { name: "list.len", flags: READ, run: len },
+    Command { name: "list.index", flags: READ, run: index },
+    Command { name: "list.trim", flags: WRITE, run: trim },
 ];
 
 fn read<'s>(ctx: &'s mut Ctx, key: &str) -> Result<Option<&'s ListValue>> {
@@ -54,7 +54,7 @@ fn span(start: i64, stop: i64, len: usize) -> (usize, usize) {
     }
 }
 
-fn push(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn push(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let values = if p.has("value") { vec![p.value("value")?] } else { p.value_list("values")? };
     let left = side(p, false)?;
@@ -70,12 +70,12 @@ fn push(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
         l.len()
     })?
     .unwrap_or(0);
-    ctx.touched(&key);
+    fx.touched(&key);
     out.u64("length", n as u64);
     Ok(())
 }
 
-fn pop(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn pop(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let left = side(p, true)?;
     let count = p.opt_usize("count")?.unwrap_or(1);
@@ -91,13 +91,13 @@ fn pop(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     })?
     .unwrap_or_default();
     if !popped.is_empty() {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.arr("values", |a| popped.iter().for_each(|v| a.str(v)));
     Ok(())
 }
 
-fn range(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn range(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let (start, stop) = (p.i64("start")?, p.i64("stop")?);
     let l = read(ctx, &key)?;
@@ -110,13 +110,13 @@ fn range(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn len(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn len(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     out.u64("length", read(ctx, &key)?.map_or(0, |l| l.len()) as u64);
     Ok(())
 }
 
-fn index(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn index(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let i = p.i64("index")?;
     let Some(l) = read(ctx, &key)? else { return Err(Error::key_not_found(&key)) };
@@ -130,7 +130,7 @@ fn index(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     }
 }
 
-fn trim(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn trim(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let (start, stop) = (p.i64("start")?, p.i64("stop")?);
     let (before, after) = write(ctx, &key, false, |l| {
@@ -141,7 +141,7 @@ fn trim(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     })?
     .unwrap_or((0, 0));
     if after != before {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("length", after as u64);
     Ok(())

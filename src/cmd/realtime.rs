@@ -1,18 +1,18 @@
 //! `pubsub.*` and `key.watch` / `key.unwatch`: the commands that register a connection
 //! with the hub. Deliveries are queued in the hub; the reactor sends them after the reply.
 
-use super::{Ctx, Def, KEYLESS, PUBLISH, READ};
+use super::{Command, Ctx, Outcome, KEYLESS, PUBLISH, READ};
 use crate::proto::{write_str, Code, Error, Json, Params, Result};
 use crate::pubsub::Hub;
 use crate::store::Value;
 use std::borrow::Cow;
 
-pub const COMMANDS: &[Def] = &[
-    Def { name: "pubsub.subscribe", flags: READ | KEYLESS, run: subscribe },
-    Def { name: "pubsub.unsubscribe", flags: READ | KEYLESS, run: unsubscribe },
-    Def { name: "pubsub.publish", flags: PUBLISH | KEYLESS, run: publish },
-    Def { name: "key.watch", flags: READ, run: watch },
-    Def { name: "key.unwatch", flags: READ | KEYLESS, run: unwatch },
+pub const COMMANDS: &[Command] = &[
+    Command { name: "pubsub.subscribe", flags: READ | KEYLESS, run: subscribe },
+    Command { name: "pubsub.unsubscribe", flags: READ | KEYLESS, run: unsubscribe },
+    Command { name: "pubsub.publish", flags: PUBLISH | KEYLESS, run: publish },
+    Command { name: "key.watch", flags: READ, run: watch },
+    Command { name: "key.unwatch", flags: READ | KEYLESS, run: unwatch },
 ];
 
 fn hub<'c>(ctx: &'c mut Ctx) -> Result<&'c mut Hub> {
@@ -40,7 +40,7 @@ fn names(out: &mut Json, field: &str, list: &[Box<str>]) {
     });
 }
 
-fn subscribe(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn subscribe(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let channels = opt_list(p, "channels")?;
     let patterns = opt_list(p, "patterns")?;
     if channels.is_empty() && patterns.is_empty() {
@@ -52,7 +52,7 @@ fn subscribe(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn unsubscribe(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn unsubscribe(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let channels = p.has("channels").then(|| p.str_list("channels")).transpose()?;
     let patterns = p.has("patterns").then(|| p.str_list("patterns")).transpose()?;
     let conn = ctx.conn;
@@ -63,7 +63,7 @@ fn unsubscribe(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn publish(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn publish(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let channel = p.str("channel")?;
     let data = p.raw("data").map_or("null", |r| r.get());
     // Relayed verbatim, so it must be JSON every client can read: the scan lets an
@@ -131,7 +131,7 @@ pub fn write_value(buf: &mut Vec<u8>, v: &Value) {
     }
 }
 
-fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let keys = opt_list(p, "keys")?;
     let patterns = opt_list(p, "patterns")?;
     if keys.is_empty() && patterns.is_empty() {
@@ -214,7 +214,7 @@ fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn unwatch(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn unwatch(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let keys = p.has("keys").then(|| p.str_list("keys")).transpose()?;
     let patterns = p.has("patterns").then(|| p.str_list("patterns")).transpose()?;
     let conn = ctx.conn;

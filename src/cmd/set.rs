@@ -1,19 +1,19 @@
 //! `set.*`: unordered sets of distinct members (Redis sets).
 
-use super::{Ctx, Def, DENYOOM, READ, WRITE};
+use super::{Command, Ctx, Outcome, DENYOOM, READ, WRITE};
 use crate::proto::{Error, Json, Params, Result};
 use crate::store::{SetValue, Value};
 
-pub const COMMANDS: &[Def] = &[
-    Def { name: "set.add", flags: WRITE | DENYOOM, run: add },
-    Def { name: "set.remove", flags: WRITE, run: remove },
-    Def { name: "set.members", flags: READ, run: members },
-    Def { name: "set.contains", flags: READ, run: contains },
-    Def { name: "set.card", flags: READ, run: card },
-    Def { name: "set.inter", flags: READ, run: inter },
-    Def { name: "set.union", flags: READ, run: union },
-    Def { name: "set.diff", flags: READ, run: diff },
-    Def { name: "set.pop", flags: WRITE, run: pop },
+pub const COMMANDS: &[Command] = &[
+    Command { name: "set.add", flags: WRITE | DENYOOM, run: add },
+    Command { name: "set.remove", flags: WRITE, run: remove },
+    Command { name: "set.members", flags: READ, run: members },
+    Command { name: "set.contains", flags: READ, run: contains },
+    Command { name: "set.card", flags: READ, run: card },
+    Command { name: "set.inter", flags: READ, run: inter },
+    Command { name: "set.union", flags: READ, run: union },
+    Command { name: "set.diff", flags: READ, run: diff },
+    Command { name: "set.pop", flags: WRITE, run: pop },
 ];
 
 fn read<'s>(ctx: &'s mut Ctx, key: &str) -> Result<Option<&'s SetValue>> {
@@ -34,43 +34,43 @@ fn write<R>(ctx: &mut Ctx, key: &str, create: bool, f: impl FnOnce(&mut SetValue
         .transpose()
 }
 
-fn add(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn add(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let members = p.one_or_many("member", "members")?;
     let n = write(ctx, &key, true, |s| members.iter().filter(|m| s.insert(m)).count() as u64)?.unwrap_or(0);
     if n > 0 {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("added", n);
     Ok(())
 }
 
-fn remove(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn remove(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let members = p.one_or_many("member", "members")?;
     let n = write(ctx, &key, false, |s| members.iter().filter(|m| s.remove(m)).count() as u64)?.unwrap_or(0);
     if n > 0 {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("removed", n);
     Ok(())
 }
 
-fn members(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn members(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let s = read(ctx, &key)?;
     out.arr("members", |a| s.iter().flat_map(|s| s.iter()).for_each(|m| a.str(m)));
     Ok(())
 }
 
-fn contains(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn contains(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let member = p.str("member")?;
     out.bool("contains", read(ctx, &key)?.is_some_and(|s| s.contains(&member)));
     Ok(())
 }
 
-fn card(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn card(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     out.u64("count", read(ctx, &key)?.map_or(0, |s| s.len()) as u64);
     Ok(())
@@ -96,7 +96,7 @@ fn write_members<'a>(out: &mut Json, members: impl Iterator<Item = &'a str>) {
     out.arr("members", |a| members.for_each(|m| a.str(m)));
 }
 
-fn inter(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn inter(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let keys = p.str_list("keys")?;
     let mut sets = sets(ctx, &keys)?;
     // Walk the smallest set and probe the others (Redis SINTER's order).
@@ -110,7 +110,7 @@ fn inter(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn union(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn union(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let keys = p.str_list("keys")?;
     let sets = sets(ctx, &keys)?;
     let mut seen = crate::store::value::HashSet::new();
@@ -118,7 +118,7 @@ fn union(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn diff(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn diff(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let keys = p.str_list("keys")?;
     let sets = sets(ctx, &keys)?;
     match sets.split_first() {
@@ -130,25 +130,25 @@ fn diff(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn pop(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn pop(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let count = p.opt_usize("count")?.unwrap_or(1);
     let popped = write(ctx, &key, false, |s| s.pop(count))?.unwrap_or_default();
     if !popped.is_empty() {
-        ctx.touched(&key);
+        fx.touched(&key);
         // Which members a pop takes depends on the hash seed of this process: log the
         // effect (a set.remove of exactly these members) so replay is deterministic.
-        let mut op = b"{\"method\":\"set.remove\",\"params\":{\"key\":".to_vec();
-        crate::proto::write_str(&mut op, &key);
-        op.extend_from_slice(b",\"members\":[");
+        let mut params = b"{\"key\":".to_vec();
+        crate::proto::write_str(&mut params, &key);
+        params.extend_from_slice(b",\"members\":[");
         for (i, m) in popped.iter().enumerate() {
             if i > 0 {
-                op.push(b',');
+                params.push(b',');
             }
-            crate::proto::write_str(&mut op, m);
+            crate::proto::write_str(&mut params, m);
         }
-        op.extend_from_slice(b"]}}");
-        ctx.log_override = Some(op);
+        params.extend_from_slice(b"]}");
+        fx.log_as = Some(("set.remove", params));
     }
     write_members(out, popped.iter().map(|m| &**m));
     Ok(())

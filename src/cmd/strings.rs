@@ -1,18 +1,18 @@
 //! `string.*`: plain values with optional TTL (Redis strings).
 
-use super::{ms_to_ttl_secs, secs_to_ms, Ctx, Def, DENYOOM, READ, WRITE};
+use super::{ms_to_ttl_secs, secs_to_ms, Command, Ctx, Outcome, DENYOOM, READ, WRITE};
 use crate::proto::{Code, Error, Json, Params, Result};
 use crate::store::{Value, ValueKind};
 
-pub const COMMANDS: &[Def] = &[
-    Def { name: "string.get", flags: READ, run: get },
-    Def { name: "string.set", flags: WRITE | DENYOOM, run: set },
-    Def { name: "string.mget", flags: READ, run: mget },
-    Def { name: "string.mset", flags: WRITE | DENYOOM, run: mset },
-    Def { name: "string.incr", flags: WRITE | DENYOOM, run: incr },
-    Def { name: "string.decr", flags: WRITE | DENYOOM, run: decr },
-    Def { name: "string.append", flags: WRITE | DENYOOM, run: append },
-    Def { name: "string.strlen", flags: READ, run: strlen },
+pub const COMMANDS: &[Command] = &[
+    Command { name: "string.get", flags: READ, run: get },
+    Command { name: "string.set", flags: WRITE | DENYOOM, run: set },
+    Command { name: "string.mget", flags: READ, run: mget },
+    Command { name: "string.mset", flags: WRITE | DENYOOM, run: mset },
+    Command { name: "string.incr", flags: WRITE | DENYOOM, run: incr },
+    Command { name: "string.decr", flags: WRITE | DENYOOM, run: decr },
+    Command { name: "string.append", flags: WRITE | DENYOOM, run: append },
+    Command { name: "string.strlen", flags: READ, run: strlen },
 ];
 
 /// The string at `key`: Ok(None) if missing, `wrong_type` if another kind.
@@ -26,7 +26,7 @@ fn read<'s>(ctx: &'s mut Ctx, key: &str) -> Result<Option<(&'s str, u64)>> {
     }
 }
 
-fn get(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn get(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let now = ctx.now_ms;
     match read(ctx, &key)? {
@@ -47,7 +47,7 @@ fn deadline(p: &Params, now_ms: u64) -> Result<u64> {
     }
 }
 
-fn set(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn set(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let value = p.value("value")?;
     let exp = deadline(p, ctx.now_ms)?;
@@ -69,7 +69,7 @@ fn set(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let do_set = !(nx && exists || xx && !exists);
     if do_set {
         ctx.store.set(&key, Value::Str(value.as_ref().into()), exp, ctx.now_ms);
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.bool("set", do_set);
     if let Some(prev) = prev {
@@ -78,7 +78,7 @@ fn set(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn mget(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn mget(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let keys = p.str_list("keys")?;
     let now = ctx.now_ms;
     out.arr("values", |a| {
@@ -92,7 +92,7 @@ fn mget(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn mset(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn mset(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let pairs = p.object("pairs")?;
     if pairs.is_empty() {
         return Err(Error::invalid_params("Parameter 'pairs' must be a non-empty object"));
@@ -106,24 +106,24 @@ fn mset(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     }
     for (k, v) in &vals {
         ctx.store.set(k, Value::Str(v.as_ref().into()), 0, ctx.now_ms);
-        ctx.touched(k);
+        fx.touched(k);
     }
     out.u64("set", vals.len() as u64);
     Ok(())
 }
 
-fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let by = p.opt_i64("by")?.unwrap_or(1);
-    add(ctx, p, by, out)
+    add(ctx, p, by, out, fx)
 }
 
-fn decr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn decr(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let by = p.opt_i64("by")?.unwrap_or(1);
     let by = by.checked_neg().ok_or_else(|| Error::new(Code::NotInteger, "Increment would overflow"))?;
-    add(ctx, p, by, out)
+    add(ctx, p, by, out, fx)
 }
 
-fn add(ctx: &mut Ctx, p: &Params, by: i64, out: &mut Json) -> Result<()> {
+fn add(ctx: &mut Ctx, p: &Params, by: i64, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let now = ctx.now_ms;
     let mut buf = itoa::Buffer::new();
@@ -141,13 +141,13 @@ fn add(ctx: &mut Ctx, p: &Params, by: i64, out: &mut Json) -> Result<()> {
     if !same {
         // INCR keeps the key's TTL, as in Redis.
         ctx.store.set(&key, Value::Str(buf.format(new).into()), exp, now);
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.i64("value", new);
     Ok(())
 }
 
-fn append(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn append(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let value = p.value("value")?;
     let now = ctx.now_ms;
@@ -163,13 +163,13 @@ fn append(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     let len = new.len();
     ctx.store.set(&key, Value::Str(new.into()), exp, now);
     if !value.is_empty() || len == 0 {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("length", len as u64);
     Ok(())
 }
 
-fn strlen(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn strlen(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let len = read(ctx, &key)?.map_or(0, |(v, _)| v.len());
     out.u64("length", len as u64);

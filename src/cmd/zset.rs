@@ -2,19 +2,19 @@
 //! Scores are JSON numbers; ±infinity is spelled `"+inf"` / `"-inf"` both in params and
 //! in results (JSON has no infinities).
 
-use super::{Ctx, Def, DENYOOM, READ, WRITE};
+use super::{Command, Ctx, Outcome, DENYOOM, READ, WRITE};
 use crate::proto::{raw_str, Error, Json, Params, Raw, Result};
 use crate::store::{ScoreBound, Value, ZSet};
 
-pub const COMMANDS: &[Def] = &[
-    Def { name: "zset.add", flags: WRITE | DENYOOM, run: add },
-    Def { name: "zset.score", flags: READ, run: score },
-    Def { name: "zset.incr", flags: WRITE | DENYOOM, run: incr },
-    Def { name: "zset.remove", flags: WRITE, run: remove },
-    Def { name: "zset.rank", flags: READ, run: rank },
-    Def { name: "zset.range", flags: READ, run: range },
-    Def { name: "zset.range_by_score", flags: READ, run: range_by_score },
-    Def { name: "zset.card", flags: READ, run: card },
+pub const COMMANDS: &[Command] = &[
+    Command { name: "zset.add", flags: WRITE | DENYOOM, run: add },
+    Command { name: "zset.score", flags: READ, run: score },
+    Command { name: "zset.incr", flags: WRITE | DENYOOM, run: incr },
+    Command { name: "zset.remove", flags: WRITE, run: remove },
+    Command { name: "zset.rank", flags: READ, run: rank },
+    Command { name: "zset.range", flags: READ, run: range },
+    Command { name: "zset.range_by_score", flags: READ, run: range_by_score },
+    Command { name: "zset.card", flags: READ, run: card },
 ];
 
 fn read<'s>(ctx: &'s mut Ctx, key: &str) -> Result<Option<&'s ZSet>> {
@@ -75,7 +75,7 @@ fn write_pairs(out: &mut Json, pairs: &[(&str, f64)]) {
     });
 }
 
-fn add(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn add(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     // Validate everything before changing anything.
     let pairs: Vec<(String, f64)> = if p.has("member") {
@@ -116,13 +116,13 @@ fn add(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     })?
     .unwrap_or((0, false));
     if changed {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("added", added);
     Ok(())
 }
 
-fn score(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn score(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let member = p.str("member")?;
     match read(ctx, &key)? {
@@ -137,7 +137,7 @@ fn score(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     }
 }
 
-fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let member = p.str("member")?;
     let by = score_param(p, "by")?;
@@ -153,24 +153,24 @@ fn incr(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     })?
     .unwrap_or((by, false));
     if changed {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.f64("score", new);
     Ok(())
 }
 
-fn remove(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn remove(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let members = p.one_or_many("member", "members")?;
     let n = write(ctx, &key, false, |z| Ok(members.iter().filter(|m| z.remove(m)).count() as u64))?.unwrap_or(0);
     if n > 0 {
-        ctx.touched(&key);
+        fx.touched(&key);
     }
     out.u64("removed", n);
     Ok(())
 }
 
-fn rank(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn rank(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let member = p.str("member")?;
     let rev = p.opt_bool("rev")?;
@@ -186,7 +186,7 @@ fn rank(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     }
 }
 
-fn range(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn range(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let (start, stop) = (p.i64("start")?, p.i64("stop")?);
     let rev = p.opt_bool("rev")?;
@@ -195,7 +195,7 @@ fn range(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn range_by_score(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn range_by_score(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     let (min, max) = (bound_param(p, "min")?, bound_param(p, "max")?);
     let offset = p.opt_usize("offset")?.unwrap_or(0);
@@ -206,7 +206,7 @@ fn range_by_score(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     Ok(())
 }
 
-fn card(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn card(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let key = p.str("key")?;
     out.u64("count", read(ctx, &key)?.map_or(0, |z| z.len()) as u64);
     Ok(())

@@ -7,12 +7,8 @@
 //! fsynced; `*.tmp` files are leftovers of an interrupted snapshot and are removed.
 
 use super::format::{self, Cursor, FrameReader, Next, AOF_MAGIC, SNAP_MAGIC};
-use crate::cmd::{self, Ctx, ServerFacts};
-use crate::proto::{Code, Json, Params, Raw};
+use crate::proto::{request, Params};
 use crate::store::Store;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -55,6 +51,9 @@ pub fn scan(dir: &Path) -> std::io::Result<(Vec<u64>, Vec<u64>)> {
     Ok((snaps, logs))
 }
 
+/// Runs one logged operation again: (store, the clock it ran at, method, params).
+pub type Replay<'r> = dyn FnMut(&mut Store, u64, &str, &Params<'_>) + 'r;
+
 /// What start-up found.
 pub struct Loaded {
     pub store: Store,
@@ -72,14 +71,6 @@ pub struct Loaded {
     pub last_log_v1: bool,
 }
 
-#[derive(Deserialize)]
-struct Op<'a> {
-    #[serde(borrow)]
-    method: Cow<'a, str>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
-}
-
 fn damaged(path: &Path, offset: u64, why: &str) -> String {
     format!(
         "{} is damaged at byte offset {offset}: {why}. See docs/PERSISTENCE.md \"Recovery\" \
@@ -91,7 +82,17 @@ fn damaged(path: &Path, offset: u64, why: &str) -> String {
 /// Load everything in `dir` (created if missing). `clean`: the last run shut down
 /// cleanly (its log was flushed and fsynced), so a torn tail cannot be a write cut
 /// short by a crash: it is damage, refused like damage in the middle.
+/// Operations are replayed through the engine's command policy
+/// (`engine::policy::Replayer`); `load_with` takes another replay.
 pub fn load(dir: &Path, truncate_corrupt: bool, clean: bool) -> Result<Loaded, String> {
+    let mut r = crate::engine::policy::Replayer::default();
+    load_with(dir, truncate_corrupt, clean, &mut |s, now, m, p| r.apply(s, now, m, p))
+}
+
+/// `load`, with `replay` running each logged operation again (`store`, the clock it
+/// ran at, method, params): the server passes the engine's, so the loading itself
+/// knows no commands.
+pub fn load_with(dir: &Path, truncate_corrupt: bool, clean: bool, replay: &mut Replay) -> Result<Loaded, String> {
     let t0 = Instant::now();
     fs::create_dir_all(dir).map_err(|e| format!("cannot create DBX_DATA_DIR {}: {e}", dir.display()))?;
     let (snaps, logs) = scan(dir).map_err(|e| format!("cannot read DBX_DATA_DIR {}: {e}", dir.display()))?;
@@ -141,15 +142,13 @@ pub fn load(dir: &Path, truncate_corrupt: bool, clean: bool) -> Result<Loaded, S
         }
     }
     let t1 = Instant::now();
-    let mut facts = ServerFacts { max_batch: usize::MAX, persist_enabled: true, ..ServerFacts::default() };
-    let mut scratch = Vec::with_capacity(4096);
     let n = want.len();
     let mut i = 0;
     while i < n {
         let g = want.get(i).copied().unwrap_or(0);
         let last = i + 1 == n;
         let path = log_path(dir, g);
-        match replay_log(&path, last && !clean, &mut out, &mut facts, &mut scratch)? {
+        match replay_log(&path, last && !clean, &mut out, replay)? {
             None => {}
             Some((offset, why)) => {
                 if !truncate_corrupt {
@@ -249,8 +248,7 @@ fn replay_log(
     path: &Path,
     may_be_torn: bool,
     out: &mut Loaded,
-    facts: &mut ServerFacts,
-    scratch: &mut Vec<u8>,
+    replay: &mut Replay,
 ) -> Result<Option<(u64, &'static str)>, String> {
     let io = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
     let file = File::open(path).map_err(io)?;
@@ -302,7 +300,7 @@ fn replay_log(
                 let Some((rev, now_ms)) = c.u64().zip(c.u64()) else {
                     return Ok(Some((at, "short record")));
                 };
-                if !apply(&mut out.store, facts, now_ms, c.rest(), scratch) {
+                if !apply(&mut out.store, now_ms, c.rest(), replay) {
                     return Ok(Some((at, "a record that does not parse")));
                 }
                 out.store.set_rev(rev);
@@ -338,36 +336,26 @@ fn replay_log(
 
 /// Run one logged request again at its recorded clock (`now_ms`): relative TTLs
 /// resolve to the same absolute deadlines. False if the record does not parse.
-fn apply(store: &mut Store, facts: &ServerFacts, now_ms: u64, json: &[u8], scratch: &mut Vec<u8>) -> bool {
+fn apply(store: &mut Store, now_ms: u64, json: &[u8], replay: &mut Replay) -> bool {
     let Ok(text) = std::str::from_utf8(json) else {
         return false;
     };
-    let Ok(ops) = serde_json::from_str::<Vec<Op>>(text) else {
+    // The log holds what the scanner accepted when the request arrived: the same
+    // parser as a batch's operations reads it back.
+    let Some(ops) = request::ops(text) else {
         return false;
     };
-    let mut ctx = Ctx::new(store, now_ms, facts);
-    ctx.replaying = true;
-    for op in ops {
-        // The log holds what the scanner accepted when the request arrived.
-        let raw = match op.params {
-            None => None,
-            Some(r) => match Raw::parse(r.get()) {
-                Some(raw) => Some(raw),
-                None => return false,
-            },
-        };
-        let Ok(params) = Params::parse(raw) else {
+    // Every operation is read before any runs: a record that does not parse changes
+    // nothing (it may be cut away by --aof-truncate-corrupt).
+    let mut parsed = Vec::with_capacity(ops.len());
+    for raw in ops {
+        let Some(op) = request::op(raw).ok().and_then(|op| op.params().ok().map(|p| (op.method, p))) else {
             return false;
         };
-        scratch.clear();
-        scratch.push(b'{');
-        if let Err(e) = cmd::execute(&mut ctx, &op.method, &params, &mut Json::fields(scratch, true)) {
-            // Errors are deterministic and were returned the first time too; an
-            // unknown method means the log was written by a newer version.
-            if e.code == Code::MethodNotFound {
-                log::error!("log replay: unknown method '{}' skipped (written by a newer dbx?)", op.method);
-            }
-        }
+        parsed.push(op);
+    }
+    for (method, params) in parsed {
+        replay(store, now_ms, &method, &params);
     }
     true
 }

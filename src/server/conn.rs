@@ -11,10 +11,12 @@
 //! then counts plaintext handed to rustls, and `pending` adds what rustls still holds
 //! encrypted, so backpressure and the slow-consumer cut see every buffered byte.
 
+use super::frame;
 use super::ratelimit::TokenBucket;
 use super::tls::TlsConn;
 use super::wheel::TimerId;
 use crate::auth::Identity;
+use crate::engine::ReplyOrder;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -122,18 +124,8 @@ impl Wire {
 
     /// Append one unmasked text frame (server → client) holding `payload`.
     pub fn queue_text_frame(&mut self, payload: &[u8]) {
-        let n = payload.len();
-        self.out.reserve(n + 10);
-        self.out.push(0x81);
-        if n < 126 {
-            self.out.push(n as u8);
-        } else if n <= u16::MAX as usize {
-            self.out.push(126);
-            self.out.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            self.out.push(127);
-            self.out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
+        self.out.reserve(payload.len() + 10);
+        frame::write_header(&mut self.out, 0x1, payload.len(), false);
         self.out.extend_from_slice(payload);
     }
 
@@ -174,18 +166,8 @@ impl Wire {
 /// Total length (header + payload) of the WebSocket frame at the start of `b`, if its
 /// header is complete.
 fn frame_len(b: &[u8]) -> Option<usize> {
-    let b1 = *b.get(1)?;
-    let mask: usize = if b1 & 0x80 != 0 { 4 } else { 0 };
-    let (hdr, len) = match b1 & 0x7f {
-        126 => (4, u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize),
-        127 => {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(b.get(2..10)?);
-            (10, usize::try_from(u64::from_be_bytes(n)).ok()?)
-        }
-        n => (2, n as usize),
-    };
-    (hdr + mask).checked_add(len)
+    let h = frame::read_header(b)?;
+    h.size.checked_add(usize::try_from(h.len).ok()?)
 }
 
 impl Wire {
@@ -349,6 +331,8 @@ pub struct Conn {
     pub dead: Option<CloseReason>,
     /// We sent a close frame; waiting for the peer's (bounded by a timer).
     pub closing: Option<CloseReason>,
+    /// Replies leave in request order (see `engine::ReplyOrder`).
+    pub order: ReplyOrder,
 }
 
 #[derive(Default)]
@@ -377,6 +361,7 @@ impl Conn {
             paused: false,
             dead: None,
             closing: None,
+            order: ReplyOrder::default(),
         }
     }
 

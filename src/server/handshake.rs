@@ -238,29 +238,43 @@ pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, Option<String>)
     })
 }
 
+/// Percent-decoded text (`+` is a space); None when an escape is malformed or the
+/// result is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+    let (bytes, ok) = percent_decode_bytes(s);
+    if ok {
+        String::from_utf8(bytes).ok()
+    } else {
+        None
+    }
+}
+
+/// Percent-decoded bytes (`+` is a space), and whether every escape was well formed
+/// (a malformed one is kept as it is).
+fn percent_decode_bytes(s: &str) -> (Vec<u8>, bool) {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut ok = true;
     let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+    let hex = |j: usize| bytes.get(j).and_then(|&c| (c as char).to_digit(16)).map(|d| d as u8);
+    while let Some(&b) = bytes.get(i) {
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
                 i += 3;
             }
-            b'+' => {
+            (b'+', _, _) => {
                 out.push(b' ');
                 i += 1;
             }
-            _ => {
+            (c, _, _) => {
+                ok &= c != b'%';
                 out.push(c);
                 i += 1;
             }
         }
     }
-    String::from_utf8(out).ok()
+    (out, ok)
 }
 
 /// The 101 response; `protocol` is the subprotocol we agreed to, if any.
@@ -318,6 +332,105 @@ pub fn refusal_response(r: &Refusal) -> Vec<u8> {
         _ => {}
     }
     response(r.status, "application/json", &body, &extra)
+}
+
+// ---- credentials in the handshake (PROTOCOL.md §6) ----
+
+/// The subprotocol a browser offers next to `bearer.<token>`; the 101 answers it.
+pub const SUBPROTOCOL: &str = "dbx.v1";
+const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// Query parameters whose values [`redact_query`] hides.
+const SECRET_PARAMS: [&str; 5] = ["api_key", "apikey", "token", "access_token", "jwt"];
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.trim().split_once(|c: char| c.is_ascii_whitespace())?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Extracts the credential from the handshake: the `api_key` query value
+/// (already percent-decoded by the caller), the `Authorization` header value,
+/// and the `Sec-WebSocket-Protocol` header value (several headers joined with
+/// `,`). Returns `(credential, subprotocol_to_answer)`; the latter is
+/// `Some("dbx.v1")` when the client offered `dbx.v1`. Priority: `api_key`, then
+/// `Authorization: Bearer`, then the `bearer.<token>` subprotocol. Empty values
+/// count as absent.
+pub fn extract_credential<'a>(
+    api_key: Option<&'a str>,
+    authorization: Option<&'a str>,
+    protocols: Option<&'a str>,
+) -> (Option<&'a str>, Option<&'static str>) {
+    let mut answer = None;
+    let mut from_protocol = None;
+    for p in protocols.unwrap_or("").split(',').map(str::trim) {
+        if p == SUBPROTOCOL {
+            answer = Some(SUBPROTOCOL);
+        } else if let Some(t) = strip_prefix_ignore_case(p, BEARER_PROTOCOL_PREFIX) {
+            if from_protocol.is_none() && !t.is_empty() {
+                from_protocol = Some(t);
+            }
+        }
+    }
+    let credential =
+        api_key.filter(|k| !k.is_empty()).or_else(|| authorization.and_then(bearer_token)).or(from_protocol);
+    (credential, answer)
+}
+
+/// A request target safe to log: the values of `api_key` (and `apikey`,
+/// `token`, `access_token`, `jwt`; names compared percent-decoded and
+/// case-insensitively) become `REDACTED`.
+pub fn redact_query(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_string();
+    };
+    let mut out = String::with_capacity(target.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        let decoded = String::from_utf8_lossy(&percent_decode_bytes(name).0).into_owned();
+        if SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(&decoded)) {
+            out.push_str(name);
+            out.push_str("=REDACTED");
+        } else {
+            out.push_str(pair);
+        }
+    }
+    out
+}
+
+/// A `Sec-WebSocket-Protocol` value safe to log: `bearer.<token>` entries
+/// become `bearer.REDACTED`.
+pub fn redact_protocols(value: &str) -> String {
+    value
+        .split(',')
+        .map(|p| {
+            let p = p.trim();
+            if strip_prefix_ignore_case(p, BEARER_PROTOCOL_PREFIX).is_some() {
+                "bearer.REDACTED"
+            } else {
+                p
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -400,5 +513,42 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(text.contains("Sec-WebSocket-Version: 13"));
         assert!(text.ends_with("{\"error\":{\"code\":\"upgrade_required\",\"message\":\"x\"}}"));
+    }
+
+    #[test]
+    fn extract_credential_priority() {
+        assert_eq!(
+            extract_credential(Some("q"), Some("Bearer h"), Some("dbx.v1, bearer.p")),
+            (Some("q"), Some("dbx.v1"))
+        );
+        assert_eq!(extract_credential(None, Some("Bearer h"), Some("dbx.v1, bearer.p")), (Some("h"), Some("dbx.v1")));
+        assert_eq!(extract_credential(None, None, Some("dbx.v1, bearer.p")), (Some("p"), Some("dbx.v1")));
+        assert_eq!(extract_credential(Some(""), Some("bearer  h "), None), (Some("h"), None));
+        assert_eq!(extract_credential(None, Some("Basic dXNlcjpwYXNz"), None), (None, None));
+        assert_eq!(extract_credential(None, Some("Bearer"), None), (None, None));
+        assert_eq!(extract_credential(None, Some("Bearer   "), None), (None, None));
+        assert_eq!(extract_credential(None, None, Some("dbx.v1")), (None, Some("dbx.v1")));
+        assert_eq!(extract_credential(None, None, Some("bearer.abc.def.ghi")), (Some("abc.def.ghi"), None));
+        assert_eq!(extract_credential(None, None, Some("Bearer.t,dbx.v1")), (Some("t"), Some("dbx.v1")));
+        assert_eq!(extract_credential(None, None, Some("bearer., chat")), (None, None));
+        assert_eq!(extract_credential(None, None, Some("DBX.V1")), (None, None));
+        assert_eq!(extract_credential(None, None, None), (None, None));
+        assert_eq!(extract_credential(None, None, Some("é,bearer")), (None, None));
+    }
+
+    #[test]
+    fn redact() {
+        assert_eq!(redact_query("/ws"), "/ws");
+        assert_eq!(redact_query("/ws?api_key=s3cr3t&client_id=c1"), "/ws?api_key=REDACTED&client_id=c1");
+        assert_eq!(
+            redact_query("/ws?client_id=c1&token=a.b.c&access_token=x&version=1.0"),
+            "/ws?client_id=c1&token=REDACTED&access_token=REDACTED&version=1.0"
+        );
+        assert_eq!(redact_query("/ws?api%5Fkey=s3cr3t"), "/ws?api%5Fkey=REDACTED");
+        assert_eq!(redact_query("/ws?API_KEY=s3cr3t"), "/ws?API_KEY=REDACTED");
+        assert_eq!(redact_query("/ws?api_key"), "/ws?api_key=REDACTED");
+        assert_eq!(redact_query("/ws?a=1&&b=%zz"), "/ws?a=1&&b=%zz");
+        assert_eq!(redact_query("/ws?api_key=1&api_key=2"), "/ws?api_key=REDACTED&api_key=REDACTED");
+        assert_eq!(redact_protocols("dbx.v1, bearer.abc"), "dbx.v1, bearer.REDACTED");
     }
 }

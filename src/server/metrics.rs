@@ -107,8 +107,8 @@ pub struct Gauges<'a> {
     pub deliveries: u64,
     pub uptime_s: u64,
     pub version: &'a str,
-    /// Extra lines (persistence) already in exposition format.
-    pub extra: String,
+    /// More gauges (persistence): (name, help, value).
+    pub extra: Vec<(&'static str, &'static str, f64)>,
     /// The data directory when persistence is on (for the last snapshot's time).
     pub data_dir: Option<&'a Path>,
 }
@@ -235,7 +235,9 @@ impl Metrics {
         counter(&mut m, "dbx_pubsub_subscriptions", "Channel and pattern subscriptions", "gauge", g.subscriptions);
         counter(&mut m, "dbx_watchers", "Connections watching keys", "gauge", g.watchers);
         counter(&mut m, "dbx_pubsub_deliveries_total", "Pub/sub events delivered", "counter", g.deliveries);
-        m.push_str(&g.extra);
+        for &(name, help, v) in &g.extra {
+            gauge_f(&mut m, name, help, "gauge", v);
+        }
         if let Some(dir) = g.data_dir {
             snapshot_series(&mut m, dir, &g.extra);
         }
@@ -259,7 +261,7 @@ fn gauge_f(out: &mut String, name: &str, help: &str, kind: &str, v: f64) {
 /// (`dbx_last_snapshot_ok`), 1 when none was attempted yet, as Redis reports
 /// `rdb_last_bgsave_status:ok` before its first save. The directory holds a handful
 /// of files: one readdir per scrape is cheap next to rendering the page.
-fn snapshot_series(out: &mut String, dir: &Path, persist_lines: &str) {
+fn snapshot_series(out: &mut String, dir: &Path, persist: &[(&str, &str, f64)]) {
     let newest = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -281,11 +283,7 @@ fn snapshot_series(out: &mut String, dir: &Path, persist_lines: &str) {
         "gauge",
         ts,
     );
-    let ok = persist_lines
-        .lines()
-        .find_map(|l| l.strip_prefix("dbx_last_snapshot_ok "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(1.0);
+    let ok = persist.iter().find(|(name, _, _)| *name == "dbx_last_snapshot_ok").map_or(1.0, |g| g.2);
     gauge_f(out, "dbx_last_snapshot_success", "1 unless the last snapshot of this run failed", "gauge", ok);
 }
 

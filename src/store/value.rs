@@ -7,6 +7,7 @@
 //! no command ever walks a whole collection to learn its size.
 
 use super::key::Key;
+use super::mem::{alloc_mem, str_mem, table_mem};
 use super::zset::ZSet;
 use std::collections::VecDeque;
 use std::mem::size_of;
@@ -53,33 +54,6 @@ impl ValueKind {
             _ => return None,
         })
     }
-}
-
-/// Heap bytes of an allocation of `n` bytes under glibc malloc: payload plus the
-/// 8-byte chunk header, rounded to 16 bytes, at least 32 — so the estimate follows
-/// real RSS growth rather than payload length.
-pub fn alloc_mem(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        (n + 8).div_ceil(16).max(2) * 16
-    }
-}
-
-/// Heap bytes of a boxed string.
-pub fn str_mem(s: &str) -> usize {
-    alloc_mem(s.len())
-}
-
-/// Heap bytes of a hashbrown table with `cap` usable slots of `entry` bytes each:
-/// buckets are a power of two loaded to at most 7/8, one control byte per bucket plus
-/// a 16-byte group tail, all in one allocation.
-pub fn table_mem(cap: usize, entry: usize) -> usize {
-    if cap == 0 {
-        return 0;
-    }
-    let buckets = if cap < 8 { (cap + 1).next_power_of_two() } else { (cap * 8 / 7).next_power_of_two() };
-    alloc_mem(buckets * (entry + 1) + 16)
 }
 
 /// A hash: field → value. Fields and values are `Key`s: short ones (the common case)
@@ -301,29 +275,4 @@ impl Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_follow_contents() {
-        let mut h = HashValue::default();
-        assert_eq!(h.insert("f", "v"), (true, true));
-        assert_eq!(h.insert("f", "v"), (false, false));
-        assert_eq!(h.insert("f", "a longer value than before, 40 bytes.."), (false, true));
-        assert!(h.remove("f"));
-        assert_eq!(h.strings, 0);
-        let mut s = SetValue::default();
-        assert!(s.insert("a") && s.insert("b") && !s.insert("a"));
-        assert_eq!(s.pop(5).len(), 2);
-        assert_eq!(s.strings, 0);
-        let mut l = ListValue::default();
-        for i in 0..100 {
-            l.push_back(&i.to_string());
-        }
-        l.retain_range(10, 20);
-        assert_eq!(l.len(), 10);
-        assert_eq!(l.get(0), Some("10"));
-        while l.pop_front().is_some() {}
-        assert_eq!(l.strings, 0);
-    }
-}
+mod tests;

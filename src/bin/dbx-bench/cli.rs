@@ -151,3 +151,25 @@ pub(crate) fn parse_mix(s: &str) -> Result<Vec<(Kind, u32)>, String> {
     }
     Ok(out)
 }
+
+/// Refuse settings that cannot run.
+pub(crate) fn validate(o: &Opts) -> Result<(), String> {
+    if o.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if o.pipeline == 0 {
+        return Err("--pipeline must be at least 1".into());
+    }
+    if o.keyspace == 0 {
+        return Err("--keyspace must be at least 1".into());
+    }
+    if o.duration.is_zero() {
+        return Err("--duration must be positive".into());
+    }
+    if let Some(r) = o.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate must be a positive number of requests per second".into());
+        }
+    }
+    Ok(())
+}

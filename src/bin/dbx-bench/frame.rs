@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use mio::net::TcpStream;
 
 use crate::request::Rng;
+use dbx::server::frame::{read_header, write_header};
 
 /// Largest frame / message accepted from the server (tungstenite's defaults).
 const MAX_FRAME: usize = 16 << 20;
@@ -315,31 +316,16 @@ impl Ws {
 
 /// The frame at the start of `b` (which starts at `off` in the read buffer).
 pub(crate) fn parse_frame(b: &[u8], off: usize) -> Parse {
-    if b.len() < 2 {
+    // The same header reader as the server's (`dbx::server::frame`).
+    let Some(h) = read_header(b) else {
         return Parse::Incomplete;
-    }
-    let (b0, b1) = (b[0], b[1]);
-    let fin = b0 & 0x80 != 0;
-    let op = b0 & 0x0f;
+    };
+    let (fin, op) = (h.fin, h.op);
     // No extension was negotiated; the server must not mask.
-    if b0 & 0x70 != 0 || b1 & 0x80 != 0 {
+    if h.rsv != 0 || h.masked {
         return Parse::Error;
     }
-    let (len, hdr) = match b1 & 0x7f {
-        126 => match b.get(2..4) {
-            Some(x) => (usize::from(u16::from_be_bytes([x[0], x[1]])), 4),
-            None => return Parse::Incomplete,
-        },
-        127 => match b.get(2..10) {
-            Some(x) => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(x);
-                (usize::try_from(u64::from_be_bytes(a)).unwrap_or(usize::MAX), 10)
-            }
-            None => return Parse::Incomplete,
-        },
-        n => (usize::from(n), 2),
-    };
+    let (len, hdr) = (usize::try_from(h.len).unwrap_or(usize::MAX), h.size);
     match op {
         OP_CONT | OP_TEXT | OP_BINARY => {
             if len > MAX_FRAME {
@@ -362,18 +348,8 @@ pub(crate) fn parse_frame(b: &[u8], off: usize) -> Parse {
 
 /// Append one frame carrying `payload`, masked with `key`.
 pub(crate) fn push_masked_frame(w: &mut Vec<u8>, op: u8, payload: &[u8], key: u32) {
-    let len = payload.len();
-    w.reserve(len + 14);
-    w.push(0x80 | op);
-    if len < 126 {
-        w.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        w.push(0x80 | 126);
-        w.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        w.push(0x80 | 127);
-        w.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    w.reserve(payload.len() + 14);
+    write_header(w, op, payload.len(), true);
     let m = key.to_ne_bytes();
     w.extend_from_slice(&m);
     let m8 = u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[0], m[1], m[2], m[3]]);

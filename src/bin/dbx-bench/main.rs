@@ -19,6 +19,7 @@
 //! The last line of output is one JSON object with the results.
 
 mod cli;
+mod connect;
 mod frame;
 mod handshake;
 mod reply;
@@ -34,31 +35,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use cli::{parse_mix, Opts};
-use frame::{Ws, OP_TEXT};
 use handshake::{finish_handshake, parse_target, start_handshake};
 use report::Stats;
 use request::{Gen, Kind, Rng};
 use worker::{ns_since, Conn, Phase, Worker};
-
-fn raise_nofile(need: u64) {
-    // SAFETY: plain libc calls on a zero-initialised struct we own.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return;
-        }
-        if (rl.rlim_cur as u64) >= need {
-            return;
-        }
-        let want = if rl.rlim_max == libc::RLIM_INFINITY {
-            need as libc::rlim_t
-        } else {
-            (need as libc::rlim_t).min(rl.rlim_max)
-        };
-        rl.rlim_cur = want;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-    }
-}
 
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct we pass.
@@ -125,206 +105,169 @@ fn connect_only(o: &Opts, target: &handshake::Target, rng: &mut Rng) -> Result<(
     Ok(())
 }
 
+/// Connect, preload, warm up, measure, drain, report: each phase in its own function.
 fn real_main(o: Opts) -> Result<(), String> {
-    if o.connections == 0 {
-        return Err("--connections must be at least 1".into());
-    }
-    if o.pipeline == 0 {
-        return Err("--pipeline must be at least 1".into());
-    }
-    if o.keyspace == 0 {
-        return Err("--keyspace must be at least 1".into());
-    }
-    if o.duration.is_zero() {
-        return Err("--duration must be positive".into());
-    }
-    if let Some(r) = o.rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err("--rate must be a positive number of requests per second".into());
-        }
-    }
+    cli::validate(&o)?;
     let threads = o.threads.clamp(1, o.connections);
     let mix = parse_mix(&o.mix)?;
     let target = parse_target(&o)?;
-    let say = |s: String| {
-        if !o.json_only {
-            eprintln!("{s}");
-        }
-    };
-    raise_nofile((o.connections + o.idle + o.subscribers) as u64 + 64);
-
+    // One descriptor per connection: the same raise as the server's.
+    dbx::server::sys::raise_nofile_limit();
     let base = Instant::now();
     let mut rng = Rng::new(o.seed ^ 0x9e37_79b9_7f4a_7c15);
 
     if o.connect_only > 0 {
         return connect_only(&o, &target, &mut rng);
     }
-
-    // --- connect (bounded by --connect-timeout)
-    let t_conn = Instant::now();
-    let deadline = t_conn + o.connect_timeout;
-    let mut active = Vec::with_capacity(o.connections);
-    let mut idle = Vec::with_capacity(o.idle);
-    let mk = |ws: Ws, idle: bool, sub: bool, gid: usize| Conn {
-        ws,
-        idle: idle || sub,
-        sub,
-        gid,
-        last_seq: Vec::new(),
-        alive: true,
-        inflight: VecDeque::with_capacity(o.pipeline.max(16)),
-        backlog: VecDeque::new(),
-        next_id: 1,
-    };
-    // Handshakes go out in batches so the server accepts many per loop turn.
-    const BATCH: usize = 64;
-    let token = o.token.as_deref();
-    let open_batch = |n: usize, read_buf: usize, rng: &mut Rng| -> Result<Vec<Ws>, String> {
-        let mut started = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (s, key) = start_handshake(&target, token, deadline, rng)?;
-            started.push((s, key, rng.next()));
-        }
-        started.into_iter().map(|(s, key, seed)| finish_handshake(s, &key, deadline, read_buf, seed)).collect()
-    };
-    while active.len() < o.connections {
-        let n = BATCH.min(o.connections - active.len());
-        // The read buffer is allocated once (no zero-fill per read, unlike tungstenite's),
-        // so it can hold many pipelined replies.
-        let batch = open_batch(n, 32 * 1024, &mut rng)
-            .map_err(|e| format!("opening active connections ({} open): {e}", active.len()))?;
-        let first = active.len();
-        active.extend(batch.into_iter().enumerate().map(|(i, ws)| mk(ws, false, false, first + i)));
-    }
-    while idle.len() < o.idle {
-        let n = BATCH.min(o.idle - idle.len());
-        let batch = open_batch(n, 4096, &mut rng)
-            .map_err(|e| format!("opened only {} of {} idle connections: {e}", idle.len(), o.idle))?;
-        idle.extend(batch.into_iter().map(|ws| mk(ws, true, false, 0)));
-    }
-    // Fan-out subscribers: subscribe right away; the confirmations are counted by
-    // the workers (the warm-up gives them time to arrive).
     let channel = o.channel.clone().unwrap_or_else(|| format!("{}chan", o.key_prefix));
     let channel_json = serde_json::to_string(&channel).unwrap_or_default();
-    let mut subs = Vec::with_capacity(o.subscribers);
-    while subs.len() < o.subscribers {
-        let n = BATCH.min(o.subscribers - subs.len());
-        let batch = open_batch(n, 16 * 1024, &mut rng)
-            .map_err(|e| format!("opened only {} of {} subscribers: {e}", subs.len(), o.subscribers))?;
-        for mut ws in batch {
-            let req = format!(r#"{{"id":0,"method":"pubsub.subscribe","params":{{"channels":[{channel_json}]}}}}"#);
-            ws.push_frame(OP_TEXT, req.as_bytes());
-            ws.flush().map_err(|e| format!("subscribe: {e}"))?;
-            subs.push(mk(ws, true, true, 0));
+
+    let t_conn = Instant::now();
+    let opened = connect::open_all(&o, &target, &channel_json, &mut rng)?;
+    say(
+        &o,
+        format!(
+            "dbx-bench: {} active + {} idle + {} subscriber connections to {} in {:.2}s",
+            opened.active.len(),
+            opened.idle.len(),
+            opened.subs.len(),
+            o.url.split('?').next().unwrap_or(""),
+            t_conn.elapsed().as_secs_f64()
+        ),
+    );
+    let per = opened.distribute(threads);
+    let shared = Shared::new(threads);
+    let handles = spawn_workers(&o, per, &mix, &channel_json, base, &shared)?;
+
+    // Preload barrier, then publish the start of the run.
+    let t_pre = Instant::now();
+    shared.barrier.wait();
+    if o.preload {
+        say(&o, format!("dbx-bench: preload phase took {:.2}s", t_pre.elapsed().as_secs_f64()));
+    }
+    let start = ns_since(base) + 5_000_000;
+    shared.run_start.store(start, Ordering::SeqCst);
+    shared.barrier.wait();
+    say(
+        &o,
+        format!(
+            "dbx-bench: {} (mix {}, {} conns x {} in flight{}), warm-up {:.1}s, measuring {:.1}s",
+            if o.rate.is_some() { "open loop" } else { "closed loop" },
+            o.mix,
+            o.connections,
+            o.pipeline,
+            o.rate.map(|r| format!(", {r} req/s")).unwrap_or_default(),
+            o.warmup.as_secs_f64(),
+            o.duration.as_secs_f64()
+        ),
+    );
+    let m = measure(&o, base, start, &handles, &shared.stop);
+    let (pre, st) = join(handles)?;
+    if o.preload {
+        report_preload(&o, &pre);
+    }
+    report::report(&o, threads, &pre, &st, m.wall, m.cpu, m.aborted);
+    Ok(())
+}
+
+fn say(o: &Opts, s: String) {
+    if !o.json_only {
+        eprintln!("{s}");
+    }
+}
+
+/// What the main thread and the workers share: the stop flag, the start of the
+/// run (published by the main thread) and the barrier around the preload.
+struct Shared {
+    stop: Arc<AtomicBool>,
+    run_start: Arc<AtomicU64>,
+    barrier: Arc<Barrier>,
+}
+
+impl Shared {
+    fn new(threads: usize) -> Shared {
+        Shared {
+            stop: Arc::new(AtomicBool::new(false)),
+            run_start: Arc::new(AtomicU64::new(0)),
+            barrier: Arc::new(Barrier::new(threads + 1)),
         }
     }
-    say(format!(
-        "dbx-bench: {} active + {} idle + {} subscriber connections to {} in {:.2}s",
-        active.len(),
-        idle.len(),
-        subs.len(),
-        o.url.split('?').next().unwrap_or(""),
-        t_conn.elapsed().as_secs_f64()
-    ));
+}
 
-    // --- distribute connections over workers
-    let mut per: Vec<Vec<Conn>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, c) in active.into_iter().enumerate() {
-        per[i % threads].push(c);
-    }
-    for (i, c) in idle.into_iter().chain(subs).enumerate() {
-        per[i % threads].push(c);
-    }
+type WorkerResult = Result<(Stats, Stats), String>;
+
+/// One thread per worker, each with its share of the connections and its own
+/// request generator: preload its share of the keys, wait for the start, run.
+fn spawn_workers(
+    o: &Opts,
+    per: Vec<Vec<Conn>>,
+    mix: &[(Kind, u32)],
+    channel_json: &str,
+    base: Instant,
+    shared: &Shared,
+) -> Result<Vec<std::thread::JoinHandle<WorkerResult>>, String> {
+    let threads = per.len();
     let prefix = {
         let s = serde_json::to_string(&o.key_prefix).unwrap_or_default();
-        s[1..s.len() - 1].to_string()
+        s.get(1..s.len().saturating_sub(1)).unwrap_or_default().to_string()
     };
     let value = "x".repeat(o.value_size);
     let mut table = Vec::new();
-    for &(k, w) in &mix {
+    for &(k, w) in mix {
         table.extend(std::iter::repeat_n(k, w as usize));
     }
-    let preload_kinds: Vec<Kind> = {
-        let mut v = Vec::new();
-        if mix.iter().any(|(k, _)| matches!(k, Kind::Get | Kind::Set)) {
-            v.push(Kind::Set);
-        }
-        if mix.iter().any(|(k, _)| matches!(k, Kind::HGet | Kind::HSet)) {
-            v.push(Kind::HSet);
-        }
-        v
+    let mut preload_kinds = Vec::new();
+    if mix.iter().any(|(k, _)| matches!(k, Kind::Get | Kind::Set)) {
+        preload_kinds.push(Kind::Set);
+    }
+    if mix.iter().any(|(k, _)| matches!(k, Kind::HGet | Kind::HSet)) {
+        preload_kinds.push(Kind::HSet);
+    }
+    let timing = Timing {
+        preload: o.preload,
+        warmup_ns: o.warmup.as_nanos() as u64,
+        dur_ns: o.duration.as_nanos() as u64,
+        drain_ns: o.drain_timeout.as_nanos() as u64,
+        preload_ns: o.preload_timeout.as_nanos() as u64,
+        rate: o.rate,
+        pipeline: o.pipeline,
+        keyspace: o.keyspace,
+        threads,
     };
-
-    // Shared timing: phase starts are published by the main thread.
-    let stop = Arc::new(AtomicBool::new(false));
-    let run_start = Arc::new(AtomicU64::new(0));
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let preload = o.preload;
-    let warmup_ns = o.warmup.as_nanos() as u64;
-    let dur_ns = o.duration.as_nanos() as u64;
-    let drain_ns = o.drain_timeout.as_nanos() as u64;
-    let preload_ns = o.preload_timeout.as_nanos() as u64;
-    let rate = o.rate;
-    let pipeline = o.pipeline;
-    let keyspace = o.keyspace;
-
     let mut handles = Vec::new();
     for (w, conns) in per.into_iter().enumerate() {
         let gen = Gen {
             table: table.clone(),
             rng: Rng::new(o.seed.wrapping_add((w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))),
-            keyspace,
+            keyspace: o.keyspace,
             prefix: prefix.clone(),
             value: value.clone(),
-            channel: channel_json[1..channel_json.len() - 1].to_string(),
+            channel: channel_json.get(1..channel_json.len().saturating_sub(1)).unwrap_or_default().to_string(),
         };
-        let stop = stop.clone();
-        let run_start = run_start.clone();
-        let barrier = barrier.clone();
+        let (stop, run_start, barrier) = (shared.stop.clone(), shared.run_start.clone(), shared.barrier.clone());
         let preload_kinds = preload_kinds.clone();
         let h = std::thread::Builder::new()
             .name(format!("bench-{w}"))
-            .spawn(move || -> Result<(Stats, Stats), String> {
+            .spawn(move || -> WorkerResult {
                 let mut wk = Worker::new(conns, gen, base, stop).map_err(|e| e.to_string());
-                // Preload: this worker's share of the keys.
-                let mut pre = Stats::new();
-                if let Ok(wk) = wk.as_mut() {
-                    if preload && !preload_kinds.is_empty() {
-                        let mut qv = VecDeque::new();
-                        for &k in &preload_kinds {
-                            for key in (w as u64..keyspace).step_by(threads) {
-                                qv.push_back((k, key));
-                            }
-                        }
-                        let now = ns_since(base);
-                        let mut ph = Phase {
-                            preload: Some(qv),
-                            send_until: now + preload_ns,
-                            rec_from: u64::MAX,
-                            rec_until: u64::MAX,
-                            hard_end: now + preload_ns,
-                            interval_ns: None,
-                            start: now,
-                            pipeline: pipeline.max(32),
-                        };
-                        pre = wk.run(&mut ph);
-                        pre.unsent = ph.preload.map_or(0, |q| q.len() as u64);
-                    }
-                }
+                let pre = match wk.as_mut() {
+                    Ok(wk) => preload(wk, w, &preload_kinds, &timing, base),
+                    Err(_) => Stats::new(),
+                };
                 barrier.wait();
                 barrier.wait();
-                let wk = wk?;
-                let mut wk = wk;
+                let mut wk = wk?;
                 let start = run_start.load(Ordering::SeqCst);
+                let t = &timing;
                 let mut ph = Phase {
                     preload: None,
                     start,
-                    rec_from: start + warmup_ns,
-                    rec_until: start + warmup_ns + dur_ns,
-                    send_until: start + warmup_ns + dur_ns,
-                    hard_end: start + warmup_ns + dur_ns + drain_ns,
-                    interval_ns: rate.map(|r| 1e9 / (r / threads as f64)),
-                    pipeline,
+                    rec_from: start + t.warmup_ns,
+                    rec_until: start + t.warmup_ns + t.dur_ns,
+                    send_until: start + t.warmup_ns + t.dur_ns,
+                    hard_end: start + t.warmup_ns + t.dur_ns + t.drain_ns,
+                    interval_ns: t.rate.map(|r| 1e9 / (r / t.threads as f64)),
+                    pipeline: t.pipeline,
                 };
                 let st = wk.run(&mut ph);
                 wk.close_all();
@@ -333,41 +276,79 @@ fn real_main(o: Opts) -> Result<(), String> {
             .map_err(|e| format!("spawn: {e}"))?;
         handles.push(h);
     }
+    Ok(handles)
+}
 
-    // Preload barrier, then publish the start of the run.
-    let t_pre = Instant::now();
-    barrier.wait();
-    if preload {
-        say(format!("dbx-bench: preload phase took {:.2}s", t_pre.elapsed().as_secs_f64()));
+/// The phase settings every worker reads.
+#[derive(Clone, Copy)]
+struct Timing {
+    preload: bool,
+    warmup_ns: u64,
+    dur_ns: u64,
+    drain_ns: u64,
+    preload_ns: u64,
+    rate: Option<f64>,
+    pipeline: usize,
+    keyspace: u64,
+    threads: usize,
+}
+
+/// Preload worker `w`'s share of the keys (every `threads`-th one).
+fn preload(wk: &mut Worker, w: usize, kinds: &[Kind], t: &Timing, base: Instant) -> Stats {
+    if !t.preload || kinds.is_empty() {
+        return Stats::new();
     }
-    let start = ns_since(base) + 5_000_000;
-    run_start.store(start, Ordering::SeqCst);
-    barrier.wait();
-    say(format!(
-        "dbx-bench: {} (mix {}, {} conns x {} in flight{}), warm-up {:.1}s, measuring {:.1}s",
-        if rate.is_some() { "open loop" } else { "closed loop" },
-        o.mix,
-        o.connections,
-        o.pipeline,
-        rate.map(|r| format!(", {r} req/s")).unwrap_or_default(),
-        o.warmup.as_secs_f64(),
-        o.duration.as_secs_f64()
-    ));
+    let mut qv = VecDeque::new();
+    for &k in kinds {
+        for key in (w as u64..t.keyspace).step_by(t.threads) {
+            qv.push_back((k, key));
+        }
+    }
+    let now = ns_since(base);
+    let mut ph = Phase {
+        preload: Some(qv),
+        send_until: now + t.preload_ns,
+        rec_from: u64::MAX,
+        rec_until: u64::MAX,
+        hard_end: now + t.preload_ns,
+        interval_ns: None,
+        start: now,
+        pipeline: t.pipeline.max(32),
+    };
+    let mut pre = wk.run(&mut ph);
+    pre.unsent = ph.preload.map_or(0, |q| q.len() as u64);
+    pre
+}
 
-    // Measure our own CPU over the measurement window. Stop early if every worker
-    // is done before the window ends (the server closed all connections).
-    let all_done = |hs: &[std::thread::JoinHandle<_>]| hs.iter().all(|h| h.is_finished());
-    let sleep_until = |t: u64, hs: &[std::thread::JoinHandle<_>]| loop {
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    /// Every worker ended before the window did (the server closed the connections).
+    aborted: bool,
+}
+
+/// Measure our own CPU over the measurement window, stopping early if every worker
+/// is done before it ends; then wait (bounded) for the workers to drain.
+fn measure<T>(
+    o: &Opts,
+    base: Instant,
+    start: u64,
+    handles: &[std::thread::JoinHandle<T>],
+    stop: &AtomicBool,
+) -> Measured {
+    let (warmup_ns, dur_ns) = (o.warmup.as_nanos() as u64, o.duration.as_nanos() as u64);
+    let all_done = |hs: &[std::thread::JoinHandle<T>]| hs.iter().all(|h| h.is_finished());
+    let sleep_until = |t: u64| loop {
         let now = ns_since(base);
-        if now >= t || all_done(hs) {
+        if now >= t || all_done(handles) {
             break;
         }
         std::thread::sleep(Duration::from_nanos((t - now).min(10_000_000)));
     };
-    sleep_until(start + warmup_ns, &handles);
+    sleep_until(start + warmup_ns);
     let cpu0 = cpu_time();
     let w0 = Instant::now();
-    sleep_until(start + warmup_ns + dur_ns, &handles);
+    sleep_until(start + warmup_ns + dur_ns);
     let cpu1 = cpu_time();
     let wall = w0.elapsed();
     let aborted = ns_since(base) < start + warmup_ns + dur_ns;
@@ -379,6 +360,11 @@ fn real_main(o: Opts) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    Measured { wall, cpu: cpu1.saturating_sub(cpu0), aborted }
+}
+
+/// The workers' preload and run statistics, merged.
+fn join(handles: Vec<std::thread::JoinHandle<WorkerResult>>) -> Result<(Stats, Stats), String> {
     let mut pre = Stats::new();
     let mut st = Stats::new();
     for h in handles {
@@ -391,18 +377,20 @@ fn real_main(o: Opts) -> Result<(), String> {
             Err(_) => return Err("worker thread panicked".into()),
         }
     }
-    if preload {
-        let failed = pre.c.errors + pre.unsent + pre.unanswered + pre.c.lost_in_flight;
-        if failed > 0 {
-            say(format!(
+    Ok((pre, st))
+}
+
+fn report_preload(o: &Opts, pre: &Stats) {
+    let failed = pre.c.errors + pre.unsent + pre.unanswered + pre.c.lost_in_flight;
+    if failed > 0 {
+        say(
+            o,
+            format!(
                 "dbx-bench: WARNING preload incomplete: {} ok, {} errors {:?}, {} not sent, {} unanswered",
                 pre.c.ok, pre.c.errors, pre.c.error_codes, pre.unsent, pre.unanswered
-            ));
-        } else {
-            say(format!("dbx-bench: preloaded {} keys", pre.c.ok));
-        }
+            ),
+        );
+    } else {
+        say(o, format!("dbx-bench: preloaded {} keys", pre.c.ok));
     }
-
-    report::report(&o, threads, &pre, &st, wall, cpu1.saturating_sub(cpu0), aborted);
-    Ok(())
 }

@@ -135,56 +135,8 @@ pub(crate) fn report(o: &Opts, threads: usize, pre: &Stats, st: &Stats, wall: Du
         }
     }
     if !o.json_only {
-        eprintln!("ops/s      {:>12.0}   ({} ok in {:.1}s)", ops, st.c.ok, secs);
-        eprintln!(
-            "latency us p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}{}",
-            q(h, 0.5),
-            q(h, 0.9),
-            q(h, 0.99),
-            q(h, 0.999),
-            h.max() as f64 / 1000.0,
-            if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
-            if rate.is_some() { "  (from intended send time)" } else { "" }
-        );
-        for (name, v) in &by_method {
-            eprintln!("  {name:<8} {v}");
-        }
-        eprintln!(
-            "errors     {} {:?}   bad replies {}   id mismatches {}   closed conns {} (lost {} in flight)",
-            st.c.errors, st.c.error_codes, st.c.bad_replies, st.c.id_mismatch, st.c.conns_closed, st.c.lost_in_flight
-        );
-        if rate.is_some() {
-            eprintln!("open loop  sent late (>1ms) {}   never sent {}", st.late, st.unsent);
-        }
-        eprintln!(
-            "bench cpu  {cpu_pct:.1}% of one core (loop busy {busy_pct:.1}%){}",
-            if cpu_pct > 90.0 && rate.is_none() {
-                "  -- WARNING: the generator may be the bottleneck (try --threads)"
-            } else {
-                ""
-            }
-        );
-        if o.subscribers > 0 {
-            let d = &st.dhist;
-            eprintln!(
-                "fan-out    {:.0} deliveries/s to {} subscribers ({} subscribed; {} in window, {} total)   out of order {}",
-                st.c.deliveries as f64 / secs,
-                o.subscribers,
-                subscribed,
-                st.c.deliveries,
-                st.c.deliveries_total,
-                st.c.out_of_order
-            );
-            eprintln!(
-                "delivery us p50 {:.1}  p99 {:.1}  max {:.1}  (publish sent -> event received)",
-                q(d, 0.5),
-                q(d, 0.99),
-                d.max() as f64 / 1000.0
-            );
-        }
-        if !st.c.unsolicited.is_empty() {
-            eprintln!("unsolicited {:?}", st.c.unsolicited);
-        }
+        let summary = Summary { secs, ops, cpu_pct, busy_pct, subscribed, by_method: &by_method };
+        print_table(o, st, &summary);
     }
     let mut out = serde_json::json!({
         "ops_per_sec": r1(ops),
@@ -243,4 +195,71 @@ pub(crate) fn report(o: &Opts, threads: usize, pre: &Stats, st: &Stats, wall: Du
         std::process::exit(1);
     }
     println!("{out}");
+}
+
+/// What the table and the JSON line both show.
+struct Summary<'a> {
+    secs: f64,
+    ops: f64,
+    cpu_pct: f64,
+    busy_pct: f64,
+    subscribed: u64,
+    by_method: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// The human-readable table (stderr).
+fn print_table(o: &Opts, st: &Stats, s: &Summary) {
+    let Summary { secs, ops, cpu_pct, busy_pct, subscribed, by_method } = *s;
+    let rate = o.rate;
+    let h = &st.hist;
+    eprintln!("ops/s      {:>12.0}   ({} ok in {:.1}s)", ops, st.c.ok, secs);
+    eprintln!(
+        "latency us p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}{}",
+        q(h, 0.5),
+        q(h, 0.9),
+        q(h, 0.99),
+        q(h, 0.999),
+        h.max() as f64 / 1000.0,
+        if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+        if rate.is_some() { "  (from intended send time)" } else { "" }
+    );
+    for (name, v) in by_method {
+        eprintln!("  {name:<8} {v}");
+    }
+    eprintln!(
+        "errors     {} {:?}   bad replies {}   id mismatches {}   closed conns {} (lost {} in flight)",
+        st.c.errors, st.c.error_codes, st.c.bad_replies, st.c.id_mismatch, st.c.conns_closed, st.c.lost_in_flight
+    );
+    if rate.is_some() {
+        eprintln!("open loop  sent late (>1ms) {}   never sent {}", st.late, st.unsent);
+    }
+    eprintln!(
+        "bench cpu  {cpu_pct:.1}% of one core (loop busy {busy_pct:.1}%){}",
+        if cpu_pct > 90.0 && rate.is_none() {
+            "  -- WARNING: the generator may be the bottleneck (try --threads)"
+        } else {
+            ""
+        }
+    );
+    if o.subscribers > 0 {
+        let d = &st.dhist;
+        eprintln!(
+            "fan-out    {:.0} deliveries/s to {} subscribers ({} subscribed; {} in window, {} total)   out of order {}",
+            st.c.deliveries as f64 / secs,
+            o.subscribers,
+            subscribed,
+            st.c.deliveries,
+            st.c.deliveries_total,
+            st.c.out_of_order
+        );
+        eprintln!(
+            "delivery us p50 {:.1}  p99 {:.1}  max {:.1}  (publish sent -> event received)",
+            q(d, 0.5),
+            q(d, 0.99),
+            d.max() as f64 / 1000.0
+        );
+    }
+    if !st.c.unsolicited.is_empty() {
+        eprintln!("unsolicited {:?}", st.c.unsolicited);
+    }
 }

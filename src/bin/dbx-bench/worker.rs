@@ -251,51 +251,10 @@ impl Worker {
                 break;
             }
             // Open loop: schedule everything that is due.
-            if let Some(iv) = ph.interval_ns {
-                while next_sched <= now as f64 && next_sched < ph.send_until as f64 {
-                    let t = next_sched as u64;
-                    next_sched += iv;
-                    // Round-robin over live active connections.
-                    let mut tries = 0;
-                    while tries < active.len() && !self.conns[active[rr % active.len()]].alive {
-                        rr += 1;
-                        tries += 1;
-                    }
-                    let ci = active[rr % active.len()];
-                    rr += 1;
-                    if self.has_slot(ci, ph) && self.conns[ci].backlog.is_empty() {
-                        let (k, key) = self.gen.pick();
-                        if now > t + 1_000_000 {
-                            st.late += 1;
-                        }
-                        self.send(ci, k, key, t, &mut st);
-                    } else {
-                        self.conns[ci].backlog.push_back(t);
-                    }
-                    touched = true;
-                }
-                if touched {
-                    for &ci in &active {
-                        self.flush(ci, &mut st);
-                    }
-                }
+            if ph.interval_ns.is_some() {
+                touched = self.schedule_due(ph, now, &mut next_sched, &mut rr, &active, &mut st);
             }
-            // Poll timeout.
-            let now = ns_since(self.base);
-            let mut until = ph.hard_end.min(now + 100_000_000);
-            if now < ph.send_until && ph.interval_ns.is_some() && next_sched < ph.send_until as f64 {
-                until = until.min(next_sched as u64);
-            }
-            if now < ph.send_until {
-                until = until.min(ph.send_until);
-            }
-            if ph.rec_until > now {
-                until = until.min(ph.rec_until);
-            }
-            let wait = until.saturating_sub(now);
-            // epoll_wait has 1 ms resolution (mio rounds up): spin when closer than that.
-            let timeout =
-                if wait < 1_500_000 { Duration::ZERO } else { Duration::from_millis((wait - 1_000_000) / 1_000_000) };
+            let timeout = poll_timeout(ph, ns_since(self.base), next_sched);
             let before = if touched { ns_since(self.base) } else { iter_start };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -332,6 +291,56 @@ impl Worker {
                 st.busy_ns += busy;
             }
         }
+        self.finish(ph, next_sched, &mut st);
+        st
+    }
+
+    /// Open loop: send (or queue behind busy slots) every request whose intended
+    /// send time has come, round-robin over live active connections. True if any was.
+    fn schedule_due(
+        &mut self,
+        ph: &Phase,
+        now: u64,
+        next_sched: &mut f64,
+        rr: &mut usize,
+        active: &[usize],
+        st: &mut Stats,
+    ) -> bool {
+        let Some(iv) = ph.interval_ns else { return false };
+        let mut touched = false;
+        while *next_sched <= now as f64 && *next_sched < ph.send_until as f64 {
+            let t = *next_sched as u64;
+            *next_sched += iv;
+            // Round-robin over live active connections.
+            let mut tries = 0;
+            while tries < active.len() && !self.conns[active[*rr % active.len()]].alive {
+                *rr += 1;
+                tries += 1;
+            }
+            let ci = active[*rr % active.len()];
+            *rr += 1;
+            if self.has_slot(ci, ph) && self.conns[ci].backlog.is_empty() {
+                let (k, key) = self.gen.pick();
+                if now > t + 1_000_000 {
+                    st.late += 1;
+                }
+                self.send(ci, k, key, t, st);
+            } else {
+                self.conns[ci].backlog.push_back(t);
+            }
+            touched = true;
+        }
+        if touched {
+            for &ci in active {
+                self.flush(ci, st);
+            }
+        }
+        touched
+    }
+
+    /// What a finished phase leaves: unanswered and unsent requests counted, queues
+    /// cleared, the per-method histograms merged.
+    fn finish(&mut self, ph: &Phase, next_sched: f64, st: &mut Stats) {
         for c in &self.conns {
             if !c.idle && c.alive {
                 st.unanswered += c.inflight.len() as u64;
@@ -350,7 +359,6 @@ impl Worker {
         for h in &st.by_kind {
             let _ = st.hist.add(h);
         }
-        st
     }
 
     pub(crate) fn close_all(&mut self) {
@@ -549,5 +557,27 @@ fn kill(c: &mut Conn, st: &mut Stats) {
         }
         st.c.lost_in_flight += c.inflight.len() as u64;
         c.inflight.clear();
+    }
+}
+
+/// How long the phase loop may sleep in `epoll_wait`: until the next scheduled send,
+/// the end of sending or of recording, at most 100 ms.
+fn poll_timeout(ph: &Phase, now: u64, next_sched: f64) -> Duration {
+    let mut until = ph.hard_end.min(now + 100_000_000);
+    if now < ph.send_until && ph.interval_ns.is_some() && next_sched < ph.send_until as f64 {
+        until = until.min(next_sched as u64);
+    }
+    if now < ph.send_until {
+        until = until.min(ph.send_until);
+    }
+    if ph.rec_until > now {
+        until = until.min(ph.rec_until);
+    }
+    let wait = until.saturating_sub(now);
+    // epoll_wait has 1 ms resolution (mio rounds up): spin when closer than that.
+    if wait < 1_500_000 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis((wait - 1_000_000) / 1_000_000)
     }
 }

@@ -1,13 +1,13 @@
 //! `auth.refresh`: replace the connection's JWT before it expires.
 
-use super::{Ctx, Def, KEYLESS, NO_BATCH, READ};
+use super::{Command, Ctx, Effect, Outcome, KEYLESS, NO_BATCH, READ};
 use crate::auth::AuthError;
 use crate::proto::{Code, Error, Json, Params, Result};
 use std::rc::Rc;
 
-pub const COMMANDS: &[Def] = &[Def { name: "auth.refresh", flags: READ | KEYLESS | NO_BATCH, run: refresh }];
+pub const COMMANDS: &[Command] = &[Command { name: "auth.refresh", flags: READ | KEYLESS | NO_BATCH, run: refresh }];
 
-fn refresh(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
+fn refresh(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
     let token = p.str("token")?;
     let Some(auth) = ctx.auth else {
         return Err(Error::new(Code::Unauthorized, "No credentials are configured on this server"));
@@ -16,8 +16,7 @@ fn refresh(ctx: &mut Ctx, p: &Params, out: &mut Json) -> Result<()> {
     match auth.refresh(&ctx.identity, &token, now_s) {
         Ok(id) => {
             out.opt_i64("expires_at", id.expires_at.map(|e| e as i64));
-            ctx.identity = Rc::new(id);
-            ctx.identity_changed = true;
+            fx.effect(Effect::IdentityChanged(Rc::new(id)));
             Ok(())
         }
         // The current credential stays in force (PROTOCOL.md §8).

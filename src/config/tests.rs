@@ -1,0 +1,46 @@
+use super::*;
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("1048576"), Ok(1048576));
+    assert_eq!(parse_size("512mb"), Ok(512 << 20));
+    assert_eq!(parse_size("8MB"), Ok(8 << 20));
+    assert_eq!(parse_size("2kb"), Ok(2048));
+    assert!(parse_size("lots").is_err());
+    assert!(parse_size("99999999999gb").is_err());
+}
+
+#[test]
+fn flags_win_and_defaults() {
+    let c = Config::try_parse_from(["dbx", "--port", "9000", "--ws-path=/x"]).unwrap();
+    assert_eq!(c.port, 9000);
+    assert_eq!(c.ws_path, "/x");
+    assert_eq!(c.max_batch, 1000);
+    assert!(Config::try_parse_from(["dbx", "--port", "70000"]).is_err());
+    assert!(Config::try_parse_from(["dbx", "--port", "0"]).is_err());
+    assert!(Config::try_parse_from(["dbx", "--log", "loud"]).is_err());
+    assert!(Config::try_parse_from(["dbx", "--maxmemory-policy", "random"]).is_err());
+    let c = Config::try_parse_from(["dbx", "--persist", "false", "--ws-enabled=false"]).unwrap();
+    assert!(!c.persist && !c.ws_enabled);
+    let e = Config::try_parse_from(["dbx", "--persist", "maybe"]).unwrap_err().to_string();
+    assert!(e.contains("DBX_PERSIST"), "{e}");
+    let c = Config::try_parse_from(["dbx", "--tls-min-version", "1.3"]).unwrap();
+    assert_eq!(c.tls_min_version, TlsMinVersion::V1_3);
+    let e = Config::try_parse_from(["dbx", "--tls-min-version", "1.1"]).unwrap_err().to_string();
+    assert!(e.contains("DBX_TLS_MIN_VERSION"), "{e}");
+    let e = Config::try_parse_from(["dbx", "--ws-max-connections", "0"]).unwrap_err().to_string();
+    assert!(e.contains("DBX_WS_MAX_CONNECTIONS") && e.contains("at least 1"), "{e}");
+}
+
+#[test]
+fn protected_mode() {
+    for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"] {
+        assert!(check_protected_mode(false, false, host).is_ok(), "{host}");
+    }
+    for host in ["0.0.0.0", "::", "10.0.0.1", "example.com", ""] {
+        let m = check_protected_mode(false, false, host).err().unwrap_or_default();
+        assert!(m.contains("DBX_ALLOW_ANONYMOUS"), "{host}: {m}");
+        assert!(check_protected_mode(true, false, host).is_ok());
+        assert!(check_protected_mode(false, true, host).is_ok());
+    }
+}

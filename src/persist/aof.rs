@@ -1,0 +1,367 @@
+//! The append-only log: the record encoding (`OpLog`, and the framed records
+//! `append_*` add), writing a turn's records with one `write(2)` and the fsync policy
+//! (`flush`), the log-space reservation that refuses a write before it runs when the
+//! disk is full, and the `everysec` fsync thread (docs/PERSISTENCE.md).
+
+use super::{crash_point, format, load, lock, Persist};
+use crate::config::AppendFsync;
+use crate::proto::{write_str, Params};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Log space is reserved this far ahead when the disk has room (one `fallocate` per
+/// 64 MiB of log instead of one per write).
+const RESERVE_STEP: u64 = 64 << 20;
+/// What a request's record may need beyond the request's own text: the record frame,
+/// rev and clock, the `{"method","params"}` wrapping of batch operations, a few keys
+/// evicted to make room, the turn's `rev` record.
+pub(super) const RECORD_SLACK: u64 = 64 << 10;
+/// While the disk is full, how often a request may try to extend the reservation.
+const RESERVE_RETRY: Duration = Duration::from_millis(100);
+
+/// A log record that was already applied (and, under `everysec`/`no`, answered) could
+/// not be written or fsynced: stop, and let the restart replay what is on disk.
+pub(super) fn fail_stop(why: &str) -> ! {
+    log::error!("{why}; stopping (fail-stop: the restart replays what is on disk)");
+    log::logger().flush();
+    std::process::exit(1);
+}
+
+/// One request's operations in replayable form: `{"method":…,"params":…}` objects
+/// separated by commas (the frame adds the brackets). Reused from request to request.
+#[derive(Debug, Default)]
+pub struct OpLog {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl OpLog {
+    fn sep(&mut self) {
+        if self.count > 0 {
+            self.buf.push(b',');
+        }
+        self.count += 1;
+    }
+
+    /// A key evicted by `allkeys-lru`: eviction samples at random, so it is logged as
+    /// its effect, a `key.del`.
+    pub fn evicted(&mut self, key: &str) {
+        self.sep();
+        self.buf.extend_from_slice(b"{\"method\":\"key.del\",\"params\":{\"key\":");
+        write_str(&mut self.buf, key);
+        self.buf.extend_from_slice(b"}}");
+    }
+
+    /// An operation as it was called.
+    pub fn op(&mut self, method: &str, params: &Params) {
+        self.sep();
+        self.buf.extend_from_slice(b"{\"method\":");
+        write_str(&mut self.buf, method);
+        self.buf.extend_from_slice(b",\"params\":");
+        params.write_json(&mut self.buf);
+        self.buf.push(b'}');
+    }
+
+    /// An operation given as a method and its params object (already JSON): the
+    /// replayable form of a command whose effect is not a function of its params.
+    pub fn op_json(&mut self, method: &str, params: &[u8]) {
+        self.sep();
+        self.buf.extend_from_slice(b"{\"method\":");
+        write_str(&mut self.buf, method);
+        self.buf.extend_from_slice(b",\"params\":");
+        self.buf.extend_from_slice(params);
+        self.buf.push(b'}');
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+    }
+}
+
+impl Persist {
+    /// Why a write carried by a request of `request_len` bytes must be refused before
+    /// it runs, if it must: its record would not fit in the log space that can be
+    /// reserved. Cheap while the reservation has room (one comparison).
+    pub fn refusing_for(&mut self, request_len: usize) -> Option<String> {
+        if !self.on {
+            return None;
+        }
+        self.reserve(request_len as u64 + RECORD_SLACK).err()
+    }
+
+    /// Make sure `need` more bytes fit in the log's allocated space: extend the
+    /// allocation by RESERVE_STEP when the disk has room, or by just `need` when it is
+    /// nearly full. Err(why) when not even that fits.
+    pub(super) fn reserve(&mut self, need: u64) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let end = self.cur_bytes + self.pending.len() as u64;
+        if self.no_fallocate || end + need <= self.reserved_to {
+            return Ok(());
+        }
+        if let (Some(why), Some(at)) = (&self.no_space, self.reserve_retry_at) {
+            if Instant::now() < at {
+                return Err(why.clone());
+            }
+        }
+        let Some(file) = self.file.clone() else {
+            return Err("the append-only log is not open".to_string());
+        };
+        let mut last_err = io::Error::from_raw_os_error(libc::ENOSPC);
+        for target in [end + need.max(RESERVE_STEP), end + need] {
+            let (off, len) = (self.cur_bytes as libc::off_t, (target - self.cur_bytes) as libc::off_t);
+            // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file size
+            // alone, so a reader (and a crash) never sees the reserved blocks.
+            let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, len) };
+            if r == 0 {
+                self.reserved_to = target;
+                self.reserve_retry_at = None;
+                if let Some(why) = self.no_space.take() {
+                    log::warn!("log space is available again (after: {why}); writes are accepted");
+                }
+                return Ok(());
+            }
+            last_err = io::Error::last_os_error();
+            match last_err.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => continue,
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
+                    log::warn!(
+                        "{}: the file system cannot preallocate ({last_err}); a full disk will stop the server instead of refusing writes",
+                        self.log_path().display()
+                    );
+                    self.no_fallocate = true;
+                    return Ok(());
+                }
+                _ => break,
+            }
+        }
+        let why = format!("cannot reserve space in {}: {last_err}", self.log_path().display());
+        if self.no_space.as_deref() != Some(&why) {
+            log::error!("{why}; refusing writes until space is freed");
+        }
+        self.no_space = Some(why.clone());
+        self.reserve_retry_at = Some(Instant::now() + RESERVE_RETRY);
+        Err(why)
+    }
+
+    /// Log one request: `ops` is the comma-separated list of its operations (an
+    /// `OpLog`), `rev` the store's rev after it, `now_ms` the clock it ran at.
+    pub fn append_ops(&mut self, rev: u64, now_ms: u64, ops: &[u8]) {
+        if !self.on {
+            return;
+        }
+        let b = &mut self.pending;
+        let at = format::begin_frame(b);
+        b.push(format::K_OPS);
+        format::put_u64(b, rev);
+        format::put_u64(b, now_ms);
+        b.push(b'[');
+        b.extend_from_slice(ops);
+        b.push(b']');
+        format::end_frame(b, at);
+        self.last_rev = self.last_rev.max(rev);
+    }
+
+    /// Log a new epoch (after `server.flush`).
+    pub fn append_epoch(&mut self, epoch: &str) {
+        if !self.on {
+            return;
+        }
+        let b = &mut self.pending;
+        let at = format::begin_frame(b);
+        b.push(format::K_EPOCH);
+        format::put_str16(b, epoch);
+        format::end_frame(b, at);
+    }
+
+    /// Keep revs consumed without a logged request (active expiry at clock `now_ms`):
+    /// a rev never goes back, also across a restart. The clock lets replay expire the
+    /// same keys there, so they do not expire (and consume revs) a second time after
+    /// the restart.
+    pub fn note_rev(&mut self, rev: u64, now_ms: u64) {
+        if !self.on || rev <= self.last_rev {
+            return;
+        }
+        let b = &mut self.pending;
+        let at = format::begin_frame(b);
+        b.push(format::K_REV);
+        format::put_u64(b, rev);
+        format::put_u64(b, now_ms);
+        format::end_frame(b, at);
+        self.last_rev = rev;
+    }
+
+    pub(super) fn log_path(&self) -> PathBuf {
+        load::log_path(&self.dir, self.gen)
+    }
+
+    /// Write this turn's records (and fsync under `always`). Called before any reply
+    /// of the turn is written. Returns only once everything logged so far is where the
+    /// policy promises it (written; under `always` also on disk): a failure stops the
+    /// process (see the module comment).
+    pub fn flush(&mut self) {
+        if !self.on {
+            return;
+        }
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        let mut wrote = false;
+        if !self.pending.is_empty() {
+            let mut done = 0;
+            let res = loop {
+                let Some(rest) = self.pending.get(done..).filter(|r| !r.is_empty()) else {
+                    break Ok(());
+                };
+                match (&*file).write(rest) {
+                    Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            self.pending.drain(..done);
+            self.cur_bytes += done as u64;
+            self.log_bytes += done as u64;
+            if done > 0 {
+                wrote = true;
+                self.unsynced = true;
+            }
+            if let Err(e) = res {
+                fail_stop(&format!("cannot write {}: {e}", self.log_path().display()));
+            }
+        }
+        if wrote {
+            crash_point(&self.crash_at, "aof-written");
+        }
+        match self.policy {
+            AppendFsync::Always if self.unsynced => {
+                if let Err(e) = file.sync_data() {
+                    fail_stop(&format!("cannot fsync {}: {e}", self.log_path().display()));
+                }
+                self.unsynced = false;
+            }
+            AppendFsync::Everysec if wrote => {
+                if let Some(s) = &self.syncer {
+                    s.shared.dirty.store(true, Ordering::Release);
+                }
+            }
+            _ => {}
+        }
+        if let Some(e) = self.syncer.as_ref().and_then(Syncer::error) {
+            // Acknowledged records (everysec) may not be on disk, and a retried fsync
+            // cannot be trusted to say whether they are.
+            fail_stop(&e);
+        }
+        if self.no_space.is_some() {
+            // Lets /health recover once space is freed, even when no write comes.
+            let _ = self.reserve(RECORD_SLACK);
+        }
+    }
+}
+
+/// The `everysec` helper: fsyncs the current log once a second when it was written,
+/// and any log retired by a switch. The loop only sets flags and swaps `Arc`s.
+pub(super) struct Syncer {
+    pub(super) shared: Arc<SyncShared>,
+    pub(super) stop: Option<mpsc::Sender<()>>,
+    pub(super) thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+pub(super) struct SyncShared {
+    pub(super) file: Mutex<Option<Arc<File>>>,
+    pub(super) retired: Mutex<Vec<Arc<File>>>,
+    pub(super) dirty: AtomicBool,
+    pub(super) failed: AtomicBool,
+    pub(super) error: Mutex<Option<String>>,
+    pub(super) last_ok_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Syncer {
+    pub(super) fn start(file: Arc<File>, path: PathBuf) -> io::Result<Syncer> {
+        let shared = Arc::new(SyncShared::default());
+        *lock(&shared.file) = Some(file);
+        let (tx, rx) = mpsc::channel::<()>();
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new().name("dbx-fsync".into()).spawn(move || loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            let retired = std::mem::take(&mut *lock(&sh.retired));
+            let mut err = None;
+            for f in retired {
+                if let Err(e) = f.sync_data() {
+                    err = Some(format!("cannot fsync a retired log: {e}"));
+                }
+            }
+            if sh.dirty.swap(false, Ordering::AcqRel) {
+                let f = lock(&sh.file).clone();
+                if let Some(f) = f {
+                    if let Err(e) = f.sync_data() {
+                        sh.dirty.store(true, Ordering::Release);
+                        err = Some(format!("cannot fsync {}: {e}", path.display()));
+                    }
+                }
+            }
+            match err {
+                Some(e) => {
+                    *lock(&sh.error) = Some(e);
+                    sh.failed.store(true, Ordering::Release);
+                }
+                None => {
+                    if sh.failed.swap(false, Ordering::AcqRel) {
+                        *lock(&sh.error) = None;
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    sh.last_ok_ms.store(now, Ordering::Relaxed);
+                }
+            }
+        })?;
+        Ok(Syncer { shared, stop: Some(tx), thread: Some(thread) })
+    }
+
+    pub(super) fn error(&self) -> Option<String> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            lock(&self.shared.error).clone()
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn stop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(super) fn open_log(path: &Path, gen: u64, rev: u64, now_ms: u64, epoch: &str) -> io::Result<(File, u64)> {
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut len = f.metadata()?.len();
+    if len == 0 {
+        let mut b = format::AOF_MAGIC.to_vec();
+        format::header(&mut b, gen, rev, now_ms, epoch);
+        f.write_all(&b)?;
+        f.sync_all()?;
+        len = b.len() as u64;
+    }
+    Ok((f, len))
+}

@@ -1,0 +1,299 @@
+//! Typed access to a request's parameters, and `Raw`, the text of a JSON value the
+//! scanner has validated. Errors name the parameter.
+
+use super::scan::{self, Scanner, StrToken};
+use super::{write_str, Error, Result, MAX_DEPTH};
+use std::borrow::Cow;
+
+/// The text of one JSON value that the scanner has found valid (strings keep their
+/// quotes and escapes). Only this module makes one, so holding a `Raw` means the text
+/// is JSON: it can be copied verbatim into a reply, the log or an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Raw<'a>(pub(super) &'a str);
+
+impl<'a> Raw<'a> {
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+
+    /// `text` as one JSON value (surrounding whitespace dropped); None if it is not
+    /// one, or nests deeper than `MAX_DEPTH`.
+    pub fn parse(text: &'a str) -> Option<Raw<'a>> {
+        scan::validate(text, MAX_DEPTH).ok().map(|()| Raw(text.trim_matches([' ', '\t', '\n', '\r'])))
+    }
+}
+
+/// A key or string token as text: borrowed when it holds no escape. Escapes are rare,
+/// so serde_json decodes them; it refuses a lone surrogate, which has no text.
+pub(super) fn token_text(t: StrToken<'_>) -> Option<Cow<'_, str>> {
+    if t.escaped {
+        serde_json::from_str::<String>(t.quoted).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(t.inner()))
+    }
+}
+
+pub(super) fn key_text<'a>(t: StrToken<'a>, s: &Scanner<'a>) -> scan::Scan<Cow<'a, str>> {
+    token_text(t).ok_or_else(|| s.error_here("key is not a valid string (lone surrogate escape)"))
+}
+
+/// An object's fields in document order: (name, raw value).
+pub type Fields<'a> = Vec<(Cow<'a, str>, Raw<'a>)>;
+
+/// The fields of the object at the scanner's position, each value validated and kept
+/// as raw text.
+pub(super) fn scan_fields<'a>(s: &mut Scanner<'a>) -> scan::Scan<Fields<'a>> {
+    let mut fields = Vec::with_capacity(4);
+    s.object(|k, s| {
+        let name = key_text(k, s)?;
+        fields.push((name, Raw(s.value()?)));
+        Ok(())
+    })?;
+    Ok(fields)
+}
+
+/// A JSON string as text, borrowed when it holds no escapes. None if not a string (or
+/// a string with a lone surrogate escape, which no text can hold).
+pub fn raw_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
+    let s = raw.get();
+    if !s.starts_with('"') {
+        return None;
+    }
+    // A scanned string ends at its closing quote, so a plain run that reaches the
+    // last byte means no escape.
+    let escaped = scan::plain_run(s.as_bytes().get(1..).unwrap_or_default()) + 2 < s.len();
+    token_text(StrToken { quoted: s, escaped })
+}
+
+/// The first name that occurs twice, if any. Objects in requests are small (a pairwise
+/// check) except maps such as `pairs` (a hash set past a few dozen names).
+pub fn first_duplicate<'x>(names: impl Iterator<Item = &'x str> + Clone) -> Option<&'x str> {
+    let n = names.clone().count();
+    if n <= 32 {
+        let mut seen: Vec<&str> = Vec::with_capacity(n);
+        for k in names {
+            if seen.contains(&k) {
+                return Some(k);
+            }
+            seen.push(k);
+        }
+        return None;
+    }
+    let mut seen = hashbrown::HashSet::with_capacity(n);
+    names.into_iter().find(|&k| !seen.insert(k))
+}
+
+/// The `params` object as a flat list of (name, raw value): parsing it costs one small
+/// vector, and each command reads just the fields it wants, typed, on demand.
+#[derive(Debug, Default)]
+pub struct Params<'a> {
+    pub(super) fields: Vec<(Cow<'a, str>, Raw<'a>)>,
+}
+
+/// A JSON object's fields as (key, raw value) pairs; None if `raw` is not an object.
+pub fn object_fields(raw: Raw<'_>) -> Option<Vec<(Cow<'_, str>, Raw<'_>)>> {
+    if !raw.get().starts_with('{') {
+        return None;
+    }
+    scan_fields(&mut Scanner::new(raw.get(), MAX_DEPTH)).ok()
+}
+
+/// A JSON array's elements; None if `raw` is not an array.
+pub fn array_elements(raw: Raw<'_>) -> Option<Vec<Raw<'_>>> {
+    if !raw.get().starts_with('[') {
+        return None;
+    }
+    let mut out = Vec::new();
+    Scanner::new(raw.get(), MAX_DEPTH)
+        .array(|s| {
+            out.push(Raw(s.value()?));
+            Ok(())
+        })
+        .ok()?;
+    Some(out)
+}
+
+impl<'a> Params<'a> {
+    /// `None` and `null` are `{}`; anything but an object is an error message.
+    pub fn parse(raw: Option<Raw<'a>>) -> std::result::Result<Params<'a>, String> {
+        let Some(raw) = raw else {
+            return Ok(Params::default());
+        };
+        if raw.get() == "null" {
+            return Ok(Params::default());
+        }
+        match object_fields(raw) {
+            Some(fields) => match first_duplicate(fields.iter().map(|(k, _)| &**k)) {
+                Some(k) => Err(format!("Invalid JSON: duplicate field '{k}' in 'params'")),
+                None => Ok(Params { fields }),
+            },
+            None => Err("'params' must be an object".into()),
+        }
+    }
+
+    pub fn from_fields(fields: Vec<(Cow<'a, str>, Raw<'a>)>) -> Params<'a> {
+        Params { fields }
+    }
+
+    /// The parameter names, in document order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| &**k)
+    }
+
+    /// The parameters back as a JSON object (values copied verbatim): how the
+    /// append-only log records an operation (see `persist`).
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        buf.push(b'{');
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            write_str(buf, k);
+            buf.push(b':');
+            buf.extend_from_slice(v.get().as_bytes());
+        }
+        buf.push(b'}');
+    }
+
+    /// The raw value of a parameter; `null` counts as absent.
+    pub fn raw(&self, name: &str) -> Option<Raw<'a>> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v).filter(|v| v.get() != "null")
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.raw(name).is_some()
+    }
+
+    fn missing(name: &str) -> Error {
+        Error::invalid_params(format!("Missing parameter '{name}'"))
+    }
+
+    fn wrong(name: &str, what: &str) -> Error {
+        Error::invalid_params(format!("Parameter '{name}' must be {what}"))
+    }
+
+    /// A required string parameter (keys, fields, members, channels …).
+    pub fn str(&self, name: &str) -> Result<Cow<'a, str>> {
+        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        raw_str(raw).ok_or_else(|| Self::wrong(name, "a string"))
+    }
+
+    pub fn opt_str(&self, name: &str) -> Result<Option<Cow<'a, str>>> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(raw) => raw_str(raw).map(Some).ok_or_else(|| Self::wrong(name, "a string")),
+        }
+    }
+
+    /// A stored value: a JSON string, or a number stored as its decimal text.
+    pub fn value(&self, name: &str) -> Result<Cow<'a, str>> {
+        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        value_text(raw).ok_or_else(|| Self::wrong(name, "a string or a number"))
+    }
+
+    pub fn opt_bool(&self, name: &str) -> Result<bool> {
+        match self.raw(name).map(|r| r.get()) {
+            None => Ok(false),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(_) => Err(Self::wrong(name, "a boolean")),
+        }
+    }
+
+    pub fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(raw) => {
+                serde_json::from_str::<i64>(raw.get()).map(Some).map_err(|_| Self::wrong(name, "an integer (64-bit)"))
+            }
+        }
+    }
+
+    pub fn i64(&self, name: &str) -> Result<i64> {
+        self.opt_i64(name)?.ok_or_else(|| Self::missing(name))
+    }
+
+    /// A non-negative integer that fits in usize.
+    pub fn opt_usize(&self, name: &str) -> Result<Option<usize>> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str::<u64>(raw.get())
+                .ok()
+                .and_then(|v| usize::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| Self::wrong(name, "a non-negative integer")),
+        }
+    }
+
+    /// A finite number.
+    pub fn opt_f64(&self, name: &str) -> Result<Option<f64>> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(raw) => match serde_json::from_str::<f64>(raw.get()) {
+                Ok(v) if v.is_finite() => Ok(Some(v)),
+                _ => Err(Self::wrong(name, "a number")),
+            },
+        }
+    }
+
+    /// A list of strings (`keys`, `fields`, `members` …). Empty lists are refused: every
+    /// multi-key method needs at least one.
+    pub fn str_list(&self, name: &str) -> Result<Vec<Cow<'a, str>>> {
+        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        let list = array_elements(raw).ok_or_else(|| Self::wrong(name, "an array of strings"))?;
+        if list.is_empty() {
+            return Err(Self::wrong(name, "a non-empty array"));
+        }
+        list.into_iter().map(|r| raw_str(r).ok_or_else(|| Self::wrong(name, "an array of strings"))).collect()
+    }
+
+    /// Like `str_list`, but values may be strings or numbers.
+    pub fn value_list(&self, name: &str) -> Result<Vec<Cow<'a, str>>> {
+        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        let list = array_elements(raw).ok_or_else(|| Self::wrong(name, "an array of strings"))?;
+        if list.is_empty() {
+            return Err(Self::wrong(name, "a non-empty array"));
+        }
+        list.into_iter()
+            .map(|r| value_text(r).ok_or_else(|| Self::wrong(name, "an array of strings or numbers")))
+            .collect()
+    }
+
+    /// One name or a list: `key` or `keys`, `member` or `members` … (`single` wins).
+    pub fn one_or_many(&self, single: &str, many: &str) -> Result<Vec<Cow<'a, str>>> {
+        if self.has(single) {
+            return Ok(vec![self.str(single)?]);
+        }
+        if self.has(many) {
+            return self.str_list(many);
+        }
+        Err(Error::invalid_params(format!("Missing parameter '{single}' or '{many}'")))
+    }
+
+    /// An object parameter as (name, raw value) pairs. A name given twice is refused
+    /// (`{"pairs":{"a":"1","a":"2"}}`: which value was meant?).
+    pub fn object(&self, name: &str) -> Result<Vec<(Cow<'a, str>, Raw<'a>)>> {
+        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        let fields = object_fields(raw).ok_or_else(|| Self::wrong(name, "an object"))?;
+        if let Some(k) = first_duplicate(fields.iter().map(|(k, _)| &**k)) {
+            return Err(Error::invalid_params(format!("Parameter '{name}' names '{k}' twice")));
+        }
+        Ok(fields)
+    }
+
+    /// An array parameter as raw elements.
+    pub fn array(&self, name: &str) -> Result<Vec<Raw<'a>>> {
+        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        array_elements(raw).ok_or_else(|| Self::wrong(name, "an array"))
+    }
+}
+
+/// A stored value from JSON: a string as is, a number as its decimal text.
+pub fn value_text(raw: Raw<'_>) -> Option<Cow<'_, str>> {
+    let s = raw.get();
+    match s.as_bytes().first() {
+        Some(b'"') => raw_str(raw),
+        Some(b'-' | b'0'..=b'9') => Some(Cow::Borrowed(s)),
+        _ => None,
+    }
+}
