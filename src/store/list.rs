@@ -4,29 +4,37 @@
 //! pointer; packed, it costs its bytes plus one. So elements live side by side in
 //! chunks of at most `CHUNK_MAX` bytes, and the chunks in a `VecDeque`:
 //!
-//! - **Inside a chunk** element `i`'s UTF-8 bytes are followed by a separator holding
+//! - **Inside a chunk** element `i`'s bytes are followed by a separator holding
 //!   `len(i) ^ len(i + 1)` in a varint that reads from either end (`put_sep`), and the
 //!   chunk keeps the lengths of its first and last elements. Knowing one element's
 //!   length, the separator after it gives the next one's and the separator before it the
 //!   previous one's, so a chunk walks both ways with one byte per element for values up
-//!   to 127 bytes (a length prefix alone cannot pop the back; a prefix and a suffix, as
-//!   listpack does, costs two).
-//! - **Ends.** Free space sits before `start` and after `end`: a push writes into it,
-//!   a pop moves `start` or `end`. Both are O(1) amortized: when a side is full the
-//!   bytes are moved over or into a buffer twice the size (`Chunk::room`), which happens
-//!   once per a quarter of the buffer pushed.
+//!   to 119 bytes (a length prefix alone cannot pop the back; a prefix and a suffix, as
+//!   listpack has, costs two).
+//! - **Safe by construction.** A chunk's buffer is a `String` (separators are ASCII), so
+//!   reading an element is `str::get`, two O(1) char-boundary checks, rather than UTF-8
+//!   validation (which cost more than the rest of an iteration) or `unsafe`; a wrong
+//!   offset could only yield a wrong or missing element, never undefined behaviour.
+//! - **Ends.** Free bytes sit before `start` and in the `String`'s spare capacity: a
+//!   push writes into them, a pop moves `start` or truncates. Both are O(1)
+//!   amortized: when a side is full the bytes move over, or into a buffer twice the
+//!   size (`Chunk::room`), once per a quarter of the buffer pushed.
 //! - **Positions.** Each chunk knows the position of its first element on a number line
 //!   that the far end never moves (`base`: a front push takes `base - 1`, a front pop
 //!   moves to `base + 1`). Only the ends of a list change (push, pop, trim), so the
-//!   bases of the chunks between never do: an index is a binary search over bases, then
-//!   a walk inside one chunk from its nearer end (at most half a chunk). Positions wrap
-//!   and are compared relative to the front, so no count can overflow.
+//!   bases of the chunks between never do: finding an element's chunk is a binary
+//!   search over bases. Positions wrap and are compared relative to the front.
+//! - **Marks.** Inside a chunk of hundreds of elements, a walk from its nearer end would
+//!   still take hundreds of dependent loads, so the list keeps a mark (offset, length)
+//!   for every element whose position is a multiple of `MARK_EVERY`: any element is then
+//!   at most `MARK_EVERY / 2` steps from a mark or a chunk end. Marks are pushed and
+//!   popped with the elements they name, and shifted when a chunk's bytes move.
 //! - **Sizes.** A chunk takes elements until they reach `CHUNK_MAX` bytes (an element
 //!   longer than that gets a chunk of its own). A new chunk starts as small as its first
 //!   element and doubles, so a list of three short values stays one small allocation; a
-//!   chunk that is closed by its neighbour gives back its slack (`fit`), and an end
-//!   chunk drained to a quarter of its buffer halves it (`after_pop`). Only the two end
-//!   chunks can be small; the ones between are full, which bounds the per-chunk cost.
+//!   chunk that a neighbour closes gives back its slack (`Chunk::fit`), and an end chunk
+//!   drained to a quarter of its buffer halves it (`Chunk::shrink`). Only end chunks
+//!   (or the neighbours of an element longer than a chunk) can be small.
 //!
 //! Memory is accounted as the rest of the store does (`value.rs`): `bufs` follows the
 //! chunk buffers' heap bytes on every (re)allocation, so `mem` is O(1).
@@ -36,9 +44,26 @@ use std::collections::VecDeque;
 use std::mem::size_of;
 
 /// Bytes of packed elements in one chunk before the next element starts a new one:
-/// Redis's default (`list-max-listpack-size -2`). Smaller chunks make an index walk
-/// shorter and cost more per chunk (a `Chunk` and a heap header each).
+/// Redis's default (`list-max-listpack-size -2`).
 const CHUNK_MAX: usize = 8192;
+
+/// Distance between marks, a power of two: 4 bytes per 32 elements (0.125 B each) for
+/// walks of at most 16 steps.
+const MARK_EVERY: usize = 32;
+
+/// Where the positions of a new list start: half-way to the first mark, so that a list
+/// of fewer than 16 elements never allocates marks whichever end it grows from.
+const START: usize = MARK_EVERY / 2;
+
+/// Separator values below this are one byte; longer ones are marker, digits, marker.
+const SEP_SHORT: usize = 120;
+
+const ZERO_BYTES: [u8; 1024] = [0; 1024];
+/// What a new buffer's free front is filled with (a `String` holds only UTF-8).
+const ZEROS: &str = match std::str::from_utf8(&ZERO_BYTES) {
+    Ok(s) => s,
+    Err(_) => "",
+};
 
 // Bytes moved by `Chunk::relocate` on this thread, for the tests of amortization.
 #[cfg(test)]
@@ -50,13 +75,23 @@ thread_local! {
 #[derive(Default)]
 pub struct ListValue {
     chunks: VecDeque<Chunk>,
+    /// One per element whose position is a multiple of `MARK_EVERY`, in order.
+    marks: VecDeque<Mark>,
     len: usize,
-    /// Heap bytes of the chunk buffers (`alloc_mem` of each one's length).
+    /// Heap bytes of the chunk buffers (`alloc_mem` of each one's capacity).
     bufs: usize,
     /// The side a chunk last made room for: when pushes alternate between the two ends
     /// of a one-chunk list, `Chunk::room` splits the free space between them instead of
     /// moving every byte from one side to the other on each push.
     room: Side,
+}
+
+/// Where `ListValue::locate` starts its walk.
+enum Way {
+    First,
+    Last,
+    MarkBefore,
+    MarkAfter,
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -68,15 +103,30 @@ enum Side {
 }
 
 struct Chunk {
-    /// Packed elements in `start..end`, free bytes around them.
-    buf: Box<[u8]>,
+    /// Elements in `start..buf.len()`; the bytes before `start` (zeros, or what front
+    /// pops left) and the spare capacity after are the room for pushes.
+    buf: String,
     start: usize,
-    end: usize,
     /// Byte lengths of the first and the last element (the ends of the XOR chain).
     first: usize,
     last: usize,
     /// Position of the first element (see the module doc). Wrapping.
     base: usize,
+}
+
+/// An element's offset in its chunk's buffer and its length. Both fit: a chunk of two
+/// or more elements is at most `CHUNK_MAX` bytes (a mark in a one-element chunk, which
+/// may be longer, is never read: its chunk's start is as near).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mark {
+    pos: u16,
+    len: u16,
+}
+
+impl Mark {
+    fn new(pos: usize, len: usize) -> Mark {
+        Mark { pos: pos as u16, len: len as u16 }
+    }
 }
 
 /// Bytes a buffer of at least `n` bytes can use for the heap it costs: the allocator
@@ -85,69 +135,109 @@ fn usable(n: usize) -> usize {
     alloc_mem(n.max(1)) - 8
 }
 
-/// Size of a separator for `x`: one byte below 128; otherwise a marker byte
-/// `0x80 | k`, `k` little-endian bytes and the marker again, so that it reads from
-/// either end.
+/// Size of the separator for `x`: one byte below `SEP_SHORT`; otherwise a marker
+/// `SEP_SHORT - 1 + k`, `k` base-128 digits and the marker again (all ASCII), so that
+/// it reads from either end. `k` is at most 8, 56 bits: more than any length in memory.
 fn sep_len(x: usize) -> usize {
-    if x < 0x80 {
+    if x < SEP_SHORT {
         1
     } else {
-        (usize::BITS - x.leading_zeros()).div_ceil(8) as usize + 2
+        (usize::BITS - x.leading_zeros()).div_ceil(7) as usize + 2
     }
 }
 
-/// Write the separator for `x` at `at`; returns its size.
-fn put_sep(buf: &mut [u8], at: usize, x: usize) -> Option<usize> {
+/// The separator for `x` as text, in `out`.
+fn sep_str(x: usize, out: &mut [u8; 10]) -> Option<&str> {
     let n = sep_len(x);
-    let out = buf.get_mut(at..at + n)?;
     if n == 1 {
-        *out.first_mut()? = x as u8;
+        // ASCII: one byte, and no validation (cheaper than `from_utf8` on a push).
+        return Some(char::from(x as u8).encode_utf8(out));
     } else {
         let k = n - 2;
-        let mark = 0x80 | k as u8;
-        let (head, rest) = out.split_first_mut()?;
-        let (tail, digits) = rest.split_last_mut()?;
-        *head = mark;
-        *tail = mark;
-        digits.copy_from_slice(x.to_le_bytes().get(..k)?);
+        if k > 8 {
+            return None;
+        }
+        let mark = (SEP_SHORT - 1 + k) as u8;
+        *out.first_mut()? = mark;
+        *out.get_mut(k + 1)? = mark;
+        for (i, d) in out.get_mut(1..=k)?.iter_mut().enumerate() {
+            *d = (x >> (7 * i)) as u8 & 0x7f;
+        }
     }
-    Some(n)
+    std::str::from_utf8(out.get(..n)?).ok()
 }
 
-/// Little-endian bytes of a long separator.
-fn sep_value(digits: &[u8]) -> Option<usize> {
-    let mut b = [0u8; 8];
-    b.get_mut(..digits.len())?.copy_from_slice(digits);
-    Some(u64::from_le_bytes(b) as usize)
+/// Base-128 digits of a long separator, least significant first.
+fn sep_value(digits: &[u8]) -> usize {
+    digits.iter().rev().fold(0, |x, &d| x << 7 | usize::from(d))
 }
 
 /// The separator starting at `at`: (value, size).
 fn sep_at(buf: &[u8], at: usize) -> Option<(usize, usize)> {
-    let b = *buf.get(at)?;
-    if b < 0x80 {
-        return Some((b as usize, 1));
+    let b = usize::from(*buf.get(at)?);
+    if b < SEP_SHORT {
+        return Some((b, 1));
     }
-    let k = usize::from(b & 0x7f);
-    Some((sep_value(buf.get(at + 1..at + 1 + k)?)?, k + 2))
+    let k = b + 1 - SEP_SHORT;
+    Some((sep_value(buf.get(at + 1..at + 1 + k)?), k + 2))
 }
 
 /// The separator ending just before `end`: (value, size).
 fn sep_before(buf: &[u8], end: usize) -> Option<(usize, usize)> {
-    let b = *buf.get(end.checked_sub(1)?)?;
-    if b < 0x80 {
-        return Some((b as usize, 1));
+    let b = usize::from(*buf.get(end.checked_sub(1)?)?);
+    if b < SEP_SHORT {
+        return Some((b, 1));
     }
-    let k = usize::from(b & 0x7f);
+    let k = b + 1 - SEP_SHORT;
     let from = end.checked_sub(k + 1)?;
-    Some((sep_value(buf.get(from..end - 1)?)?, k + 2))
+    Some((sep_value(buf.get(from..end - 1)?), k + 2))
 }
 
-/// The element of `len` bytes at `pos`. Its bytes were copied from a `&str` at exactly
-/// these bounds, so the check cannot fail; it is kept because it costs little (ASCII is
-/// validated a word at a time) and turns a bug in the offsets into a missing element
-/// rather than undefined behaviour.
-fn elem(buf: &[u8], pos: usize, len: usize) -> Option<&str> {
-    std::str::from_utf8(buf.get(pos..pos + len)?).ok()
+/// Append `n` zeros.
+fn push_zeros(s: &mut String, mut n: usize) {
+    while n > 0 {
+        let m = n.min(ZEROS.len());
+        s.push_str(ZEROS.get(..m).unwrap_or_default());
+        n -= m;
+    }
+}
+
+/// Overwrite `at..at + v.len()` with `v` if both ends are char boundaries (the caller
+/// makes sure), else write nothing: `replace_range` would panic.
+fn write_at(s: &mut String, at: usize, v: &str) -> Option<()> {
+    let end = at + v.len();
+    if !(s.is_char_boundary(at) && s.is_char_boundary(end)) || end > s.len() {
+        return None;
+    }
+    s.replace_range(at..end, v);
+    Some(())
+}
+
+/// Overwrite `from..to` with zeros, piece by piece, each piece ending on a char
+/// boundary.
+fn zero(s: &mut String, mut from: usize, to: usize) -> Option<()> {
+    while from < to {
+        let mut m = (to - from).min(ZEROS.len());
+        while m > 0 && !s.is_char_boundary(from + m) {
+            m -= 1;
+        }
+        if m == 0 {
+            return None;
+        }
+        write_at(s, from, ZEROS.get(..m)?)?;
+        from += m;
+    }
+    Some(())
+}
+
+/// Marks at positions `from..from + n`.
+fn marks_in(from: usize, n: usize) -> usize {
+    let first = from.wrapping_neg() % MARK_EVERY;
+    if n > first {
+        (n - 1 - first) / MARK_EVERY + 1
+    } else {
+        0
+    }
 }
 
 impl Chunk {
@@ -156,98 +246,67 @@ impl Chunk {
     fn new(v: &str, base: usize, front: bool) -> Chunk {
         let n = v.len();
         let cap = usable(n);
-        let mut buf = vec![0u8; cap].into_boxed_slice();
-        let start = if front { cap - n } else { 0 };
-        if let Some(dst) = buf.get_mut(start..start + n) {
-            dst.copy_from_slice(v.as_bytes());
+        let mut buf = String::with_capacity(cap);
+        if front {
+            push_zeros(&mut buf, cap - n);
         }
-        Chunk { buf, start, end: start + n, first: n, last: n, base }
+        let start = buf.len();
+        buf.push_str(v);
+        Chunk { buf, start, first: n, last: n, base }
+    }
+
+    fn end(&self) -> usize {
+        self.buf.len()
     }
 
     fn used(&self) -> usize {
-        self.end - self.start
+        self.buf.len() - self.start
     }
 
     fn single(&self) -> bool {
-        self.start + self.first == self.end
+        self.start + self.first == self.end()
     }
 
-    fn first_str(&self) -> Option<&str> {
-        elem(&self.buf, self.start, self.first)
+    fn elem(&self, pos: usize, len: usize) -> Option<&str> {
+        self.buf.get(pos..pos + len)
     }
 
-    fn last_str(&self) -> Option<&str> {
-        elem(&self.buf, self.end - self.last, self.last)
-    }
-
-    /// (position, length) of the element `j` places after the first.
-    fn nth(&self, j: usize) -> Option<(usize, usize)> {
-        let (mut pos, mut len) = (self.start, self.first);
-        for _ in 0..j {
-            let (x, n) = sep_at(&self.buf, pos + len)?;
+    /// (position, length) of the element `steps` places after the one at `pos`.
+    fn forward(&self, mut pos: usize, mut len: usize, steps: usize) -> Option<(usize, usize)> {
+        let buf = self.buf.as_bytes();
+        for _ in 0..steps {
+            let (x, n) = sep_at(buf, pos + len)?;
             pos += len + n;
             len ^= x;
         }
         Some((pos, len))
     }
 
-    /// (position, length) of the element `j` places before the last.
-    fn nth_back(&self, j: usize) -> Option<(usize, usize)> {
-        let (mut end, mut len) = (self.end, self.last);
-        for _ in 0..j {
-            let (x, n) = sep_before(&self.buf, end - len)?;
-            end -= len + n;
+    /// (position, length) of the element `steps` places before the one at `pos`.
+    fn backward(&self, mut pos: usize, mut len: usize, steps: usize) -> Option<(usize, usize)> {
+        let buf = self.buf.as_bytes();
+        for _ in 0..steps {
+            let (x, n) = sep_before(buf, pos)?;
             len ^= x;
+            pos = pos.checked_sub(n + len)?;
         }
-        Some((end - len, len))
+        Some((pos, len))
     }
 
-    /// The element at offset `j` of `count`, walked to from the nearer end.
-    fn locate(&self, j: usize, count: usize) -> Option<(usize, usize)> {
-        if j < count / 2 {
-            self.nth(j)
-        } else {
-            self.nth_back(count.checked_sub(j + 1)?)
-        }
-    }
-
-    /// Drop the first `j` elements (fewer than the chunk holds).
-    fn cut_front(&mut self, j: usize) {
-        if let Some((pos, len)) = self.nth(j) {
-            (self.start, self.first) = (pos, len);
-            self.base = self.base.wrapping_add(j);
-        }
-    }
-
-    /// Drop the last `j` elements (fewer than the chunk holds).
-    fn cut_back(&mut self, j: usize) {
-        if let Some((pos, len)) = self.nth_back(j) {
-            (self.end, self.last) = (pos + len, len);
-        }
-    }
-
-    /// Move the bytes to `at` in a buffer of `cap` bytes (the same one when it has that
-    /// size). Returns the change in heap bytes.
-    fn relocate(&mut self, cap: usize, at: usize) -> isize {
+    /// Move the bytes to `at` in a new buffer of `cap` bytes. Returns the change in
+    /// heap bytes and the distance moved (wrapping), for the marks.
+    fn relocate(&mut self, cap: usize, at: usize) -> (isize, usize) {
         let used = self.used();
         #[cfg(test)]
         MOVED.with(|m| m.set(m.get() + used));
-        let old = self.buf.len();
-        if cap == old {
-            if self.buf.get(at..at + used).is_none() {
-                return 0;
-            }
-            self.buf.copy_within(self.start..self.end, at);
-        } else {
-            let mut buf = vec![0u8; cap].into_boxed_slice();
-            match (buf.get_mut(at..at + used), self.buf.get(self.start..self.end)) {
-                (Some(dst), Some(src)) => dst.copy_from_slice(src),
-                _ => return 0,
-            }
-            self.buf = buf;
-        }
-        (self.start, self.end) = (at, at + used);
-        alloc_mem(cap) as isize - alloc_mem(old) as isize
+        let Some(data) = self.buf.get(self.start..) else { return (0, 0) };
+        let mut buf = String::with_capacity(cap.max(at + used));
+        push_zeros(&mut buf, at);
+        buf.push_str(data);
+        let delta = alloc_mem(buf.capacity()) as isize - alloc_mem(self.buf.capacity()) as isize;
+        let shift = at.wrapping_sub(self.start);
+        (self.buf, self.start) = (buf, at);
+        (delta, shift)
     }
 
     /// Make `need` free bytes on one side (`front`, or the back) for a push, or say
@@ -255,15 +314,15 @@ impl Chunk {
     /// over when that leaves a quarter of the buffer free, else into a buffer twice the
     /// size up to `CHUNK_MAX`; either way the next move is a quarter of the buffer of
     /// pushes away, which makes pushes O(1) amortized. The free space goes to the side
-    /// that asked, or half to each side when `split`. `Some(change in heap bytes)`.
-    fn room(&mut self, need: usize, front: bool, split: bool) -> Option<isize> {
-        let (cap, used) = (self.buf.len(), self.used());
+    /// that asked, or half to each side when `split`.
+    fn room(&mut self, need: usize, front: bool, split: bool) -> Option<(isize, usize)> {
+        let (cap, used) = (self.buf.capacity(), self.used());
         let target = used + need;
         if target > CHUNK_MAX {
             return None;
         }
-        if need <= if front { self.start } else { cap - self.end } {
-            return Some(0);
+        if need <= if front { self.start } else { cap - self.end() } {
+            return Some((0, 0));
         }
         let new_cap = if target <= cap - cap / 4 {
             cap
@@ -281,26 +340,28 @@ impl Chunk {
 
     /// Give back the free bytes of the sides that no push can reach any more (a
     /// neighbour closed one, or both), when they are more than an eighth of the buffer.
-    fn fit(&mut self, open_front: bool, open_back: bool) -> isize {
-        let cap = self.buf.len();
+    fn fit(&mut self, open_front: bool, open_back: bool) -> (isize, usize) {
+        let cap = self.buf.capacity();
         let front = if open_front { self.start } else { 0 };
-        let back = if open_back { cap - self.end } else { 0 };
+        let back = if open_back { cap - self.end() } else { 0 };
         let want = usable(front + self.used() + back);
-        if cap - want > cap / 8 {
+        if cap.saturating_sub(want) > cap / 8 {
             self.relocate(want, front)
         } else {
-            0
+            (0, 0)
         }
+    }
+
+    fn drained(&self) -> bool {
+        let cap = self.buf.capacity();
+        cap > 256 && self.used() < cap / 4
     }
 
     /// Halve the buffer of an end chunk drained to a quarter of it (amortized O(1): the
     /// next halving or doubling is at least a quarter of the buffer away), with the free
     /// bytes on the sides that pushes reach.
-    fn shrink(&mut self, open_front: bool, open_back: bool) -> isize {
-        let cap = self.buf.len();
-        if cap <= 256 || self.used() >= cap / 4 {
-            return 0;
-        }
+    fn shrink(&mut self, open_front: bool, open_back: bool) -> (isize, usize) {
+        let cap = self.buf.capacity();
         let new_cap = usable(cap / 2);
         let free = new_cap - self.used();
         let at = match (open_front, open_back) {
@@ -323,7 +384,7 @@ impl ListValue {
 
     /// Position of the first element (see the module doc).
     fn front(&self) -> usize {
-        self.chunks.front().map_or(0, |c| c.base)
+        self.chunks.front().map_or(START, |c| c.base)
     }
 
     /// Elements in chunk `k`.
@@ -333,52 +394,76 @@ impl ListValue {
         next.wrapping_sub(c.base)
     }
 
-    fn grow_bufs(&mut self, delta: isize) {
+    /// Book a chunk's (re)allocation: its heap bytes, and its marks when its bytes moved.
+    fn moved(&mut self, k: usize, (delta, shift): (isize, usize)) {
         self.bufs = self.bufs.wrapping_add_signed(delta);
+        if shift == 0 {
+            return;
+        }
+        let Some(c) = self.chunks.get(k) else { return };
+        let front = self.front();
+        let from = c.base.wrapping_sub(front);
+        let (a, b) = (marks_in(front, from), marks_in(front, from + self.count(k)));
+        for m in self.marks.range_mut(a..b) {
+            m.pos = usize::from(m.pos).wrapping_add(shift) as u16;
+        }
     }
 
     /// Add a chunk holding `v` at one end, closing the chunk it lands next to.
     fn new_chunk(&mut self, v: &str, front: bool) {
         let base = if front { self.front().wrapping_sub(1) } else { self.front().wrapping_add(self.len) };
         let only = self.chunks.len() == 1;
-        let delta = if front {
-            self.chunks.front_mut().map_or(0, |c| c.fit(false, only))
-        } else {
-            self.chunks.back_mut().map_or(0, |c| c.fit(only, false))
-        };
-        self.grow_bufs(delta);
+        let k = if front { 0 } else { self.chunks.len().saturating_sub(1) };
+        if let Some(c) = self.chunks.get_mut(k) {
+            let r = if front { c.fit(false, only) } else { c.fit(only, false) };
+            self.moved(k, r);
+        }
         let c = Chunk::new(v, base, front);
-        self.bufs += alloc_mem(c.buf.len());
+        self.bufs += alloc_mem(c.buf.capacity());
+        let mark = base.is_multiple_of(MARK_EVERY).then(|| Mark::new(c.start, v.len()));
         // A one-chunk list (the common small one) keeps a one-slot ring.
         if self.chunks.capacity() == 0 {
             self.chunks.reserve_exact(1);
         }
         if front {
             self.chunks.push_front(c);
+            if let Some(m) = mark {
+                self.marks.push_front(m);
+            }
         } else {
             self.chunks.push_back(c);
+            if let Some(m) = mark {
+                self.marks.push_back(m);
+            }
         }
         self.len += 1;
     }
 
     pub fn push_back(&mut self, v: &str) {
         let n = v.len();
-        let split = self.chunks.len() == 1 && self.room == Side::Front;
-        let Some(c) = self.chunks.back_mut() else { return self.new_chunk(v, false) };
+        let k = self.chunks.len().saturating_sub(1);
+        let split = k == 0 && self.room == Side::Front;
+        let Some(c) = self.chunks.get_mut(k) else { return self.new_chunk(v, false) };
         let x = c.last ^ n;
         let need = sep_len(x) + n;
-        let moved = c.end + need > c.buf.len();
-        let Some(delta) = c.room(need, false, split) else { return self.new_chunk(v, false) };
-        self.grow_bufs(delta);
-        let Some(c) = self.chunks.back_mut() else { return };
-        let Some(sep) = put_sep(&mut c.buf, c.end, x) else { return };
-        let at = c.end + sep;
-        let Some(dst) = c.buf.get_mut(at..at + n) else { return };
-        dst.copy_from_slice(v.as_bytes());
-        (c.end, c.last) = (at + n, n);
-        self.len += 1;
+        let moved = c.end() + need > c.buf.capacity();
+        let Some(r) = c.room(need, false, split) else { return self.new_chunk(v, false) };
+        self.moved(k, r);
         if moved {
             self.room = Side::Back;
+        }
+        let pos = self.front().wrapping_add(self.len);
+        let Some(c) = self.chunks.get_mut(k) else { return };
+        let mut sep = [0; 10];
+        let Some(sep) = sep_str(x, &mut sep) else { return };
+        // `room` made the capacity: neither push reallocates.
+        c.buf.push_str(sep);
+        let at = c.end();
+        c.buf.push_str(v);
+        c.last = n;
+        self.len += 1;
+        if pos.is_multiple_of(MARK_EVERY) {
+            self.marks.push_back(Mark::new(at, n));
         }
     }
 
@@ -389,87 +474,147 @@ impl ListValue {
         let x = c.first ^ n;
         let need = sep_len(x) + n;
         let moved = c.start < need;
-        let Some(delta) = c.room(need, true, split) else { return self.new_chunk(v, true) };
-        self.grow_bufs(delta);
+        let Some(r) = c.room(need, true, split) else { return self.new_chunk(v, true) };
+        self.moved(0, r);
+        if moved {
+            self.room = Side::Front;
+        }
         let Some(c) = self.chunks.front_mut() else { return };
         let Some(at) = c.start.checked_sub(need) else { return };
-        let Some(dst) = c.buf.get_mut(at..at + n) else { return };
-        dst.copy_from_slice(v.as_bytes());
-        if put_sep(&mut c.buf, at + n, x).is_none() {
+        let mut sep = [0; 10];
+        let Some(sep) = sep_str(x, &mut sep) else { return };
+        // The free front holds zeros or what front pops left there; a popped multi-byte
+        // character may straddle the new element's ends, and is zeroed first.
+        if !(c.buf.is_char_boundary(at) && c.buf.is_char_boundary(at + n)) {
+            let mut from = at;
+            while from > 0 && !c.buf.is_char_boundary(from) {
+                from -= 1;
+            }
+            if zero(&mut c.buf, from, c.start).is_none() {
+                return;
+            }
+        }
+        if write_at(&mut c.buf, at + n, sep).and_then(|()| write_at(&mut c.buf, at, v)).is_none() {
             return;
         }
         (c.start, c.first) = (at, n);
         c.base = c.base.wrapping_sub(1);
+        let pos = c.base;
         self.len += 1;
-        if moved {
-            self.room = Side::Front;
+        if pos.is_multiple_of(MARK_EVERY) {
+            self.marks.push_front(Mark::new(at, n));
         }
     }
 
     pub fn pop_back(&mut self) -> Option<Box<str>> {
+        let pos = self.front().wrapping_add(self.len).wrapping_sub(1);
         let c = self.chunks.back_mut()?;
-        let v: Box<str> = c.last_str()?.into();
+        let at = c.end() - c.last;
+        let v: Box<str> = c.elem(at, c.last)?.into();
         if c.single() {
             let c = self.chunks.pop_back()?;
-            self.bufs -= alloc_mem(c.buf.len());
+            self.bufs -= alloc_mem(c.buf.capacity());
         } else {
-            let (x, n) = sep_before(&c.buf, c.end - c.last)?;
-            c.end -= c.last + n;
+            let (x, n) = sep_before(c.buf.as_bytes(), at)?;
+            let end = at - n;
+            if !c.buf.is_char_boundary(end) {
+                return None;
+            }
+            c.buf.truncate(end);
             c.last ^= x;
         }
         self.len -= 1;
+        if pos.is_multiple_of(MARK_EVERY) {
+            self.marks.pop_back();
+        }
         self.after_pop(false);
         Some(v)
     }
 
     pub fn pop_front(&mut self) -> Option<Box<str>> {
+        let pos = self.front();
         let c = self.chunks.front_mut()?;
-        let v: Box<str> = c.first_str()?.into();
+        let v: Box<str> = c.elem(c.start, c.first)?.into();
         if c.single() {
             let c = self.chunks.pop_front()?;
-            self.bufs -= alloc_mem(c.buf.len());
+            self.bufs -= alloc_mem(c.buf.capacity());
         } else {
-            let (x, n) = sep_at(&c.buf, c.start + c.first)?;
+            let (x, n) = sep_at(c.buf.as_bytes(), c.start + c.first)?;
             c.start += c.first + n;
             c.first ^= x;
             c.base = c.base.wrapping_add(1);
         }
         self.len -= 1;
+        if pos.is_multiple_of(MARK_EVERY) {
+            self.marks.pop_front();
+        }
         self.after_pop(true);
         Some(v)
     }
 
     /// Give memory back after elements left one end: halve that end's chunk if it
-    /// drained, and the ring of chunks (as a `VecDeque` of elements did before).
+    /// drained, and the rings of chunks and marks (as a `VecDeque` of elements did).
     fn after_pop(&mut self, front: bool) {
         let only = self.chunks.len() == 1;
-        let delta = if front {
-            self.chunks.front_mut().map_or(0, |c| c.shrink(true, only))
-        } else {
-            self.chunks.back_mut().map_or(0, |c| c.shrink(only, false))
-        };
-        self.grow_bufs(delta);
+        let k = if front { 0 } else { self.chunks.len().saturating_sub(1) };
+        if let Some(c) = self.chunks.get_mut(k) {
+            if c.drained() {
+                let r = if front { c.shrink(true, only) } else { c.shrink(only, false) };
+                self.moved(k, r);
+            }
+        }
         let cap = self.chunks.capacity();
         if cap > 4 && self.chunks.len() < cap / 4 {
             self.chunks.shrink_to(cap / 2);
         }
+        let cap = self.marks.capacity();
+        if cap > 4 && self.marks.len() < cap / 4 {
+            self.marks.shrink_to(cap / 2);
+        }
     }
 
-    /// The chunk holding element `i` and `i`'s offset in it.
-    fn find(&self, i: usize) -> Option<(usize, usize)> {
+    /// Element `i`: its chunk, and its position and length in it. A binary search for
+    /// the chunk, then a walk from the nearest of the chunk's ends and the marks around
+    /// `i` (at most `MARK_EVERY / 2` steps).
+    fn locate(&self, i: usize) -> Option<(usize, usize, usize)> {
         if i >= self.len {
             return None;
         }
         let front = self.front();
         let k = self.chunks.partition_point(|c| c.base.wrapping_sub(front) <= i).checked_sub(1)?;
-        Some((k, i - self.chunks.get(k)?.base.wrapping_sub(front)))
+        let c = self.chunks.get(k)?;
+        let j = i - c.base.wrapping_sub(front);
+        let to_end = self.count(k).checked_sub(j + 1)?;
+        // The marks at or before and after `i`, `before` and `after` steps away. A mark
+        // nearer than both chunk ends is in this chunk; on a tie the ends win (the mark
+        // of a one-element chunk may not fit in a `Mark`).
+        let before = front.wrapping_add(i) % MARK_EVERY;
+        let after = MARK_EVERY - before;
+        let mut way = if j <= to_end { (j, Way::First) } else { (to_end, Way::Last) };
+        if before < way.0 {
+            way = (before, Way::MarkBefore);
+        }
+        if after < way.0 {
+            way = (after, Way::MarkAfter);
+        }
+        let (pos, len) = match way {
+            (d, Way::First) => c.forward(c.start, c.first, d)?,
+            (d, Way::Last) => c.backward(c.end() - c.last, c.last, d)?,
+            (d, Way::MarkBefore) => {
+                let m = self.marks.get(marks_in(front, i - d))?;
+                c.forward(m.pos.into(), m.len.into(), d)?
+            }
+            (d, Way::MarkAfter) => {
+                let m = self.marks.get(marks_in(front, i + d))?;
+                c.backward(m.pos.into(), m.len.into(), d)?
+            }
+        };
+        Some((k, pos, len))
     }
 
     pub fn get(&self, i: usize) -> Option<&str> {
-        let (k, j) = self.find(i)?;
-        let c = self.chunks.get(k)?;
-        let (pos, len) = c.locate(j, self.count(k))?;
-        elem(&c.buf, pos, len)
+        let (k, pos, len) = self.locate(i)?;
+        self.chunks.get(k)?.elem(pos, len)
     }
 
     /// The elements at `start..end` (clamped), in order.
@@ -478,58 +623,59 @@ impl ListValue {
         if start >= end {
             return Iter::empty();
         }
-        let Some((k, j)) = self.find(start) else { return Iter::empty() };
+        let Some((k, pos, len)) = self.locate(start) else { return Iter::empty() };
         let Some(c) = self.chunks.get(k) else { return Iter::empty() };
-        let (Some((pos, len)), Some(buf)) = (c.locate(j, self.count(k)), c.buf.get(..c.end)) else {
-            return Iter::empty();
-        };
-        Iter { rest: self.chunks.range(k + 1..), buf, pos, len, left: end - start }
+        Iter { rest: self.chunks.range(k + 1..), buf: &c.buf, pos, len, left: end - start }
     }
 
     pub fn iter(&self) -> Iter<'_> {
         self.range(0, self.len)
     }
 
-    /// Keep only the elements at `start..end` (clamped): whole chunks go, and at most
-    /// one chunk at each end is walked to the cut.
+    /// Keep only the elements at `start..end` (clamped): whole chunks go, and the chunk
+    /// at each end is cut at an element found as `get` finds it.
     pub fn retain_range(&mut self, start: usize, end: usize) {
         let end = end.min(self.len);
         let start = start.min(end);
-        let mut back = self.len - end;
-        while back > 0 {
-            let k = self.chunks.len().saturating_sub(1);
-            let n = self.count(k);
-            if n <= back {
-                let Some(c) = self.chunks.pop_back() else { break };
-                self.bufs -= alloc_mem(c.buf.len());
-                self.len -= n;
-                back -= n;
-            } else if let Some(c) = self.chunks.back_mut() {
-                c.cut_back(back);
-                self.len -= back;
-                back = 0;
+        if start == end {
+            *self = ListValue::default();
+            return;
+        }
+        // Both cuts are found before anything changes (a walk may start at a mark of
+        // an element that goes).
+        let (Some((kb, pb, lb)), Some((kf, pf, lf))) = (self.locate(end - 1), self.locate(start)) else {
+            return;
+        };
+        let front = self.front();
+        for c in self.chunks.drain(kb + 1..) {
+            self.bufs -= alloc_mem(c.buf.capacity());
+        }
+        if let Some(c) = self.chunks.get_mut(kb) {
+            if c.buf.is_char_boundary(pb + lb) {
+                c.buf.truncate(pb + lb);
+                c.last = lb;
             }
         }
-        let mut front = start;
-        while front > 0 {
-            let n = self.count(0);
-            if n <= front {
-                let Some(c) = self.chunks.pop_front() else { break };
-                self.bufs -= alloc_mem(c.buf.len());
-                self.len -= n;
-                front -= n;
-            } else if let Some(c) = self.chunks.front_mut() {
-                c.cut_front(front);
-                self.len -= front;
-                front = 0;
-            }
+        for c in self.chunks.drain(..kf) {
+            self.bufs -= alloc_mem(c.buf.capacity());
         }
+        if let Some(c) = self.chunks.front_mut() {
+            (c.start, c.first) = (pf, lf);
+            c.base = front.wrapping_add(start);
+        }
+        let (drop_front, drop_back) = (marks_in(front, start), marks_in(front.wrapping_add(end), self.len - end));
+        self.marks.truncate(self.marks.len().saturating_sub(drop_back));
+        self.marks.drain(..drop_front.min(self.marks.len()));
+        self.len = end - start;
         self.after_pop(false);
         self.after_pop(true);
     }
 
     pub fn mem(&self) -> usize {
-        alloc_mem(size_of::<Self>()) + alloc_mem(self.chunks.capacity() * size_of::<Chunk>()) + self.bufs
+        alloc_mem(size_of::<Self>())
+            + alloc_mem(self.chunks.capacity() * size_of::<Chunk>())
+            + alloc_mem(self.marks.capacity() * size_of::<Mark>())
+            + self.bufs
     }
 }
 
@@ -537,8 +683,8 @@ impl ListValue {
 pub struct Iter<'a> {
     /// The chunks after the current one.
     rest: std::collections::vec_deque::Iter<'a, Chunk>,
-    /// The current chunk's bytes up to its last element's end.
-    buf: &'a [u8],
+    /// The current chunk's buffer.
+    buf: &'a str,
     /// The next element: its position in `buf` and its length.
     pos: usize,
     len: usize,
@@ -547,7 +693,7 @@ pub struct Iter<'a> {
 
 impl<'a> Iter<'a> {
     fn empty() -> Iter<'a> {
-        Iter { rest: Default::default(), buf: &[], pos: 0, len: 0, left: 0 }
+        Iter { rest: Default::default(), buf: "", pos: 0, len: 0, left: 0 }
     }
 
     /// Step to the element after the current one.
@@ -555,10 +701,10 @@ impl<'a> Iter<'a> {
         let next = self.pos + self.len;
         if next >= self.buf.len() {
             let c = self.rest.next()?;
-            self.buf = c.buf.get(..c.end)?;
+            self.buf = &c.buf;
             (self.pos, self.len) = (c.start, c.first);
         } else {
-            let (x, n) = sep_at(self.buf, next)?;
+            let (x, n) = sep_at(self.buf.as_bytes(), next)?;
             self.pos = next + n;
             self.len ^= x;
         }
@@ -573,7 +719,7 @@ impl<'a> Iterator for Iter<'a> {
         if self.left == 0 {
             return None;
         }
-        let v = elem(self.buf, self.pos, self.len);
+        let v = self.buf.get(self.pos..self.pos + self.len);
         self.left -= 1;
         if self.left > 0 && self.advance().is_none() {
             self.left = 0;

@@ -43,28 +43,39 @@ fn check(l: &ListValue, model: &VecDeque<String>) {
     assert_eq!(l.is_empty(), model.is_empty());
     let mut total = 0;
     let mut bufs = 0;
+    let mut marks = Vec::new();
     let k_last = l.chunks.len().saturating_sub(1);
     for (k, c) in l.chunks.iter().enumerate() {
         let n = l.count(k);
         assert!(n >= 1, "empty chunk {k}");
-        assert!(c.start <= c.end && c.end <= c.buf.len());
-        // Forward and backward walks agree on the ends.
-        assert_eq!(c.nth(n - 1), Some((c.end - c.last, c.last)));
-        assert_eq!(c.nth_back(n - 1), Some((c.start, c.first)));
+        assert!(c.start <= c.end() && c.end() <= c.buf.capacity());
+        assert!(c.buf.is_char_boundary(c.start));
+        // Forward and backward walks agree on the ends, and every element is in turn.
+        assert_eq!(c.forward(c.start, c.first, n - 1), Some((c.end() - c.last, c.last)));
+        assert_eq!(c.backward(c.end() - c.last, c.last, n - 1), Some((c.start, c.first)));
+        for j in 0..n {
+            let (pos, len) = c.forward(c.start, c.first, j).unwrap_or((usize::MAX, 0));
+            if c.base.wrapping_add(j) % MARK_EVERY == 0 {
+                marks.push(Mark::new(pos, len));
+            }
+        }
         assert_eq!(c.single(), n == 1);
         assert!(c.used() <= CHUNK_MAX || n == 1, "chunk {k} over size with {n} elements");
         if k > 0 && k < k_last {
             // A closed chunk keeps at most an eighth of slack, and is not small unless
             // a long neighbour closed it.
-            assert!(c.buf.len() - c.used() <= c.buf.len() / 8 + 16, "slack in chunk {k}");
+            let cap = c.buf.capacity();
+            assert!(cap - c.used() <= cap / 8 + 16, "slack in chunk {k}");
             let neighbour = l.chunks[k - 1].last.max(l.chunks[k + 1].first);
             assert!(c.used() + 10 + neighbour > CHUNK_MAX * 3 / 4 * 7 / 8, "small chunk {k}");
         }
         total += n;
-        bufs += alloc_mem(c.buf.len());
+        bufs += alloc_mem(c.buf.capacity());
     }
     assert_eq!(total, l.len);
     assert_eq!(bufs, l.bufs, "heap bytes of the buffers");
+    assert_eq!(marks_in(l.front(), l.len), marks.len());
+    assert_eq!(l.marks.iter().copied().collect::<Vec<_>>(), marks, "marks");
     assert!(l.iter().eq(model.iter().map(String::as_str)));
     assert_eq!(l.iter().size_hint(), (model.len(), Some(model.len())));
 }
@@ -162,20 +173,29 @@ fn model_random_seeds() {
 
 #[test]
 fn separators_read_from_both_ends() {
-    for x in [0, 1, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 1 << 32, usize::MAX] {
-        let mut buf = vec![0u8; 12];
-        let n = sep_len(x);
-        assert_eq!(put_sep(&mut buf, 1, x), Some(n));
-        assert_eq!(sep_at(&buf, 1), Some((x, n)));
-        assert_eq!(sep_before(&buf, 1 + n), Some((x, n)));
+    for x in [0, 1, 119, 120, 0x7f, 0x80, 0xff, 0x3fff, 0x4000, 0xffff, 1 << 32, (1 << 56) - 1] {
+        let mut out = [0; 10];
+        let sep = sep_str(x, &mut out).map(String::from).unwrap_or_default();
+        assert_eq!(sep.len(), sep_len(x));
+        assert!(sep.is_ascii());
+        let buf = format!("é{sep}é");
+        assert_eq!(sep_at(buf.as_bytes(), 2), Some((x, sep.len())), "{x}");
+        assert_eq!(sep_before(buf.as_bytes(), 2 + sep.len()), Some((x, sep.len())), "{x}");
     }
+    // More than 56 bits is refused (no string in memory is that long).
+    assert_eq!(sep_str(usize::MAX, &mut [0; 10]), None);
     // Cut short: nothing, no panic.
-    let mut buf = vec![0u8; 12];
-    assert_eq!(put_sep(&mut buf, 0, 1 << 40), Some(8));
-    assert_eq!(sep_at(&buf[..3], 0), None);
-    assert_eq!(sep_before(&buf[2..8], 6), None);
-    assert_eq!(sep_before(&buf, 0), None);
-    assert_eq!(put_sep(&mut buf, 8, 1 << 40), None);
+    let mut out = [0; 10];
+    let sep = sep_str(1 << 40, &mut out).map(|s| s.as_bytes().to_vec()).unwrap_or_default();
+    assert_eq!(sep.len(), 8);
+    assert_eq!(sep_at(&sep[..3], 0), None);
+    assert_eq!(sep_before(&sep[2..], sep.len() - 2), None);
+    assert_eq!(sep_before(&sep, 0), None);
+    assert_eq!(marks_in(usize::MAX, 0), 0);
+    assert_eq!(marks_in(0, 1), 1);
+    assert_eq!(marks_in(1, 32), 1);
+    assert_eq!(marks_in(1, 31), 0);
+    assert_eq!(marks_in(usize::MAX - 31, 100), 4);
 }
 
 #[test]
@@ -212,11 +232,26 @@ fn packs_short_values() {
     // Small lists pay for what they hold, not for a chunk.
     let mut s = ListValue::default();
     s.push_back("a");
-    assert!(s.mem() <= 160, "{}", s.mem());
+    assert!(s.mem() <= 192, "{}", s.mem());
     s.push_front("b");
     s.push_back("c");
-    assert!(s.mem() <= 160, "{}", s.mem());
+    assert!(s.mem() <= 224, "{}", s.mem());
+    assert!(s.marks.capacity() == 0);
     assert!(s.iter().eq(["b", "a", "c"]));
+}
+
+#[test]
+fn front_pushes_write_over_popped_multibyte_characters() {
+    let mut l = ListValue::default();
+    l.push_back("z");
+    l.push_front("ééééé");
+    assert_eq!(l.pop_front().as_deref(), Some("ééééé"));
+    // Ends at an odd offset inside the popped bytes, then starts inside them.
+    l.push_front("ab");
+    l.push_front("c");
+    assert!(l.iter().eq(["c", "ab", "z"]));
+    l.push_front("€");
+    assert!(l.iter().eq(["€", "c", "ab", "z"]));
 }
 
 #[test]
