@@ -5,12 +5,12 @@
 //! chunks of at most `CHUNK_MAX` bytes, and the chunks in a `VecDeque`:
 //!
 //! - **Inside a chunk** element `i`'s bytes are followed by a separator holding
-//!   `len(i) ^ len(i + 1)` in a varint that reads from either end (`put_sep`), and the
+//!   `len(i) ^ len(i + 1)` in a varint that reads from either end (`sep_str`), and the
 //!   chunk keeps the lengths of its first and last elements. Knowing one element's
 //!   length, the separator after it gives the next one's and the separator before it the
-//!   previous one's, so a chunk walks both ways with one byte per element for values up
-//!   to 119 bytes (a length prefix alone cannot pop the back; a prefix and a suffix, as
-//!   listpack has, costs two).
+//!   previous one's, so a chunk walks both ways with one byte per element whenever
+//!   neighbours' lengths XOR below 120 (always when both are under 64 bytes). A length
+//!   prefix alone cannot pop the back; a prefix and a suffix, as listpack has, cost two.
 //! - **Safe by construction.** A chunk's buffer is a `String` (separators are ASCII), so
 //!   reading an element is `str::get`, two O(1) char-boundary checks, rather than UTF-8
 //!   validation (which cost more than the rest of an iteration) or `unsafe`; a wrong
