@@ -2,7 +2,7 @@
 //! data structures alone. `cargo bench --bench store`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use dbx::store::{ScoreBound, Store, Value};
+use dbx::store::{ListValue, ScoreBound, Store, Value};
 use std::hint::black_box;
 
 const N: usize = 10_000;
@@ -182,6 +182,57 @@ fn lists(c: &mut Criterion) {
                 });
             }
         })
+    });
+    // Reads on a list of N elements (16-byte values), straight on the list type.
+    let full = || {
+        let mut l = ListValue::default();
+        for i in 0..N {
+            l.push_back(&format!("value:{i:010}"));
+        }
+        l
+    };
+    let l = full();
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("index", |b| {
+        // N lookups spread over the whole list (a stride coprime with N).
+        b.iter(|| {
+            let mut i = 0;
+            for _ in 0..N {
+                black_box(l.get(i));
+                i = (i + 7919) % N;
+            }
+        })
+    });
+    g.bench_function("range_100", |b| {
+        // N/100 ranges of 100 elements at offsets spread over the list: N elements read.
+        b.iter(|| {
+            let mut start = 0;
+            for _ in 0..N / 100 {
+                for v in l.range(start, start + 100) {
+                    black_box(v);
+                }
+                start = (start + 7919) % (N - 100);
+            }
+        })
+    });
+    g.bench_function("iter", |b| {
+        // The whole list in order, as the snapshot writer reads it.
+        b.iter(|| {
+            l.iter().for_each(|v| {
+                black_box(v);
+            })
+        })
+    });
+    g.bench_function("trim", |b| {
+        // Cut 10% from each end of a fresh list of N elements (the build is not timed).
+        b.iter_batched(
+            full,
+            |mut l| {
+                l.retain_range(N / 10, N - N / 10);
+                l
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

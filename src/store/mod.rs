@@ -9,6 +9,7 @@
 //! sampling a random index, and the expiry heap can name a slot instead of copying keys.
 
 pub mod key;
+mod list;
 pub mod mem;
 pub mod value;
 pub mod zset;

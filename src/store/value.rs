@@ -7,9 +7,9 @@
 //! no command ever walks a whole collection to learn its size.
 
 use super::key::Key;
+pub use super::list::ListValue;
 use super::mem::{alloc_mem, str_mem, table_mem};
 use super::zset::ZSet;
-use std::collections::VecDeque;
 use std::mem::size_of;
 
 pub type HashMap<K, V> = hashbrown::HashMap<K, V>;
@@ -156,74 +156,6 @@ impl SetValue {
     }
     fn mem(&self) -> usize {
         alloc_mem(size_of::<Self>()) + table_mem(self.set.capacity(), size_of::<Box<str>>()) + self.strings
-    }
-}
-
-/// A list: a ring buffer, so pushes and pops at both ends are O(1).
-#[derive(Default)]
-pub struct ListValue {
-    items: VecDeque<Box<str>>,
-    strings: usize,
-}
-
-impl ListValue {
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-    pub fn push_back(&mut self, v: &str) {
-        self.strings += str_mem(v);
-        self.items.push_back(v.into());
-    }
-    pub fn push_front(&mut self, v: &str) {
-        self.strings += str_mem(v);
-        self.items.push_front(v.into());
-    }
-    pub fn pop_back(&mut self) -> Option<Box<str>> {
-        let v = self.items.pop_back()?;
-        self.strings -= str_mem(&v);
-        self.shrink();
-        Some(v)
-    }
-    pub fn pop_front(&mut self) -> Option<Box<str>> {
-        let v = self.items.pop_front()?;
-        self.strings -= str_mem(&v);
-        self.shrink();
-        Some(v)
-    }
-    pub fn get(&self, i: usize) -> Option<&str> {
-        self.items.get(i).map(|v| &**v)
-    }
-    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &str> {
-        self.items.range(start..end).map(|v| &**v)
-    }
-    /// Keep only the elements at `start..end` (clamped).
-    pub fn retain_range(&mut self, start: usize, end: usize) {
-        let end = end.min(self.items.len());
-        let start = start.min(end);
-        for v in self.items.drain(end..) {
-            self.strings -= str_mem(&v);
-        }
-        for v in self.items.drain(..start) {
-            self.strings -= str_mem(&v);
-        }
-        self.shrink();
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.items.iter().map(|v| &**v)
-    }
-    /// A queue that drained to a quarter of its buffer gives half of it back, so a
-    /// list that once peaked does not pin its peak forever (amortised O(1)).
-    fn shrink(&mut self) {
-        let cap = self.items.capacity();
-        if cap > 64 && self.items.len() < cap / 4 {
-            self.items.shrink_to(cap / 2);
-        }
-    }
-    fn mem(&self) -> usize {
-        alloc_mem(size_of::<Self>()) + alloc_mem(self.items.capacity() * size_of::<Box<str>>()) + self.strings
     }
 }
 
