@@ -36,6 +36,15 @@ fi
 install -d -m 0755 /etc/dbx
 # Never overwrite an operator's settings.
 [ -f /etc/dbx/dbx.env ] || install -m 0640 -g dbx scripts/dbx.env /etc/dbx/dbx.env
+# The API keys file the unit loads as a credential (root-only: systemd reads it and
+# hands the service a private copy). A first install gets one random admin key.
+if [ ! -f /etc/dbx/api_keys ]; then
+  umask 077
+  key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  printf '# key:role[:label], one a line (read|write|admin); re-read on systemctl reload dbx\n%s:admin:admin\n' "$key" >/etc/dbx/api_keys
+  chmod 0600 /etc/dbx/api_keys
+  echo "install.sh: created /etc/dbx/api_keys with one admin key (label 'admin'); read it with: sudo cat /etc/dbx/api_keys"
+fi
 # The unit sets DBX_DATA_DIR=/var/lib/dbx and allows writes only there; an older
 # dbx.env that sets another directory would win (EnvironmentFile= overrides
 # Environment=) and the server could not write it.

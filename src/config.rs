@@ -128,6 +128,14 @@ pub struct Config {
     /// HS256 secret for JWTs
     #[arg(long, env = "DBX_JWT_SECRET", value_name = "DBX_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// A file of API keys, one `key:role[:label]` a line (`#` comments); relative to
+    /// $CREDENTIALS_DIRECTORY (systemd's LoadCredential=) when that is set. Re-read on SIGHUP
+    #[arg(long, env = "DBX_API_KEYS_FILE", value_name = "DBX_API_KEYS_FILE", conflicts_with = "api_keys")]
+    pub api_keys_file: Option<PathBuf>,
+    /// A file holding the HS256 secret for JWTs (one trailing newline is dropped); relative
+    /// to $CREDENTIALS_DIRECTORY when that is set. Re-read on SIGHUP
+    #[arg(long, env = "DBX_JWT_SECRET_FILE", value_name = "DBX_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
     /// PEM public key file for RS256 / ES256 / EdDSA JWTs (the algorithm follows the key)
     #[arg(long, env = "DBX_JWT_PUBLIC_KEY", value_name = "DBX_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,

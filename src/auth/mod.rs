@@ -68,16 +68,20 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// JWT `keys` claim; `None` = all keys.
     pub key_globs: Option<Vec<String>>,
+    /// A name for the credential that is safe to log and to use as a metric label: an
+    /// API key's `label` (or `key-` and the first 8 hex digits of its SHA-256), a JWT's
+    /// `sub` (or `jwt`), `anonymous`. Never the secret.
+    pub label: String,
 }
 
 impl Identity {
     /// Anonymous client (no credential configured): admin, no expiry, all keys.
     pub fn anonymous() -> Identity {
-        Identity { role: Role::Admin, subject: None, expires_at: None, key_globs: None }
+        Identity { role: Role::Admin, subject: None, expires_at: None, key_globs: None, label: "anonymous".into() }
     }
 
-    fn api_key(role: Role) -> Identity {
-        Identity { role, subject: None, expires_at: None, key_globs: None }
+    fn api_key(role: Role, label: &str) -> Identity {
+        Identity { role, subject: None, expires_at: None, key_globs: None, label: label.to_string() }
     }
 
     /// Whether `key` is inside the connection's key scope.
@@ -99,7 +103,12 @@ impl Identity {
 pub struct AuthConfig {
     /// Raw `DBX_API_KEYS`.
     pub api_keys: Option<String>,
+    /// `DBX_API_KEYS_FILE`: one `key:role[:label]` a line (read when the authenticator is
+    /// built, so a rebuild on SIGHUP re-reads it).
+    pub api_keys_file: Option<std::path::PathBuf>,
     pub jwt_secret: Option<String>,
+    /// `DBX_JWT_SECRET_FILE`.
+    pub jwt_secret_file: Option<std::path::PathBuf>,
     pub jwt_public_key_path: Option<std::path::PathBuf>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
@@ -110,7 +119,9 @@ impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
             .field("api_keys", &self.api_keys.as_ref().map(|_| "<redacted>"))
+            .field("api_keys_file", &self.api_keys_file)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_secret_file", &self.jwt_secret_file)
             .field("jwt_public_key_path", &self.jwt_public_key_path)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
@@ -145,6 +156,7 @@ fn invalid(msg: &str) -> AuthError {
 struct ApiKey {
     digest: [u8; 32],
     role: Role,
+    label: String,
 }
 
 struct PublicKey {
@@ -182,7 +194,9 @@ impl Authenticator {
     pub fn from_config(cfg: &crate::config::Config) -> Result<Authenticator, String> {
         Authenticator::new(&AuthConfig {
             api_keys: cfg.api_keys.clone(),
+            api_keys_file: cfg.api_keys_file.clone(),
             jwt_secret: cfg.jwt_secret.clone(),
+            jwt_secret_file: cfg.jwt_secret_file.clone(),
             jwt_public_key_path: cfg.jwt_public_key.clone(),
             jwt_issuer: cfg.jwt_issuer.clone(),
             jwt_audience: cfg.jwt_audience.clone(),
@@ -194,11 +208,37 @@ impl Authenticator {
     /// the variable (unreadable or unsupported PEM, unknown role or empty key in
     /// `DBX_API_KEYS`, empty secret …); it never contains a key or secret.
     pub fn new(cfg: &AuthConfig) -> Result<Authenticator, String> {
-        let api_keys = match cfg.api_keys.as_deref() {
-            Some(raw) if !raw.trim().is_empty() => parse_api_keys(raw)?,
+        let mut api_keys = match cfg.api_keys.as_deref() {
+            Some(raw) if !raw.trim().is_empty() => parse_api_keys(raw.split(','), "DBX_API_KEYS: entry")?,
             _ => Vec::new(),
         };
-        let hmac = match cfg.jwt_secret.as_deref() {
+        if let Some(path) = &cfg.api_keys_file {
+            let (shown, text) = read_secret_file("DBX_API_KEYS_FILE", path)?;
+            let lines = text.lines().map(str::trim).map(|l| if l.starts_with('#') { "" } else { l });
+            let keys = parse_api_keys(lines, &format!("DBX_API_KEYS_FILE: {shown} line"))?;
+            if keys.is_empty() {
+                return Err(format!("DBX_API_KEYS_FILE: {shown} holds no key"));
+            }
+            api_keys.extend(keys);
+        }
+        let secret_file = match &cfg.jwt_secret_file {
+            None => None,
+            Some(path) => {
+                let (shown, mut text) = read_secret_file("DBX_JWT_SECRET_FILE", path)?;
+                // Files end with a newline; the secret does not.
+                if text.ends_with('\n') {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
+                if text.is_empty() {
+                    return Err(format!("DBX_JWT_SECRET_FILE: {shown} is empty"));
+                }
+                Some(text)
+            }
+        };
+        let hmac = match cfg.jwt_secret.as_deref().or(secret_file.as_deref()) {
             None => None,
             Some("") => return Err("DBX_JWT_SECRET: the secret is empty".to_string()),
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
@@ -238,13 +278,18 @@ impl Authenticator {
             _ => return Err(AuthError::Missing),
         };
         // API keys first (an API key may contain dots), always compared in full.
-        if let Some(role) = self.match_api_key(cred) {
-            return Ok(Identity::api_key(role));
+        if let Some((role, label)) = self.match_api_key(cred) {
+            return Ok(Identity::api_key(role, label));
         }
         if self.jwt_enabled() && looks_like_jwt(cred) {
             return self.verify_jwt(cred, now_s);
         }
-        Err(invalid("invalid credential"))
+        // Says what was expected, once ("Invalid credential: not a known API key").
+        Err(invalid(match (self.api_keys.is_empty(), self.jwt_enabled()) {
+            (false, true) => "neither a known API key nor a token",
+            (true, _) => "not a token",
+            (false, false) => "not a known API key",
+        }))
     }
 
     /// `auth.refresh`: verifies `token` as a JWT and returns the new identity,
@@ -286,7 +331,7 @@ impl Authenticator {
 
 mod verify;
 
-use verify::{load_public_key, looks_like_jwt, non_empty, parse_api_keys};
+use verify::{load_public_key, looks_like_jwt, non_empty, parse_api_keys, read_secret_file};
 
 #[cfg(test)]
 mod tests;

@@ -78,7 +78,13 @@ fn valid_hs256() {
     let id = a.authenticate(Some(&hs(json!({"sub":"alice","exp":NOW+60}))), NOW).expect("valid");
     assert_eq!(
         id,
-        Identity { role: Role::Write, subject: Some("alice".into()), expires_at: Some(NOW + 60), key_globs: None }
+        Identity {
+            role: Role::Write,
+            subject: Some("alice".into()),
+            expires_at: Some(NOW + 60),
+            key_globs: None,
+            label: "alice".into()
+        }
     );
 }
 
@@ -236,10 +242,10 @@ fn hs_rs_confusion() {
 #[test]
 fn malformed_tokens() {
     let a = hs_auth();
-    assert_eq!(a.authenticate(Some("not-a-jwt"), NOW), err("invalid credential"));
-    assert_eq!(a.authenticate(Some("a.b"), NOW), err("invalid credential"));
-    assert_eq!(a.authenticate(Some("a.b.c.d"), NOW), err("invalid credential"));
-    assert_eq!(a.authenticate(Some("a b.c.d"), NOW), err("invalid credential"));
+    assert_eq!(a.authenticate(Some("not-a-jwt"), NOW), err("not a token"));
+    assert_eq!(a.authenticate(Some("a.b"), NOW), err("not a token"));
+    assert_eq!(a.authenticate(Some("a.b.c.d"), NOW), err("not a token"));
+    assert_eq!(a.authenticate(Some("a b.c.d"), NOW), err("not a token"));
     assert_eq!(a.authenticate(Some("abc.def.ghi"), NOW), err("malformed token"));
     let header = b64(&json!({"alg":"HS256"}));
     assert!(a.authenticate(Some(&format!("{header}.bm90anNvbg.c2ln")), NOW).is_err());
@@ -336,13 +342,13 @@ fn api_keys_with_roles() {
     assert_eq!(role("a.b.c"), Ok(Role::Admin));
     let id = a.authenticate(Some("k-read"), NOW).expect("ok");
     assert_eq!((id.subject, id.expires_at, id.key_globs), (None, None, None));
-    assert_eq!(role("k-read:read"), Err(AuthError::Invalid("invalid credential".into())));
-    assert_eq!(role("k-rea"), Err(AuthError::Invalid("invalid credential".into())));
-    assert_eq!(role("K-READ"), Err(AuthError::Invalid("invalid credential".into())));
+    assert_eq!(role("k-read:read"), Err(AuthError::Invalid("not a known API key".into())));
+    assert_eq!(role("k-rea"), Err(AuthError::Invalid("not a known API key".into())));
+    assert_eq!(role("K-READ"), Err(AuthError::Invalid("not a known API key".into())));
     assert_eq!(a.authenticate(None, NOW), Err(AuthError::Missing));
     assert_eq!(a.authenticate(Some(""), NOW), Err(AuthError::Missing));
     // A JWT is not accepted when only API keys are configured.
-    assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60}))), NOW), err("invalid credential"));
+    assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60}))), NOW), err("not a known API key"));
 }
 
 #[test]
@@ -350,7 +356,7 @@ fn api_keys_and_jwt_together() {
     let a = auth(AuthConfig { api_keys: Some("k1:read".into()), jwt_secret: Some(SECRET.into()), ..cfg() });
     assert_eq!(a.authenticate(Some("k1"), NOW).map(|i| i.role), Ok(Role::Read));
     assert_eq!(a.authenticate(Some(&hs(json!({"exp":NOW+60,"role":"admin"}))), NOW).map(|i| i.role), Ok(Role::Admin));
-    assert_eq!(a.authenticate(Some("k2"), NOW), err("invalid credential"));
+    assert_eq!(a.authenticate(Some("k2"), NOW), err("neither a known API key nor a token"));
 }
 
 #[test]
@@ -516,4 +522,41 @@ fn role_order_and_names() {
     }
     assert_eq!(Role::parse("root"), None);
     assert_eq!(Role::Write.to_string(), "write");
+}
+
+#[test]
+fn api_keys_carry_labels_and_fingerprints() {
+    let a = keys_auth("k1:read:ops-team, k2:write, a:b:c:admin, k4:admin:x.y_z");
+    let label = |k: &str| a.authenticate(Some(k), NOW).map(|i| (i.role, i.label));
+    assert_eq!(label("k1"), Ok((Role::Read, "ops-team".to_string())));
+    assert_eq!(label("a:b:c"), Ok((Role::Admin, label("a:b:c").unwrap().1)));
+    assert_eq!(label("k4"), Ok((Role::Admin, "x.y_z".to_string())));
+    // No label: a fingerprint of the key's digest, never the key.
+    let fp = label("k2").unwrap().1;
+    assert!(fp.starts_with("key-") && fp.len() == 12 && !fp.contains("k2"), "{fp}");
+    let bad = |raw: &str| Authenticator::new(&AuthConfig { api_keys: Some(raw.into()), ..cfg() }).unwrap_err();
+    assert!(bad("k1:read:bad label").contains("label"), "{}", bad("k1:read:bad label"));
+    assert!(bad("k1:reader:x").contains("unknown role"));
+}
+
+#[test]
+fn keys_and_secret_from_files() {
+    let keys = temp_file("keys", b"# ops keys\nk1:read:ops\n\n  k2:admin  \n");
+    let secret = temp_file("secret", format!("{SECRET}\n").as_bytes());
+    let a = auth(AuthConfig { api_keys_file: Some(keys.clone()), jwt_secret_file: Some(secret), ..cfg() });
+    assert_eq!(a.authenticate(Some("k1"), NOW).map(|i| (i.role, i.label)), Ok((Role::Read, "ops".to_string())));
+    assert_eq!(a.authenticate(Some("k2"), NOW).map(|i| i.role), Ok(Role::Admin));
+    assert!(a.authenticate(Some(&hs(json!({"exp":NOW+60}))), NOW).is_ok(), "the trailing newline is not in the secret");
+    let e = Authenticator::new(&AuthConfig { api_keys_file: Some(temp_file("bad", b"k1:read\nk2:nope\n")), ..cfg() })
+        .unwrap_err();
+    assert!(e.starts_with("DBX_API_KEYS_FILE: ") && e.contains("line 2 has an unknown role"), "{e}");
+    assert!(!e.contains("k2"), "never the key: {e}");
+    let e = Authenticator::new(&AuthConfig { api_keys_file: Some("/nonexistent/keys".into()), ..cfg() }).unwrap_err();
+    assert!(e.contains("DBX_API_KEYS_FILE: cannot read /nonexistent/keys"), "{e}");
+    let e =
+        Authenticator::new(&AuthConfig { api_keys_file: Some(temp_file("empty", b"# none\n")), ..cfg() }).unwrap_err();
+    assert!(e.contains("holds no key"), "{e}");
+    let e =
+        Authenticator::new(&AuthConfig { jwt_secret_file: Some(temp_file("nosecret", b"\n")), ..cfg() }).unwrap_err();
+    assert!(e.contains("DBX_JWT_SECRET_FILE") && e.contains("is empty"), "{e}");
 }

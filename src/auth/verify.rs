@@ -17,20 +17,23 @@ const P256_OID_DER: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 
 impl Authenticator {
     /// Constant time in the number of configured keys and independent of the
     /// candidate's length (SHA-256 digests are compared, never the keys).
-    pub(super) fn match_api_key(&self, candidate: &str) -> Option<Role> {
+    pub(super) fn match_api_key(&self, candidate: &str) -> Option<(Role, &str)> {
         if self.api_keys.is_empty() {
             return None;
         }
         let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
         let mut found = Choice::from(0u8);
         let mut role = 0u8;
-        for k in &self.api_keys {
+        let mut at = 0u32;
+        for (i, k) in self.api_keys.iter().enumerate() {
             let eq = k.digest.as_slice().ct_eq(digest.as_slice());
             role = u8::conditional_select(&role, &k.role.to_u8(), eq);
+            at = u32::conditional_select(&at, &(i as u32), eq);
             found |= eq;
         }
         if bool::from(found) {
-            Some(Role::from_u8(role))
+            let label = self.api_keys.get(at as usize).map_or("", |k| k.label.as_str());
+            Some((Role::from_u8(role), label))
         } else {
             None
         }
@@ -103,7 +106,8 @@ impl Authenticator {
             ),
             Some(_) => return Err(invalid("invalid keys claim")),
         };
-        Ok(Identity { role, subject, expires_at: Some(exp), key_globs })
+        let label = subject.clone().unwrap_or_else(|| "jwt".to_string());
+        Ok(Identity { role, subject, expires_at: Some(exp), key_globs, label })
     }
 }
 
@@ -116,30 +120,61 @@ pub(super) fn non_empty(var: &str, v: Option<&str>) -> Result<Option<String>, St
 }
 
 /// `key[:role],…`; a bare key is admin. Errors never contain a key.
-pub(super) fn parse_api_keys(raw: &str) -> Result<Vec<ApiKey>, String> {
+pub(super) fn parse_api_keys<'a>(entries: impl Iterator<Item = &'a str>, at: &str) -> Result<Vec<ApiKey>, String> {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut keys = Vec::new();
-    for (i, entry) in raw.split(',').enumerate() {
+    for (i, entry) in entries.enumerate() {
         let n = i + 1;
         let entry = entry.trim();
-        let (key, role) = match entry.rsplit_once(':') {
-            None => (entry, Role::Admin),
-            Some((k, r)) => {
-                let role = Role::parse(r.trim()).ok_or_else(|| {
-                    format!("DBX_API_KEYS: entry {n} has an unknown role after ':' (expected read, write or admin)")
-                })?;
-                (k.trim(), role)
-            }
-        };
+        if entry.is_empty() && at.ends_with("line") {
+            continue; // blank lines and comments in a file
+        }
+        let (key, role, label) = split_entry(entry).ok_or_else(|| {
+            format!("{at} {n} has an unknown role after ':' (expected read, write or admin, then an optional label)")
+        })?;
         if key.is_empty() {
-            return Err(format!("DBX_API_KEYS: entry {n} has an empty key"));
+            return Err(format!("{at} {n} has an empty key"));
         }
         if !seen.insert(key) {
-            return Err(format!("DBX_API_KEYS: entry {n} repeats an earlier key"));
+            return Err(format!("{at} {n} repeats an earlier key"));
         }
-        keys.push(ApiKey { digest: Sha256::digest(key.as_bytes()).into(), role });
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let label = match label {
+            Some(l) if l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) => {
+                return Err(format!("{at} {n} has a label that is not made of letters, digits, '.', '_' and '-'"));
+            }
+            Some(l) => l.to_string(),
+            // A fingerprint names the key without revealing it.
+            None => format!("key-{}", digest.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>()),
+        };
+        keys.push(ApiKey { digest, role, label });
     }
     Ok(keys)
+}
+
+/// `key`, `key:role` or `key:role:label` (a key may itself hold ':'): the role is the
+/// last field, or the one before a label. None: no role where one must be.
+fn split_entry(entry: &str) -> Option<(&str, Role, Option<&str>)> {
+    let Some((rest, last)) = entry.rsplit_once(':') else {
+        return Some((entry, Role::Admin, None));
+    };
+    if let Some(role) = Role::parse(last.trim()) {
+        return Some((rest.trim(), role, None));
+    }
+    let (key, role) = rest.rsplit_once(':')?;
+    Some((key.trim(), Role::parse(role.trim())?, Some(last.trim())))
+}
+
+/// Read a credential file named by `var`. A relative path is taken in
+/// `$CREDENTIALS_DIRECTORY` when that is set (systemd's `LoadCredential=`).
+pub(super) fn read_secret_file(var: &str, path: &Path) -> Result<(String, String), String> {
+    let full = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if path.is_relative() => Path::new(&dir).join(path),
+        _ => path.to_path_buf(),
+    };
+    let shown = full.display().to_string();
+    let text = std::fs::read_to_string(&full).map_err(|e| format!("{var}: cannot read {shown}: {e}"))?;
+    Ok((shown, text))
 }
 
 /// Loads `DBX_JWT_PUBLIC_KEY`; the key type decides the one accepted algorithm:
