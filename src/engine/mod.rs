@@ -187,6 +187,12 @@ impl Engine {
         self.facts.connections = n;
     }
 
+    /// Credentials re-read on SIGHUP: `auth.refresh` checks tokens against these from
+    /// now on (connections keep the identity they have).
+    pub fn set_auth(&mut self, auth: Rc<Authenticator>) {
+        self.auth = auth;
+    }
+
     /// Run one text frame (see the module docs).
     pub fn handle(&mut self, s: &mut Session, text: &str, out: &mut Vec<u8>) -> Outcome {
         let req = match proto::parse_incoming(text) {

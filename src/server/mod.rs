@@ -27,6 +27,7 @@ pub mod handshake;
 mod http;
 pub mod metrics;
 pub mod ratelimit;
+mod refusals;
 mod reload;
 pub mod sys;
 pub mod tls;
@@ -122,6 +123,8 @@ pub struct Server {
     // ---- TLS (issue 15): tls.rs, tls_hooks.rs; SIGHUP: reload.rs ----
     tls: Option<tls::TlsSetup>,
     tls_stats: tls_hooks::TlsStats,
+    /// Refusal lines per second are bounded (refusals.rs).
+    refusal_log: refusals::RefusalLog,
 }
 
 impl Server {
@@ -184,6 +187,7 @@ impl Server {
             signals: None,
             tls,
             tls_stats: tls_hooks::TlsStats::default(),
+            refusal_log: refusals::RefusalLog::default(),
             auth,
             cfg,
         })
@@ -433,6 +437,18 @@ impl Server {
             self.metrics.count_error(code);
             if code == Code::RateLimited {
                 self.metrics.rate_limited += 1;
+                if let Some(suppressed) = self.refusal_log.admit(self.mono) {
+                    if let Some(c) = self.conns.get(t) {
+                        log::info!(
+                            peer:% = c.peer,
+                            key = c.identity.label.as_str(),
+                            suppressed;
+                            "refused a request on #{}: rate limit of {} requests per minute",
+                            c.serial,
+                            self.cfg.ws_rate_limit
+                        );
+                    }
+                }
             }
         }
         match outcome.reply {
@@ -592,12 +608,18 @@ impl Server {
                         // follows what the socket already holds and the memory goes now;
                         // the close grace period bounds how long we wait for it to read.
                         let dropped = c.wire().map_or(0, Wire::drop_unsent_frames);
-                        log::warn!(
-                            "closing #{} ({}) with 1008: {queued} bytes of output queued, more than twice \
-                             DBX_WS_MAX_OUTBOUND ({max_out}); {dropped} unsent bytes dropped",
-                            c.serial,
-                            c.peer,
-                        );
+                        if let Some(suppressed) = self.refusal_log.admit(self.mono) {
+                            log::info!(
+                                peer:% = c.peer,
+                                key = c.identity.label.as_str(),
+                                queued,
+                                dropped,
+                                suppressed;
+                                "refused #{}: slow consumer closed with 1008 (output queued beyond twice \
+                                 DBX_WS_MAX_OUTBOUND, {max_out} bytes)",
+                                c.serial
+                            );
+                        }
                         // No more events for it while it closes.
                         self.engine.disconnect(t);
                         self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
@@ -630,12 +652,13 @@ impl Server {
             if c.counted {
                 self.ws_count -= 1;
                 self.engine.set_connections(self.ws_count);
-                log::info!(
-                    "close #{} peer={} client_id={} reason={}",
-                    c.serial,
-                    c.peer,
-                    c.client_id.as_deref().unwrap_or("-"),
-                    c.dead.map_or("unknown", CloseReason::as_str)
+                log::debug!(
+                    peer:% = c.peer,
+                    client_id = c.client_id.as_deref().unwrap_or("-"),
+                    key = c.identity.label.as_str(),
+                    reason = c.dead.map_or("unknown", CloseReason::as_str);
+                    "close #{}",
+                    c.serial
                 );
             }
             if let Some(wire) = c.wire() {

@@ -3,9 +3,10 @@
 //! ignored by the Rust runtime before `main` (a write to a closed socket returns EPIPE),
 //! which the tests check.
 //!
-//! `Server::reload` is the one place that re-reads files: today the TLS certificate,
-//! key and client CA. Each item keeps its old settings when its new file is bad and
-//! says so in the log; later items (API keys and JWT keys from files) go here too.
+//! `Server::reload` is the one place that re-reads files: the TLS certificate, key and
+//! client CA, and the credentials that come from files (DBX_API_KEYS_FILE,
+//! DBX_JWT_SECRET_FILE, DBX_JWT_PUBLIC_KEY). Each item keeps its old settings when its
+//! new file is bad and says so in the log. Open connections keep what they started with.
 
 use super::Server;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -45,8 +46,22 @@ impl Server {
             }
             self.tls_check_expiry();
         }
+        let cfg = &self.cfg;
+        if cfg.api_keys_file.is_some() || cfg.jwt_secret_file.is_some() || cfg.jwt_public_key.is_some() {
+            tried += 1;
+            match crate::auth::Authenticator::from_config(cfg) {
+                Ok(a) => {
+                    done += 1;
+                    log::info!("reload: credentials re-read ({a:?}); new connections use them");
+                    let a = std::rc::Rc::new(a);
+                    self.engine.set_auth(a.clone());
+                    self.auth = a;
+                }
+                Err(e) => log::error!("reload: keeping the previous credentials: {e}"),
+            }
+        }
         if tried == 0 {
-            log::info!("reload: nothing to reload (no TLS certificate or key files configured)");
+            log::info!("reload: nothing to reload (no TLS or credential files configured)");
         }
         done
     }

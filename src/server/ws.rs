@@ -31,6 +31,15 @@ impl Server {
     pub(super) fn upgrade(&mut self, t: usize, up: handshake::Upgrade, head_len: usize, echo: bool) {
         if !echo && self.ws_count >= self.cfg.ws_max_connections {
             self.metrics.count_refused("overloaded");
+            if let Some(suppressed) = self.refusal_log.admit(self.mono) {
+                log::info!(
+                    peer:% = self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
+                    suppressed;
+                    "refused #{}: connection limit of {} reached",
+                    self.conns.get(t).map_or(0, |c| c.serial),
+                    self.cfg.ws_max_connections
+                );
+            }
             let r =
                 Refusal::new(503, "overloaded", format!("Connection limit of {} reached", self.cfg.ws_max_connections));
             return self.answer(t, handshake::refusal_response(&r));
@@ -48,11 +57,16 @@ impl Server {
                         AuthError::Missing => "Missing credential: pass api_key, an Authorization bearer token or a bearer.<token> subprotocol".to_string(),
                         AuthError::Invalid(m) => format!("Invalid credential: {m}"),
                     };
-                    log::info!(
-                        "refused {} target={}: unauthorized",
-                        self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
-                        handshake::redact_query(&up.target)
-                    );
+                    if let Some(suppressed) = self.refusal_log.admit(self.mono) {
+                        // The credential is unknown, so it has no label: it is never logged.
+                        log::info!(
+                            peer:% = self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
+                            target:% = handshake::redact_query(&up.target),
+                            suppressed;
+                            "refused #{}: {message}",
+                            self.conns.get(t).map_or(0, |c| c.serial)
+                        );
+                    }
                     let r = Refusal::new(401, "unauthorized", message);
                     return self.answer(t, handshake::refusal_response(&r));
                 }
@@ -100,13 +114,16 @@ impl Server {
             self.engine.set_connections(self.ws_count);
             self.send_hello(t);
         }
-        log::info!(
-            "open #{serial} peer={} client_id={} role={} path={}",
-            self.conns.get(t).map_or_else(|| "?".into(), |c| c.peer.to_string()),
-            self.conns.get(t).and_then(|c| c.client_id.clone()).unwrap_or_else(|| "-".into()),
-            self.conns.get(t).map_or("-", |c| c.identity.role.as_str()),
-            up.target.split('?').next().unwrap_or("")
-        );
+        if let Some(c) = self.conns.get(t) {
+            log::debug!(
+                peer:% = c.peer,
+                client_id = c.client_id.as_deref().unwrap_or("-"),
+                role = c.identity.role.as_str(),
+                key = c.identity.label.as_str(),
+                path = up.target.split('?').next().unwrap_or("");
+                "open #{serial}"
+            );
+        }
         self.mark_dirty(t);
         // The first frame may already be buffered: no new edge will announce it.
         self.read_ws(t);
