@@ -84,13 +84,21 @@ fn sighup_rereads_the_keys_file_and_keeps_the_old_keys_on_a_bad_one() {
     std::fs::write(&f, "old-key:admin:old\n").unwrap();
     let s = Dbx::start(&Opts::memory().env("DBX_API_KEYS_FILE", f.to_str().unwrap()));
     let mut open_conn = open(&s, "old-key").expect("old key");
-    std::fs::write(&f, "new-key:write:new\n").unwrap();
+    std::fs::write(&f, "new-key:write:new\nadm-key:admin:adm\n").unwrap();
     s.signal(libc::SIGHUP);
     wait_log(&s, "reload: credentials re-read");
     assert!(open(&s, "new-key").is_ok(), "the new key works");
     let body = refusal(s.addr, "old-key");
     assert!(body.contains("not a known API key"), "{body}");
     open_conn.ok("string.set", serde_json::json!({"key": "k", "value": "still here"}));
+    // Metrics name keys by label: one connection with "old", one with "new".
+    let (_, m) = common::http_status(
+        s.addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer adm-key\r\nConnection: close\r\n\r\n",
+    );
+    assert!(m.contains("dbx_connections_opened_by_key_total{key=\"old\"} 1"), "{m}");
+    assert!(m.contains("dbx_connections_opened_by_key_total{key=\"new\"} 1"), "{m}");
+    assert!(!m.contains("old-key") && !m.contains("new-key"), "never the key");
     // A bad file: logged, the keys in force stay.
     std::fs::write(&f, "broken:superuser\n").unwrap();
     s.signal(libc::SIGHUP);

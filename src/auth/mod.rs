@@ -72,16 +72,25 @@ pub struct Identity {
     /// API key's `label` (or `key-` and the first 8 hex digits of its SHA-256), a JWT's
     /// `sub` (or `jwt`), `anonymous`. Never the secret.
     pub label: String,
+    /// Authenticated by an API key (its label is one of a fixed set: a metric label).
+    pub is_api_key: bool,
 }
 
 impl Identity {
     /// Anonymous client (no credential configured): admin, no expiry, all keys.
     pub fn anonymous() -> Identity {
-        Identity { role: Role::Admin, subject: None, expires_at: None, key_globs: None, label: "anonymous".into() }
+        Identity {
+            role: Role::Admin,
+            subject: None,
+            expires_at: None,
+            key_globs: None,
+            label: "anonymous".into(),
+            is_api_key: false,
+        }
     }
 
     fn api_key(role: Role, label: &str) -> Identity {
-        Identity { role, subject: None, expires_at: None, key_globs: None, label: label.to_string() }
+        Identity { role, subject: None, expires_at: None, key_globs: None, label: label.to_string(), is_api_key: true }
     }
 
     /// Whether `key` is inside the connection's key scope.

@@ -83,7 +83,8 @@ fn valid_hs256() {
             subject: Some("alice".into()),
             expires_at: Some(NOW + 60),
             key_globs: None,
-            label: "alice".into()
+            label: "alice".into(),
+            is_api_key: false,
         }
     );
 }

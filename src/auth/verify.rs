@@ -107,7 +107,7 @@ impl Authenticator {
             Some(_) => return Err(invalid("invalid keys claim")),
         };
         let label = subject.clone().unwrap_or_else(|| "jwt".to_string());
-        Ok(Identity { role, subject, expires_at: Some(exp), key_globs, label })
+        Ok(Identity { role, subject, expires_at: Some(exp), key_globs, label, is_api_key: false })
     }
 }
 

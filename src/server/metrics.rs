@@ -60,6 +60,9 @@ pub struct Metrics {
     /// Refused handshakes and HTTP errors by JSON error code (`overloaded`, `unauthorized` …).
     pub refused: HashMap<&'static str, u64>,
     pub closed: HashMap<&'static str, u64>,
+    /// WebSocket connections opened with an API key, by the key's label (bounded by the
+    /// number of configured keys; JWT subjects are not counted here, they are unbounded).
+    pub opened_by_key: HashMap<String, u64>,
     pub requests: HashMap<&'static str, u64>,
     pub errors: HashMap<Code, u64>,
     pub latency: Histogram,
@@ -76,6 +79,7 @@ impl Default for Metrics {
             accepted: 0,
             refused: HashMap::new(),
             closed: HashMap::new(),
+            opened_by_key: HashMap::new(),
             requests: HashMap::new(),
             errors: HashMap::new(),
             latency: Histogram::new(&LATENCY_BUCKETS_US),
@@ -146,6 +150,15 @@ impl Metrics {
         *self.refused.entry(code).or_insert(0) += 1;
     }
 
+    pub fn count_opened_by_key(&mut self, label: &str) {
+        match self.opened_by_key.get_mut(label) {
+            Some(n) => *n += 1,
+            None => {
+                self.opened_by_key.insert(label.to_string(), 1);
+            }
+        }
+    }
+
     pub fn count_closed(&mut self, reason: &'static str) {
         *self.closed.entry(reason).or_insert(0) += 1;
     }
@@ -174,6 +187,13 @@ impl Metrics {
             "HTTP requests refused, by error code",
             "reason",
             self.refused.iter().map(|(k, v)| (*k, *v)),
+        );
+        labelled(
+            &mut m,
+            "dbx_connections_opened_by_key_total",
+            "WebSocket connections opened with an API key, by the key's label (or fingerprint)",
+            "key",
+            self.opened_by_key.iter().map(|(k, v)| (k.as_str(), *v)),
         );
         labelled(
             &mut m,

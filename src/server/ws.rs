@@ -110,6 +110,12 @@ impl Server {
         }
         self.arm_expiry(t);
         if !echo {
+            if let Some(c) = self.conns.get(t) {
+                // API keys only: their labels are a fixed set (JWT subjects are not).
+                if c.identity.is_api_key {
+                    self.metrics.count_opened_by_key(&c.identity.label);
+                }
+            }
             self.ws_count += 1;
             self.engine.set_connections(self.ws_count);
             self.send_hello(t);
