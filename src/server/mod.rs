@@ -437,18 +437,7 @@ impl Server {
             self.metrics.count_error(code);
             if code == Code::RateLimited {
                 self.metrics.rate_limited += 1;
-                if let Some(suppressed) = self.refusal_log.admit(self.mono) {
-                    if let Some(c) = self.conns.get(t) {
-                        log::info!(
-                            peer:% = c.peer,
-                            key = c.identity.label.as_str(),
-                            suppressed;
-                            "refused a request on #{}: rate limit of {} requests per minute",
-                            c.serial,
-                            self.cfg.ws_rate_limit
-                        );
-                    }
-                }
+                self.log_rate_limited(t);
             }
         }
         match outcome.reply {
@@ -467,17 +456,17 @@ impl Server {
     /// earlier reply of `t` went out (at once with the embedded engine).
     fn reply_in_order(&mut self, t: usize, seq: u64, has_reply: bool) {
         let reply = has_reply.then_some(self.buf.as_slice());
-        complete_in_order(&mut self.conns, &mut self.dirty, t, seq, reply);
+        ws::complete_in_order(&mut self.conns, &mut self.dirty, t, seq, reply);
     }
 
     /// Queue the engine's deliveries to their connections, and replies that
     /// completed after a round trip (none with the embedded engine).
     fn deliver(&mut self) {
         for (t, payload) in self.engine.events() {
-            push_frame(&mut self.conns, &mut self.dirty, t, &payload);
+            ws::push_frame(&mut self.conns, &mut self.dirty, t, &payload);
         }
         for (t, seq, reply) in self.engine.completed() {
-            complete_in_order(&mut self.conns, &mut self.dirty, t, seq, Some(&reply));
+            ws::complete_in_order(&mut self.conns, &mut self.dirty, t, seq, Some(&reply));
         }
     }
 
@@ -511,7 +500,7 @@ impl Server {
                     return;
                 }
                 envelope::heartbeat(&mut self.buf, self.engine.stamp());
-                push_frame(&mut self.conns, &mut self.dirty, t, &self.buf);
+                ws::push_frame(&mut self.conns, &mut self.dirty, t, &self.buf);
                 if let Some(Phase::Ws(ws)) = self.conns.get_mut(t).map(|c| &mut c.phase) {
                     let _ = ws.write(Message::Ping(Default::default()));
                 }
@@ -608,18 +597,7 @@ impl Server {
                         // follows what the socket already holds and the memory goes now;
                         // the close grace period bounds how long we wait for it to read.
                         let dropped = c.wire().map_or(0, Wire::drop_unsent_frames);
-                        if let Some(suppressed) = self.refusal_log.admit(self.mono) {
-                            log::info!(
-                                peer:% = c.peer,
-                                key = c.identity.label.as_str(),
-                                queued,
-                                dropped,
-                                suppressed;
-                                "refused #{}: slow consumer closed with 1008 (output queued beyond twice \
-                                 DBX_WS_MAX_OUTBOUND, {max_out} bytes)",
-                                c.serial
-                            );
-                        }
+                        self.log_slow_consumer(t, queued, dropped);
                         // No more events for it while it closes.
                         self.engine.disconnect(t);
                         self.close_ws(t, CloseCode::Policy, "slow consumer", CloseReason::SlowConsumer);
@@ -687,36 +665,5 @@ impl Server {
                 self.kill(t, CloseReason::Shutdown);
             }
         }
-    }
-}
-
-/// Queue one text frame to connection `t` (replies, events, heartbeats), unless it is
-/// closing or gone.
-fn push_frame(conns: &mut Slab<Conn>, dirty: &mut Vec<usize>, t: usize, payload: &[u8]) {
-    let Some(c) = conns.get_mut(t) else {
-        return;
-    };
-    if c.closing.is_some() || c.dead.is_some() {
-        return;
-    }
-    let Phase::Ws(ws) = &mut c.phase else { return };
-    if !ws.can_write() {
-        return;
-    }
-    ws.get_mut().queue_text_frame(payload);
-    if !c.dirty {
-        c.dirty = true;
-        dirty.push(t);
-    }
-}
-
-/// The reply of request `seq` of `t` is complete: queue it, and any later ones that
-/// were waiting for it, in request order (see `engine::ReplyOrder`).
-fn complete_in_order(conns: &mut Slab<Conn>, dirty: &mut Vec<usize>, t: usize, seq: u64, reply: Option<&[u8]>) {
-    let Some(c) = conns.get_mut(t) else { return };
-    let mut order = std::mem::take(&mut c.order);
-    order.complete(seq, reply, |r| push_frame(conns, dirty, t, r));
-    if let Some(c) = conns.get_mut(t) {
-        c.order = order;
     }
 }

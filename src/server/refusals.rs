@@ -4,6 +4,8 @@
 //! bottleneck. Lines over the budget are counted, and the next line logged carries the
 //! count (`suppressed=N`); the metrics count every refusal regardless.
 
+use super::Server;
+
 /// Refusal lines logged per second at most.
 pub const PER_SECOND: u32 = 5;
 
@@ -29,6 +31,40 @@ impl RefusalLog {
         }
         self.in_window += 1;
         Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+impl Server {
+    /// A request refused by the connection's token bucket.
+    pub(super) fn log_rate_limited(&mut self, t: usize) {
+        let (Some(suppressed), Some(c)) = (self.refusal_log.admit(self.mono), self.conns.get(t)) else {
+            return;
+        };
+        log::info!(
+            peer:% = c.peer,
+            key = c.identity.label.as_str(),
+            suppressed;
+            "refused a request on #{}: rate limit of {} requests per minute",
+            c.serial,
+            self.cfg.ws_rate_limit
+        );
+    }
+
+    /// A consumer cut off with 1008: `queued` bytes were waiting, `dropped` unsent.
+    pub(super) fn log_slow_consumer(&mut self, t: usize, queued: usize, dropped: usize) {
+        let (Some(suppressed), Some(c)) = (self.refusal_log.admit(self.mono), self.conns.get(t)) else {
+            return;
+        };
+        log::info!(
+            peer:% = c.peer,
+            key = c.identity.label.as_str(),
+            queued,
+            dropped,
+            suppressed;
+            "refused #{}: slow consumer closed with 1008 (output queued beyond twice DBX_WS_MAX_OUTBOUND, {} bytes)",
+            c.serial,
+            self.cfg.ws_max_outbound
+        );
     }
 }
 

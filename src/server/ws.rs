@@ -4,9 +4,10 @@
 
 use super::conn::{CloseReason, Conn, Phase};
 use super::handshake::{self, Refusal};
-use super::{push_frame, Server, Timer, CLOSE_GRACE_MS, READ_BUDGET};
+use super::{Server, Timer, CLOSE_GRACE_MS, READ_BUDGET};
 use crate::auth::{AuthError, Identity};
 use crate::proto::{self, envelope, Code};
+use slab::Slab;
 use std::io;
 use std::rc::Rc;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -364,5 +365,42 @@ impl Server {
             let _ = ws.write(msg);
             self.mark_dirty(t);
         }
+    }
+}
+
+/// Queue one text frame to connection `t` (replies, events, heartbeats), unless it is
+/// closing or gone.
+pub(super) fn push_frame(conns: &mut Slab<Conn>, dirty: &mut Vec<usize>, t: usize, payload: &[u8]) {
+    let Some(c) = conns.get_mut(t) else {
+        return;
+    };
+    if c.closing.is_some() || c.dead.is_some() {
+        return;
+    }
+    let Phase::Ws(ws) = &mut c.phase else { return };
+    if !ws.can_write() {
+        return;
+    }
+    ws.get_mut().queue_text_frame(payload);
+    if !c.dirty {
+        c.dirty = true;
+        dirty.push(t);
+    }
+}
+
+/// The reply of request `seq` of `t` is complete: queue it, and any later ones that
+/// were waiting for it, in request order (see `engine::ReplyOrder`).
+pub(super) fn complete_in_order(
+    conns: &mut Slab<Conn>,
+    dirty: &mut Vec<usize>,
+    t: usize,
+    seq: u64,
+    reply: Option<&[u8]>,
+) {
+    let Some(c) = conns.get_mut(t) else { return };
+    let mut order = std::mem::take(&mut c.order);
+    order.complete(seq, reply, |r| push_frame(conns, dirty, t, r));
+    if let Some(c) = conns.get_mut(t) {
+        c.order = order;
     }
 }
