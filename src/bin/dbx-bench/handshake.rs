@@ -122,13 +122,13 @@ pub(crate) fn parse_target(o: &Opts) -> Result<Target, String> {
     }
     let tls = if secure {
         let trust = match (&o.ca, o.insecure) {
-            (Some(ca), _) => dbx::tls_client::Trust::CaFile(ca),
+            (Some(ca), _) => dbx::tls_client::Trust::CaFile(ca.into()),
             (None, true) => dbx::tls_client::Trust::Insecure,
             (None, false) => {
                 return Err("wss:// needs --ca FILE (the CA that signed the server's certificate) or --insecure".into())
             }
         };
-        let mut config = dbx::tls_client::client_config(trust)?;
+        let mut config = dbx::tls_client::client_config(&trust)?;
         if o.no_resume {
             if let Some(c) = Arc::get_mut(&mut config) {
                 c.resumption = rustls::client::Resumption::disabled();

@@ -1,7 +1,7 @@
 //! One blocking WebSocket connection: connect (ws:// or wss://, credential as a Bearer
 //! header), send a request, read until its reply, queue the unsolicited messages.
 
-use crate::tls::{self, Trust};
+use dbx::tls_client::{self as tls, Trust};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use serde_json::{json, Value};

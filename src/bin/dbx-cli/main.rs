@@ -28,17 +28,16 @@ mod out;
 mod params;
 mod repl;
 mod stream;
-mod tls;
 
 use clap::Parser;
 use conn::{Conn, Reply, Target};
+use dbx::tls_client::Trust;
 use out::Out;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use stream::Kind;
-use tls::Trust;
 
 #[derive(Parser, Debug)]
 #[command(
