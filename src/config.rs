@@ -66,6 +66,13 @@ pub struct Config {
     /// Listen port (1-65535)
     #[arg(long, env = "DBX_PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..), value_name = "DBX_PORT")]
     pub port: u16,
+    /// Port of a second, plain-HTTP listener serving only `/health` and `/metrics`
+    /// (1-65535; unset = none). When set, `/metrics` is no longer served on DBX_PORT.
+    #[arg(long, env = "DBX_ADMIN_PORT", value_parser = clap::value_parser!(u16).range(1..), value_name = "DBX_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    /// Address of the DBX_ADMIN_PORT listener
+    #[arg(long, env = "DBX_ADMIN_HOST", default_value = "127.0.0.1", value_name = "DBX_ADMIN_HOST")]
+    pub admin_host: String,
     /// Serve the WebSocket path
     #[arg(long, env = "DBX_WS_ENABLED", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_WS_ENABLED")]
     pub ws_enabled: bool,
@@ -282,5 +289,10 @@ mod tests {
         assert!(e.contains("DBX_TLS_MIN_VERSION"), "{e}");
         let e = Config::try_parse_from(["dbx", "--ws-max-connections", "0"]).unwrap_err().to_string();
         assert!(e.contains("DBX_WS_MAX_CONNECTIONS") && e.contains("at least 1"), "{e}");
+        let c = Config::try_parse_from(["dbx", "--admin-port", "9100"]).unwrap();
+        assert_eq!((c.admin_port, c.admin_host.as_str()), (Some(9100), "127.0.0.1"));
+        assert_eq!(Config::try_parse_from(["dbx"]).unwrap().admin_port, None);
+        let e = Config::try_parse_from(["dbx", "--admin-port", "0"]).unwrap_err().to_string();
+        assert!(e.contains("DBX_ADMIN_PORT"), "{e}");
     }
 }

@@ -50,6 +50,8 @@ use wheel::Wheel;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// The DBX_ADMIN_PORT listener (`/health`, `/metrics`), on the same Poll.
+const ADMIN_LISTENER: Token = Token(usize::MAX - 4);
 /// Messages handled per connection per readable event before others get their turn.
 const READ_BUDGET: usize = 256;
 /// Keys removed per loop turn by active expiry; the rest wait for the next turn.
@@ -91,6 +93,9 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// DBX_ADMIN_PORT: plain HTTP, `/health` and `/metrics` only (issue 17).
+    admin_listener: Option<TcpListener>,
+    admin_addr: Option<SocketAddr>,
     conns: Slab<Conn>,
     wheel: Wheel<Timer>,
     store: Store,
@@ -127,6 +132,15 @@ pub struct Server {
     // ---- TLS (issue 15): tls.rs, tls_hooks.rs; SIGHUP: reload.rs ----
     tls: Option<tls::TlsSetup>,
     tls_stats: tls_hooks::TlsStats,
+}
+
+/// `host:port` as an address: a literal, else the first name resolution.
+fn bind_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
+    format!("{host}:{port}").parse().or_else(|_| {
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))
+    })
 }
 
 fn unix_ms_now() -> u64 {
@@ -171,17 +185,35 @@ pub fn raise_nofile_limit() -> u64 {
 impl Server {
     /// Bind the configured address.
     pub fn bind(cfg: Config) -> io::Result<Server> {
-        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port).parse().or_else(|_| {
-            std::net::ToSocketAddrs::to_socket_addrs(&(cfg.host.as_str(), cfg.port))?
-                .next()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))
-        })?;
+        let addr = bind_addr(&cfg.host, cfg.port)?;
         let std_listener = std::net::TcpListener::bind(addr)?;
-        Server::with_listener(cfg, std_listener)
+        let admin = match cfg.admin_port {
+            // InvalidInput: the caller prints the message as it is, and it must name
+            // DBX_ADMIN_PORT rather than the client port.
+            Some(port) => {
+                Some(bind_addr(&cfg.admin_host, port).and_then(std::net::TcpListener::bind).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("DBX_ADMIN_PORT: cannot listen on {}:{port}: {e}", cfg.admin_host),
+                    )
+                })?)
+            }
+            None => None,
+        };
+        Server::with_listeners(cfg, std_listener, admin)
     }
 
     /// Serve on an already-bound listener (tests bind 127.0.0.1:0).
     pub fn with_listener(cfg: Config, listener: std::net::TcpListener) -> io::Result<Server> {
+        Server::with_listeners(cfg, listener, None)
+    }
+
+    /// Serve on already-bound client and (optional) admin listeners.
+    pub fn with_listeners(
+        cfg: Config,
+        listener: std::net::TcpListener,
+        admin: Option<std::net::TcpListener>,
+    ) -> io::Result<Server> {
         let auth = Authenticator::new(&AuthConfig {
             api_keys: cfg.api_keys.clone(),
             jwt_secret: cfg.jwt_secret.clone(),
@@ -197,6 +229,16 @@ impl Server {
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let (admin_listener, admin_addr) = match admin {
+            Some(a) => {
+                a.set_nonblocking(true)?;
+                let addr = a.local_addr()?;
+                let mut a = TcpListener::from_std(a);
+                poll.registry().register(&mut a, ADMIN_LISTENER, Interest::READABLE)?;
+                (Some(a), Some(addr))
+            }
+            None => (None, None),
+        };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let rng = seed();
         let now = unix_ms_now();
@@ -221,6 +263,8 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
+            admin_listener,
+            admin_addr,
             conns: Slab::with_capacity(1024),
             wheel: Wheel::new(10, 1024, 0),
             hub: Hub::new(cfg.watch_backlog, store.rev()),
@@ -269,6 +313,11 @@ impl Server {
     }
 
     /// The port serves TLS (wss://, https://).
+    /// The DBX_ADMIN_PORT listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
@@ -316,7 +365,8 @@ impl Server {
             let turn = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_all(false),
+                    ADMIN_LISTENER => self.accept_all(true),
                     WAKER => {}
                     SIGNALS => {
                         let pending: Vec<i32> =
@@ -422,16 +472,18 @@ impl Server {
 
     // ---- accepting ----
 
-    fn accept_all(&mut self) {
+    /// Accept what is pending on the client listener, or (`admin`) the admin one.
+    fn accept_all(&mut self, admin: bool) {
         if self.accept_paused || self.shutting_down.is_some() {
             return;
         }
         loop {
-            let Some(listener) = self.listener.as_ref() else {
+            let listener = if admin { self.admin_listener.as_ref() } else { self.listener.as_ref() };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer),
+                Ok((sock, peer)) => self.add_conn(sock, peer, admin),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up while in the backlog: not a reason to stop accepting.
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
@@ -449,7 +501,7 @@ impl Server {
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, admin: bool) {
         let _ = sock.set_nodelay(true);
         let now = self.mono_ms();
         let entry = self.conns.vacant_entry();
@@ -461,7 +513,11 @@ impl Server {
         self.next_serial += 1;
         // Monotonic ms, the clock `on_text` refills the bucket with (and liveness uses).
         let mut c = Conn::new(sock, peer, serial, now, self.cfg.ws_rate_limit);
-        if !tls_hooks::attach(self.tls.as_ref(), &mut c) {
+        c.admin = admin;
+        // The admin port is plain HTTP even when the client port serves TLS (a local
+        // scraper needs no certificate).
+        let tls = if admin { None } else { self.tls.as_ref() };
+        if !tls_hooks::attach(tls, &mut c) {
             if let Some(w) = c.wire() {
                 let _ = self.poll.registry().deregister(&mut w.sock);
             }
@@ -493,11 +549,15 @@ impl Server {
     }
 
     fn read_http(&mut self, t: usize) {
-        let paths_ws = if self.cfg.ws_enabled { Some(self.cfg.ws_path.clone()) } else { None };
-        let echo = self.cfg.echo_path.clone();
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
+        let admin_conn = c.admin;
+        // The admin port serves `/health` and `/metrics` only; with an admin port,
+        // the client port no longer serves `/metrics`.
+        let paths_ws = if self.cfg.ws_enabled && !admin_conn { Some(self.cfg.ws_path.clone()) } else { None };
+        let echo = if admin_conn { None } else { self.cfg.echo_path.clone() };
+        let metrics_here = admin_conn || self.admin_addr.is_none();
         let Phase::Http { wire, head } = &mut c.phase else {
             return;
         };
@@ -510,7 +570,7 @@ impl Server {
                 }
                 Ok(n) => {
                     head.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref() };
+                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref(), metrics: metrics_here };
                     match handshake::parse(head, &paths) {
                         Parse::Partial => continue,
                         Parse::Done(route, len) => break (route, len),
@@ -528,13 +588,23 @@ impl Server {
         match route {
             Route::Upgrade(up) => self.upgrade(t, up, len, false),
             Route::Echo(up) => self.upgrade(t, up, len, true),
-            Route::Health => {
+            Route::Health { head } => {
                 let (status, body) = self.health_json();
-                self.answer(t, handshake::response(status, "application/json", &body, ""));
+                let full = handshake::response(status, "application/json", &body, "");
+                self.answer(t, if head { handshake::without_body(full, body.len()) } else { full });
             }
-            Route::Metrics => {
+            Route::Metrics(m) => {
+                if !admin_conn {
+                    if let Err(r) = self.metrics_allowed(&m) {
+                        self.metrics.count_refused(r.code);
+                        let body_len = handshake::refusal_body_len(&r);
+                        let full = handshake::refusal_response(&r);
+                        return self.answer(t, if m.head { handshake::without_body(full, body_len) } else { full });
+                    }
+                }
                 let body = self.metrics_text();
-                self.answer(t, handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""));
+                let full = handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), "");
+                self.answer(t, if m.head { handshake::without_body(full, body.len()) } else { full });
             }
             Route::Refuse(r) => {
                 self.metrics.count_refused(r.code);
@@ -1083,7 +1153,8 @@ impl Server {
             }
             Timer::ResumeAccept => {
                 self.accept_paused = false;
-                self.accept_all();
+                self.accept_all(false);
+                self.accept_all(true);
             }
             Timer::Heartbeat(t, serial) => {
                 let Some(c) = self.conns.get_mut(t) else {
@@ -1277,6 +1348,9 @@ impl Server {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        if let Some(mut l) = self.admin_listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
         for t in tokens {
             if self.conns.get(t).is_some_and(Conn::is_ws) {
@@ -1288,6 +1362,30 @@ impl Server {
     }
 
     // ---- HTTP endpoints ----
+
+    /// `/metrics` on the client port when credentials are configured: an admin
+    /// credential, from the same places the upgrade reads it (401 without or with a
+    /// bad one, 403 for read/write). Without credentials it stays open, as before.
+    fn metrics_allowed(&self, m: &handshake::MetricsRequest) -> Result<(), Refusal> {
+        if !self.auth.enabled() {
+            return Ok(());
+        }
+        let (credential, _) = auth::extract_credential(m.api_key.as_deref(), m.authorization.as_deref(), None);
+        match self.auth.authenticate(credential, self.unix_ms / 1000) {
+            Ok(id) if id.role == auth::Role::Admin => Ok(()),
+            Ok(id) => Err(Refusal::new(
+                403,
+                "forbidden",
+                format!("/metrics needs an admin credential; this one is {}", id.role.as_str()),
+            )),
+            Err(AuthError::Missing) => Err(Refusal::new(
+                401,
+                "unauthorized",
+                "Missing credential: pass an admin api_key or an Authorization bearer token",
+            )),
+            Err(AuthError::Invalid(m)) => Err(Refusal::new(401, "unauthorized", format!("Invalid credential: {m}"))),
+        }
+    }
 
     /// 200 `ok`, or 503 `degraded` while the log cannot be written (writes refused).
     fn health_json(&self) -> (u16, Vec<u8>) {
