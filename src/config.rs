@@ -67,6 +67,13 @@ pub struct Config {
     /// Listen port (1-65535)
     #[arg(long, env = "DBX_PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..), value_name = "DBX_PORT")]
     pub port: u16,
+    /// Port of a second, plain-HTTP listener serving only `/health` and `/metrics`
+    /// (1-65535; unset = none). When set, `/metrics` is no longer served on DBX_PORT.
+    #[arg(long, env = "DBX_ADMIN_PORT", value_parser = clap::value_parser!(u16).range(1..), value_name = "DBX_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    /// Address of the DBX_ADMIN_PORT listener
+    #[arg(long, env = "DBX_ADMIN_HOST", default_value = "127.0.0.1", value_name = "DBX_ADMIN_HOST")]
+    pub admin_host: String,
     /// Serve the WebSocket path
     #[arg(long, env = "DBX_WS_ENABLED", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_WS_ENABLED")]
     pub ws_enabled: bool,

@@ -109,5 +109,8 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
         log::info!("TLS {} (min version {min})", t.describe());
     }
     log::info!("dbx {} listening on {scheme}://{}{}", env!("CARGO_PKG_VERSION"), srv.local_addr(), cfg.ws_path);
+    if let Some(admin) = srv.admin_addr() {
+        log::info!("admin (/health, /metrics) listening on http://{admin}");
+    }
     srv.run().map_err(|e| RunError::Runtime(format!("event loop failed: {e}")))
 }

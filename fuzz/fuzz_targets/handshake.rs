@@ -7,7 +7,10 @@ use dbx::server::handshake::{self, Parse, Paths, Route};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    for paths in [Paths { ws: Some("/ws"), echo: Some("/echo") }, Paths { ws: None, echo: None }] {
+    for paths in [
+        Paths { ws: Some("/ws"), echo: Some("/echo"), metrics: true },
+        Paths { ws: None, echo: None, metrics: false },
+    ] {
         match handshake::parse(data, &paths) {
             Parse::Partial => assert!(data.len() <= handshake::MAX_HEAD),
             Parse::Done(route, len) => {
@@ -23,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
                         let bytes = handshake::refusal_response(&r);
                         assert!(bytes.starts_with(b"HTTP/1.1 "));
                     }
-                    Route::Health | Route::Metrics => {}
+                    Route::Health { .. } | Route::Metrics(_) => {}
                 }
             }
         }

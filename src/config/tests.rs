@@ -30,6 +30,11 @@ fn flags_win_and_defaults() {
     assert!(e.contains("DBX_TLS_MIN_VERSION"), "{e}");
     let e = Config::try_parse_from(["dbx", "--ws-max-connections", "0"]).unwrap_err().to_string();
     assert!(e.contains("DBX_WS_MAX_CONNECTIONS") && e.contains("at least 1"), "{e}");
+    let c = Config::try_parse_from(["dbx", "--admin-port", "9100"]).unwrap();
+    assert_eq!((c.admin_port, c.admin_host.as_str()), (Some(9100), "127.0.0.1"));
+    assert_eq!(Config::try_parse_from(["dbx"]).unwrap().admin_port, None);
+    let e = Config::try_parse_from(["dbx", "--admin-port", "0"]).unwrap_err().to_string();
+    assert!(e.contains("DBX_ADMIN_PORT"), "{e}");
 }
 
 #[test]

@@ -315,6 +315,8 @@ pub struct Conn {
     pub echo: bool,
     /// Counted against `DBX_WS_MAX_CONNECTIONS`.
     pub counted: bool,
+    /// Accepted on the DBX_ADMIN_PORT listener: `/health` and `/metrics` only.
+    pub admin: bool,
     /// Reactor monotonic ms (not wall-clock) of the last frame received.
     pub last_seen_ms: u64,
     /// Refilled on the reactor's monotonic clock (the same as `last_seen_ms`).
@@ -353,6 +355,7 @@ impl Conn {
             identity: Rc::new(Identity::anonymous()),
             echo: false,
             counted: false,
+            admin: false,
             last_seen_ms: mono_ms,
             bucket: TokenBucket::new(rate, mono_ms),
             timers: Timers::default(),

@@ -16,11 +16,13 @@ pub struct Refusal {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The `Allow` header of a 405 (the methods the path takes).
+    pub allow: &'static str,
 }
 
 impl Refusal {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal { status, code, message: message.into() }
+        Refusal { status, code, message: message.into(), allow: "GET" }
     }
 }
 
@@ -31,9 +33,21 @@ pub enum Route {
     Upgrade(Upgrade),
     /// A valid WebSocket upgrade on the echo path (conformance testing).
     Echo(Upgrade),
-    Health,
-    Metrics,
+    /// `/health`; `head`: a HEAD request (headers of the GET answer, no body).
+    Health {
+        head: bool,
+    },
+    Metrics(MetricsRequest),
     Refuse(Refusal),
+}
+
+/// A request for `/metrics`, with the credential it carries (checked by the server
+/// when credentials are configured and there is no admin port).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MetricsRequest {
+    pub head: bool,
+    pub api_key: Option<String>,
+    pub authorization: Option<String>,
 }
 
 /// The parts of a valid upgrade request the server needs.
@@ -52,6 +66,8 @@ pub struct Upgrade {
 pub struct Paths<'a> {
     pub ws: Option<&'a str>,
     pub echo: Option<&'a str>,
+    /// `/metrics` is served here (false on the client port when DBX_ADMIN_PORT is set).
+    pub metrics: bool,
 }
 
 /// Result of feeding the bytes received so far.
@@ -132,21 +148,42 @@ fn route_inner(req: &httparse::Request, paths: &Paths) -> Result<Route, Refusal>
     };
     let is_ws = paths.ws == Some(path);
     let is_echo = paths.echo == Some(path);
-    if !(is_ws || is_echo || path == "/health" || path == "/metrics") {
+    let is_metrics = paths.metrics && path == "/metrics";
+    if !(is_ws || is_echo || path == "/health" || is_metrics) {
         return Err(Refusal::new(404, "not_found", format!("No such path '{}'", truncate(path, 100))));
     }
-    if method != "GET" {
-        return Err(Refusal::new(
+    // HEAD only where the answer is a plain document (load balancers probe with it);
+    // an upgrade is a GET by definition (RFC 6455 §4.1).
+    let head = method == "HEAD" && !(is_ws || is_echo);
+    if method != "GET" && !head {
+        let (allowed, allow) = if is_ws || is_echo { ("GET", "GET") } else { ("GET or HEAD", "GET, HEAD") };
+        let mut r = Refusal::new(
             405,
             "method_not_allowed",
-            format!("Method {} not allowed; use GET", truncate(method, 20)),
-        ));
+            format!("Method {} not allowed; use {allowed}", truncate(method, 20)),
+        );
+        r.allow = allow;
+        return Err(r);
     }
     if path == "/health" {
-        return Ok(Route::Health);
+        return Ok(Route::Health { head });
     }
-    if path == "/metrics" {
-        return Ok(Route::Metrics);
+    if is_metrics {
+        // The same credential sources as the upgrade: `?api_key=` and the
+        // Authorization header (a subprotocol makes no sense on a plain GET).
+        let mut m = MetricsRequest {
+            head,
+            authorization: header(req, "Authorization")?.map(str::to_string),
+            ..MetricsRequest::default()
+        };
+        for (name, value) in query_pairs(query) {
+            if name == "api_key" {
+                m.api_key = Some(value.ok_or_else(|| {
+                    Refusal::new(400, "bad_request", "Query parameter 'api_key' is not valid percent-encoding")
+                })?);
+            }
+        }
+        return Ok(Route::Metrics(m));
     }
     let upgrade = header(req, "Upgrade")?;
     if !upgrade.is_some_and(|u| has_token(u, "websocket")) {
@@ -294,6 +331,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -301,6 +339,13 @@ fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         _ => "Error",
     }
+}
+
+/// The answer to a HEAD request: the GET answer `full` without its `body_len`-byte body
+/// (the headers, Content-Length included, stay those of GET — RFC 9110 §9.3.2).
+pub fn without_body(mut full: Vec<u8>, body_len: usize) -> Vec<u8> {
+    full.truncate(full.len().saturating_sub(body_len));
+    full
 }
 
 /// A complete response that closes the connection.
@@ -315,18 +360,32 @@ pub fn response(status: u16, content_type: &str, body: &[u8], extra_headers: &st
     r
 }
 
-/// A refusal as HTTP with the JSON error body of PROTOCOL.md §1.
-pub fn refusal_response(r: &Refusal) -> Vec<u8> {
+fn refusal_body(r: &Refusal) -> Vec<u8> {
     let mut body = Vec::with_capacity(96);
     body.extend_from_slice(b"{\"error\":{\"code\":");
     crate::proto::write_str(&mut body, r.code);
     body.extend_from_slice(b",\"message\":");
     crate::proto::write_str(&mut body, &r.message);
     body.extend_from_slice(b"}}");
+    body
+}
+
+/// Length of the body `refusal_response` sends (to answer HEAD without it).
+pub fn refusal_body_len(r: &Refusal) -> usize {
+    refusal_body(r).len()
+}
+
+/// A refusal as HTTP with the JSON error body of PROTOCOL.md §1.
+pub fn refusal_response(r: &Refusal) -> Vec<u8> {
+    let body = refusal_body(r);
     let mut extra = String::new();
     match r.status {
         426 => extra.push_str("Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"),
-        405 => extra.push_str("Allow: GET\r\n"),
+        405 => {
+            extra.push_str("Allow: ");
+            extra.push_str(r.allow);
+            extra.push_str("\r\n");
+        }
         401 => extra.push_str("WWW-Authenticate: Bearer\r\n"),
         503 => extra.push_str("Retry-After: 1\r\n"),
         _ => {}
@@ -437,7 +496,7 @@ pub fn redact_protocols(value: &str) -> String {
 mod tests {
     use super::*;
 
-    const PATHS: Paths = Paths { ws: Some("/ws"), echo: None };
+    const PATHS: Paths = Paths { ws: Some("/ws"), echo: None, metrics: true };
 
     fn upgrade_req(target: &str, extra: &str) -> Vec<u8> {
         format!("GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n").into_bytes()
@@ -498,8 +557,29 @@ mod tests {
 
     #[test]
     fn health_and_disabled_ws() {
-        assert!(matches!(parse(b"GET /health HTTP/1.1\r\n\r\n", &PATHS), Parse::Done(Route::Health, _)));
-        let off = Paths { ws: None, echo: None };
+        assert!(matches!(
+            parse(b"GET /health HTTP/1.1\r\n\r\n", &PATHS),
+            Parse::Done(Route::Health { head: false }, _)
+        ));
+        assert!(matches!(
+            parse(b"HEAD /health HTTP/1.1\r\n\r\n", &PATHS),
+            Parse::Done(Route::Health { head: true }, _)
+        ));
+        assert_eq!(refusal(b"HEAD /ws HTTP/1.1\r\n\r\n").status, 405);
+        match parse(b"HEAD /metrics?api_key=a%2Bb HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n", &PATHS) {
+            Parse::Done(Route::Metrics(m), _) => {
+                assert!(m.head);
+                assert_eq!(m.api_key.as_deref(), Some("a+b"));
+                assert_eq!(m.authorization.as_deref(), Some("Bearer t"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let admin_elsewhere = Paths { ws: Some("/ws"), echo: None, metrics: false };
+        assert!(matches!(
+            parse(b"GET /metrics HTTP/1.1\r\n\r\n", &admin_elsewhere),
+            Parse::Done(Route::Refuse(Refusal { status: 404, .. }), _)
+        ));
+        let off = Paths { ws: None, echo: None, metrics: true };
         assert!(matches!(
             parse(&upgrade_req("/ws", ""), &off),
             Parse::Done(Route::Refuse(Refusal { status: 404, .. }), _)

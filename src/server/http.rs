@@ -69,13 +69,29 @@ pub fn metrics(engine: &Engine, m: &Metrics, f: &Facts) -> String {
     m.render(&g)
 }
 
+/// Bind DBX_ADMIN_PORT, if set. The error names DBX_ADMIN_PORT, not the client port
+/// (`InvalidInput`: the caller prints it as it is).
+pub fn bind_admin(cfg: &crate::config::Config) -> io::Result<Option<std::net::TcpListener>> {
+    let Some(port) = cfg.admin_port else { return Ok(None) };
+    super::sys::bind_addr(&cfg.admin_host, port).and_then(std::net::TcpListener::bind).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("DBX_ADMIN_PORT: cannot listen on {}:{port}: {e}", cfg.admin_host),
+        )
+    })
+}
+
 impl Server {
     pub(super) fn read_http(&mut self, t: usize) {
-        let paths_ws = if self.cfg.ws_enabled { Some(self.cfg.ws_path.clone()) } else { None };
-        let echo = self.cfg.echo_path.clone();
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
+        let admin_conn = c.admin;
+        // The admin port serves `/health` and `/metrics` only; with an admin port, the
+        // client port no longer serves `/metrics`.
+        let paths_ws = if self.cfg.ws_enabled && !admin_conn { Some(self.cfg.ws_path.clone()) } else { None };
+        let echo = if admin_conn { None } else { self.cfg.echo_path.clone() };
+        let metrics_here = admin_conn || self.admin_addr.is_none();
         let Phase::Http { wire, head } = &mut c.phase else {
             return;
         };
@@ -88,7 +104,7 @@ impl Server {
                 }
                 Ok(n) => {
                     head.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref() };
+                    let paths = Paths { ws: paths_ws.as_deref(), echo: echo.as_deref(), metrics: metrics_here };
                     match handshake::parse(head, &paths) {
                         Parse::Partial => continue,
                         Parse::Done(route, len) => break (route, len),
@@ -106,14 +122,24 @@ impl Server {
         match route {
             Route::Upgrade(up) => self.upgrade(t, up, len, false),
             Route::Echo(up) => self.upgrade(t, up, len, true),
-            Route::Health => {
+            Route::Health { head } => {
                 let (status, body) = health(&self.engine, &self.http_facts(), |j| self.tls_describe(j));
-                self.answer(t, handshake::response(status, "application/json", &body, ""));
+                let full = handshake::response(status, "application/json", &body, "");
+                self.answer(t, if head { handshake::without_body(full, body.len()) } else { full });
             }
-            Route::Metrics => {
+            Route::Metrics(m) => {
+                if !admin_conn {
+                    if let Err(r) = self.metrics_allowed(&m) {
+                        self.metrics.count_refused(r.code);
+                        let body_len = handshake::refusal_body_len(&r);
+                        let full = handshake::refusal_response(&r);
+                        return self.answer(t, if m.head { handshake::without_body(full, body_len) } else { full });
+                    }
+                }
                 let mut body = metrics(&self.engine, &self.metrics, &self.http_facts());
                 self.tls_metrics(&mut body);
-                self.answer(t, handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), ""));
+                let full = handshake::response(200, "text/plain; version=0.0.4", body.as_bytes(), "");
+                self.answer(t, if m.head { handshake::without_body(full, body.len()) } else { full });
             }
             Route::Refuse(r) => {
                 self.metrics.count_refused(r.code);
@@ -121,6 +147,47 @@ impl Server {
                 self.answer(t, handshake::refusal_response(&r));
             }
         }
+    }
+
+    /// `/metrics` on the client port when credentials are configured: an admin
+    /// credential, from the same places the upgrade reads it (401 without or with a bad
+    /// one, 403 for read/write). Without credentials it stays open, as before.
+    fn metrics_allowed(&self, m: &handshake::MetricsRequest) -> Result<(), handshake::Refusal> {
+        use crate::auth::{AuthError, Role};
+        use handshake::Refusal;
+        if !self.auth.enabled() {
+            return Ok(());
+        }
+        let (credential, _) = handshake::extract_credential(m.api_key.as_deref(), m.authorization.as_deref(), None);
+        match self.auth.authenticate(credential, self.unix_ms / 1000) {
+            Ok(id) if id.role == Role::Admin => Ok(()),
+            Ok(id) => Err(Refusal::new(
+                403,
+                "forbidden",
+                format!("/metrics needs an admin credential; this one is {}", id.role.as_str()),
+            )),
+            Err(AuthError::Missing) => Err(Refusal::new(
+                401,
+                "unauthorized",
+                "Missing credential: pass an admin api_key or an Authorization bearer token",
+            )),
+            Err(AuthError::Invalid(m)) => Err(Refusal::new(401, "unauthorized", format!("Invalid credential: {m}"))),
+        }
+    }
+
+    /// Listen on DBX_ADMIN_PORT too (plain HTTP, `/health` and `/metrics` only).
+    pub(super) fn add_admin_listener(&mut self, l: std::net::TcpListener) -> io::Result<()> {
+        l.set_nonblocking(true)?;
+        self.admin_addr = Some(l.local_addr()?);
+        let mut l = mio::net::TcpListener::from_std(l);
+        self.poll.registry().register(&mut l, super::ADMIN_LISTENER, mio::Interest::READABLE)?;
+        self.admin_listener = Some(l);
+        Ok(())
+    }
+
+    /// The DBX_ADMIN_PORT listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr
     }
 
     /// Queue a complete HTTP answer; the connection ends once it is sent.

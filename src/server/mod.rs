@@ -56,6 +56,8 @@ use wheel::Wheel;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// The DBX_ADMIN_PORT listener (`/health`, `/metrics`), on the same Poll.
+const ADMIN_LISTENER: Token = Token(usize::MAX - 4);
 /// Messages handled per connection per readable event before others get their turn.
 const READ_BUDGET: usize = 256;
 /// How long a closing handshake or a drained HTTP answer may take.
@@ -97,6 +99,9 @@ pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// DBX_ADMIN_PORT: plain HTTP, `/health` and `/metrics` only (http.rs).
+    admin_listener: Option<TcpListener>,
+    admin_addr: Option<SocketAddr>,
     conns: Slab<Conn>,
     wheel: Wheel<Timer>,
     metrics: metrics::Metrics,
@@ -130,13 +135,13 @@ pub struct Server {
 impl Server {
     /// Bind the configured address.
     pub fn bind(cfg: Config, auth: Authenticator) -> io::Result<Server> {
-        let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port).parse().or_else(|_| {
-            std::net::ToSocketAddrs::to_socket_addrs(&(cfg.host.as_str(), cfg.port))?
-                .next()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))
-        })?;
-        let std_listener = std::net::TcpListener::bind(addr)?;
-        Server::with_auth(cfg, std_listener, auth)
+        let std_listener = std::net::TcpListener::bind(sys::bind_addr(&cfg.host, cfg.port)?)?;
+        let admin = http::bind_admin(&cfg)?;
+        let mut srv = Server::with_auth(cfg, std_listener, auth)?;
+        if let Some(a) = admin {
+            srv.add_admin_listener(a)?;
+        }
+        Ok(srv)
     }
 
     /// Serve on an already-bound listener (tests bind 127.0.0.1:0).
@@ -166,6 +171,8 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
+            admin_listener: None,
+            admin_addr: None,
             conns: Slab::with_capacity(1024),
             wheel: Wheel::new(10, 1024, 0),
             metrics: metrics::Metrics::default(),
@@ -254,7 +261,8 @@ impl Server {
             let turn = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_all(false),
+                    ADMIN_LISTENER => self.accept_all(true),
                     WAKER => {}
                     SIGNALS => {
                         let pending: Vec<i32> =
@@ -351,16 +359,18 @@ impl Server {
 
     // ---- accepting ----
 
-    fn accept_all(&mut self) {
+    /// Accept what is pending on the client listener, or (`admin`) the admin one.
+    fn accept_all(&mut self, admin: bool) {
         if self.accept_paused || self.shutting_down.is_some() {
             return;
         }
         loop {
-            let Some(listener) = self.listener.as_ref() else {
+            let listener = if admin { self.admin_listener.as_ref() } else { self.listener.as_ref() };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer),
+                Ok((sock, peer)) => self.add_conn(sock, peer, admin),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up while in the backlog: not a reason to stop accepting.
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
@@ -378,7 +388,7 @@ impl Server {
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, admin: bool) {
         let _ = sock.set_nodelay(true);
         let now = self.mono_ms();
         let entry = self.conns.vacant_entry();
@@ -390,7 +400,9 @@ impl Server {
         self.next_serial += 1;
         // Monotonic ms, the clock `on_text` refills the bucket with (and liveness uses).
         let mut c = Conn::new(sock, peer, serial, now, self.cfg.ws_rate_limit);
-        if !tls_hooks::attach(self.tls.as_ref(), &mut c) {
+        c.admin = admin;
+        // The admin port is plain HTTP even when the client port serves TLS.
+        if !tls_hooks::attach(if admin { None } else { self.tls.as_ref() }, &mut c) {
             if let Some(w) = c.wire() {
                 let _ = self.poll.registry().deregister(&mut w.sock);
             }
@@ -486,7 +498,8 @@ impl Server {
             }
             Timer::ResumeAccept => {
                 self.accept_paused = false;
-                self.accept_all();
+                self.accept_all(false);
+                self.accept_all(true);
             }
             Timer::Heartbeat(t, serial) => {
                 let Some(c) = self.conns.get_mut(t) else {
@@ -654,7 +667,7 @@ impl Server {
         sys::notify("STOPPING=1");
         log::info!("shutting down: closing {} connections", self.conns.len());
         self.shutting_down = Some(self.mono_ms() + SHUTDOWN_GRACE_MS);
-        if let Some(mut l) = self.listener.take() {
+        for mut l in [self.listener.take(), self.admin_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut l);
         }
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();

@@ -136,3 +136,12 @@ impl Cycles {
 
 #[cfg(test)]
 mod tests;
+
+/// `host:port` as an address: a literal, else the first name resolution.
+pub fn bind_addr(host: &str, port: u16) -> std::io::Result<std::net::SocketAddr> {
+    format!("{host}:{port}").parse().or_else(|_| {
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))
+    })
+}
