@@ -306,12 +306,14 @@ fn log_growth_triggers_a_snapshot() {
     for i in 0..1000 {
         c.ok("string.set", json!({"key": format!("k{}", i % 10), "value": "x".repeat(100)}));
     }
+    // A complete snapshot: `snapshot-N.dbx`, not the child's `.tmp` still being written
+    // (polling for any `snapshot-` name raced with the rename under load).
     let f = poll_within(Duration::from_secs(10), || {
         let f = files(&data);
-        f.iter().any(|n| n.starts_with("snapshot-")).then_some(f)
+        f.iter().any(|n| n.starts_with("snapshot-") && n.ends_with(".dbx")).then_some(f)
     })
     .expect("a snapshot after 64 KiB of log");
-    assert!(f.iter().any(|n| n.ends_with(".dbx")), "{f:?}");
+    assert!(!f.is_empty(), "{f:?}");
 }
 
 /// A crash at each step of a snapshot leaves a loadable state with every write.
