@@ -17,15 +17,6 @@ fn log_file(data: &Path) -> PathBuf {
     data.join(name)
 }
 
-fn value(c: &mut common::Client, key: &str) -> Value {
-    let r = c.call("string.get", json!({ "key": key }));
-    if r.get("error").is_some() {
-        Value::Null
-    } else {
-        r["result"]["value"].clone()
-    }
-}
-
 /// Write `n` keys `k{i}` = `v{i}` as `n` separate records, 64 in flight.
 fn write_keys(c: &mut common::Client, n: usize) {
     let mut i = 0;
@@ -154,7 +145,7 @@ fn a_torn_tail_is_cut_after_a_crash_and_refused_after_a_clean_shutdown() {
     assert!(err.contains("torn last record") && err.contains(&format!("offset {good}")), "{err}");
     assert_eq!(std::fs::metadata(&log).unwrap().len(), good, "cut back");
     let mut c = s.client();
-    assert_eq!(value(&mut c, "k19"), "v19");
+    assert_eq!(c.string_value("k19"), "v19");
     let epoch = c.ok("server.info", json!({}))["epoch"].clone();
     assert_eq!(s.term().code(), Some(0));
 
@@ -171,7 +162,7 @@ fn a_torn_tail_is_cut_after_a_crash_and_refused_after_a_clean_shutdown() {
     let s = Dbx::start(&Opts::new(&data).arg("--aof-truncate-corrupt"));
     assert!(s.stderr().contains("starting a new epoch"), "{}", s.stderr());
     let mut c = s.client();
-    assert_eq!(value(&mut c, "k19"), "v19");
+    assert_eq!(c.string_value("k19"), "v19");
     assert_ne!(c.ok("server.info", json!({}))["epoch"], epoch);
     drop(dir);
 }

@@ -10,15 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn value(c: &mut common::Client, key: &str) -> Value {
-    let r = c.call("string.get", json!({ "key": key }));
-    if r.get("error").is_some() {
-        Value::Null
-    } else {
-        r["result"]["value"].clone()
-    }
-}
-
 #[test]
 fn restart_keeps_values_ttls_rev_and_epoch() {
     let dir = TempDir::new("restart");
@@ -57,14 +48,14 @@ fn restart_keeps_values_ttls_rev_and_epoch() {
     let mut c = s.client();
     assert_eq!(c.hello["epoch"], epoch, "epoch survives a restart");
     assert!(c.hello["rev"].as_u64().unwrap() >= rev, "rev continues");
-    assert_eq!(value(&mut c, "plain"), "héllo \"quoted\"");
-    assert_eq!(value(&mut c, "n"), "42");
-    assert_eq!(value(&mut c, "m1"), "az");
-    assert_eq!(value(&mut c, "m2"), Value::Null);
-    assert_eq!(value(&mut c, "short"), Value::Null);
-    assert_eq!(value(&mut c, "gone"), Value::Null);
-    assert_eq!(value(&mut c, "renamed"), "x");
-    assert_eq!(value(&mut c, "b2"), "2");
+    assert_eq!(c.string_value("plain"), "héllo \"quoted\"");
+    assert_eq!(c.string_value("n"), "42");
+    assert_eq!(c.string_value("m1"), "az");
+    assert_eq!(c.string_value("m2"), Value::Null);
+    assert_eq!(c.string_value("short"), Value::Null);
+    assert_eq!(c.string_value("gone"), Value::Null);
+    assert_eq!(c.string_value("renamed"), "x");
+    assert_eq!(c.string_value("b2"), "2");
     let ttl = c.ok("key.ttl", json!({"key": "ttl"}))["ttl"].as_i64().unwrap();
     assert!((95..=100).contains(&ttl), "absolute deadline kept, ttl {ttl}");
     let ttl = c.ok("key.ttl", json!({"key": "b1"}))["ttl"].as_i64().unwrap();
@@ -84,8 +75,8 @@ fn restart_keeps_values_ttls_rev_and_epoch() {
     let s = Dbx::start(&o);
     let mut c = s.client();
     assert_eq!(c.hello["epoch"], epoch2);
-    assert_eq!(value(&mut c, "plain"), Value::Null);
-    assert_eq!(value(&mut c, "post-flush"), "1");
+    assert_eq!(c.string_value("plain"), Value::Null);
+    assert_eq!(c.string_value("post-flush"), "1");
 
     // A crash under `everysec` may have lost acknowledged writes of its last moments:
     // the next start begins a new epoch so resuming watchers resync (data on disk stays).
@@ -95,7 +86,7 @@ fn restart_keeps_values_ttls_rev_and_epoch() {
     let s = Dbx::start(&o);
     let mut c = s.client();
     assert_ne!(c.hello["epoch"], epoch2, "unclean shutdown under everysec starts a new epoch");
-    assert_eq!(value(&mut c, "post-flush"), "1");
+    assert_eq!(c.string_value("post-flush"), "1");
 }
 
 #[test]
@@ -199,8 +190,8 @@ fn corruption_in_the_middle_refuses_to_start_and_can_be_truncated() {
     let s = Dbx::start(&o.clone().arg("--aof-truncate-corrupt"));
     assert!(s.stderr().contains("cutting the log back"), "{}", s.stderr());
     let mut c = s.client();
-    assert_eq!(value(&mut c, "k00"), "v", "records before the damage are kept");
-    assert_eq!(value(&mut c, "k49"), Value::Null, "records after it are gone");
+    assert_eq!(c.string_value("k00"), "v", "records before the damage are kept");
+    assert_eq!(c.string_value("k49"), Value::Null, "records after it are gone");
     c.ok("string.set", json!({"key": "after", "value": "1"}));
 }
 
@@ -291,7 +282,7 @@ fn snapshot_while_writes_continue() {
     let s = Dbx::start(&o);
     assert!(s.stderr().contains("loaded"), "{}", s.stderr());
     let mut c = s.client();
-    assert_eq!(value(&mut c, "pre19999"), "v");
+    assert_eq!(c.string_value("pre19999"), "v");
     check_all(&mut c, &acked);
     assert_eq!(c.ok("server.dbsize", json!({}))["keys"].as_u64().unwrap() as usize, 20_000 + acked.len());
 }
@@ -357,7 +348,7 @@ fn crash_at_every_snapshot_step_is_recoverable() {
         let mut c = s.client();
         for p in ["a", "b", "c"] {
             for i in [0, 199] {
-                assert_eq!(value(&mut c, &format!("{p}{i}")), "v", "{step}: {p}{i}");
+                assert_eq!(c.string_value(&format!("{p}{i}")), "v", "{step}: {p}{i}");
             }
         }
         assert_eq!(
@@ -438,8 +429,8 @@ fn disk_full(policy: &str) {
         let r = b.call("string.set", json!({"key": "refused", "value": big2}));
         assert_eq!(r["error"]["code"], "unavailable", "{policy}: {r}");
     }
-    assert_eq!(value(&mut a, "big"), Value::Null, "a refused write is not applied");
-    assert_eq!(value(&mut b, "refused"), Value::Null);
+    assert_eq!(a.string_value("big"), Value::Null, "a refused write is not applied");
+    assert_eq!(b.string_value("refused"), Value::Null);
     assert!(w.next_event(Duration::from_millis(300)).is_none(), "no event for a refused write");
     let r = b.call(
         "batch",
@@ -451,7 +442,7 @@ fn disk_full(policy: &str) {
     assert_eq!(r["result"]["results"][0]["result"]["value"], "1", "{r}");
     let r = &r["result"]["results"][1];
     assert_eq!(r["error"]["code"], "unavailable", "{r}");
-    assert_eq!(value(&mut b, "before"), "1");
+    assert_eq!(b.string_value("before"), "1");
     let (st, h) = s.health();
     assert_eq!(st, 503, "{h}");
     assert_eq!(h["status"], "degraded");
@@ -474,10 +465,10 @@ fn disk_full(policy: &str) {
     drop(s);
     let s = Dbx::start(&o2);
     let mut c = s.client();
-    assert_eq!(value(&mut c, "before"), "1");
-    assert_eq!(value(&mut c, "resumed"), "1");
-    assert_eq!(value(&mut c, "refused"), Value::Null);
-    assert_eq!(value(&mut c, "big"), Value::Null);
+    assert_eq!(c.string_value("before"), "1");
+    assert_eq!(c.string_value("resumed"), "1");
+    assert_eq!(c.string_value("refused"), Value::Null);
+    assert_eq!(c.string_value("big"), Value::Null);
 }
 
 // ---- every data type survives a restart (issue 7 × collections) ----

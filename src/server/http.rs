@@ -45,22 +45,14 @@ pub fn health(engine: &Engine, f: &Facts, more: impl FnOnce(&mut Json)) -> (u16,
 }
 
 pub fn metrics(engine: &Engine, m: &Metrics, f: &Facts) -> String {
-    let e = engine.gauges();
     let g = Gauges {
         connections: f.connections,
         max_connections: f.max_connections,
         sockets: f.sockets,
         bytes_in: f.bytes_in,
         bytes_out: f.bytes_out,
-        keys: e.keys,
-        used_memory: e.used_memory,
+        engine: engine.gauges(),
         maxmemory: f.maxmemory,
-        expired: e.expired,
-        evicted: e.evicted,
-        rev: e.rev,
-        subscriptions: e.subscriptions,
-        watchers: e.watchers,
-        deliveries: e.deliveries,
         uptime_s: f.uptime_s,
         version: env!("CARGO_PKG_VERSION"),
         extra: engine.persist_metrics(),

@@ -100,15 +100,9 @@ pub struct Gauges<'a> {
     pub sockets: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    pub keys: u64,
-    pub used_memory: u64,
+    /// What the engine reports (store and hub), as it reports it.
+    pub engine: crate::engine::Gauges,
     pub maxmemory: u64,
-    pub expired: u64,
-    pub evicted: u64,
-    pub rev: u64,
-    pub subscriptions: u64,
-    pub watchers: u64,
-    pub deliveries: u64,
     pub uptime_s: u64,
     pub version: &'a str,
     /// More gauges (persistence): (name, help, value).
@@ -246,15 +240,21 @@ impl Metrics {
         );
         counter(&mut m, "dbx_received_bytes_total", "Bytes read from sockets", "counter", g.bytes_in);
         counter(&mut m, "dbx_sent_bytes_total", "Bytes written to sockets", "counter", g.bytes_out);
-        counter(&mut m, "dbx_keys", "Keys in the store", "gauge", g.keys);
-        counter(&mut m, "dbx_used_memory_bytes", "Estimated store memory", "gauge", g.used_memory);
+        counter(&mut m, "dbx_keys", "Keys in the store", "gauge", g.engine.keys);
+        counter(&mut m, "dbx_used_memory_bytes", "Estimated store memory", "gauge", g.engine.used_memory);
         counter(&mut m, "dbx_maxmemory_bytes", "DBX_MAXMEMORY (0 = off)", "gauge", g.maxmemory);
-        counter(&mut m, "dbx_expired_keys_total", "Keys removed by expiry", "counter", g.expired);
-        counter(&mut m, "dbx_evicted_keys_total", "Keys evicted under DBX_MAXMEMORY", "counter", g.evicted);
-        counter(&mut m, "dbx_revision", "The store's global revision", "gauge", g.rev);
-        counter(&mut m, "dbx_pubsub_subscriptions", "Channel and pattern subscriptions", "gauge", g.subscriptions);
-        counter(&mut m, "dbx_watchers", "Connections watching keys", "gauge", g.watchers);
-        counter(&mut m, "dbx_pubsub_deliveries_total", "Pub/sub events delivered", "counter", g.deliveries);
+        counter(&mut m, "dbx_expired_keys_total", "Keys removed by expiry", "counter", g.engine.expired);
+        counter(&mut m, "dbx_evicted_keys_total", "Keys evicted under DBX_MAXMEMORY", "counter", g.engine.evicted);
+        counter(&mut m, "dbx_revision", "The store's global revision", "gauge", g.engine.rev);
+        counter(
+            &mut m,
+            "dbx_pubsub_subscriptions",
+            "Channel and pattern subscriptions",
+            "gauge",
+            g.engine.subscriptions,
+        );
+        counter(&mut m, "dbx_watchers", "Connections watching keys", "gauge", g.engine.watchers);
+        counter(&mut m, "dbx_pubsub_deliveries_total", "Pub/sub events delivered", "counter", g.engine.deliveries);
         for &(name, help, v) in &g.extra {
             gauge_f(&mut m, name, help, "gauge", v);
         }

@@ -256,6 +256,16 @@ impl Client {
         self.recv_reply(&id)
     }
 
+    /// `string.get`'s value, or Null when the call fails (missing key, wrong type).
+    pub fn string_value(&mut self, key: &str) -> Value {
+        let r = self.call("string.get", serde_json::json!({ "key": key }));
+        if r.get("error").is_some() {
+            Value::Null
+        } else {
+            r["result"]["value"].clone()
+        }
+    }
+
     /// `call` and return `result`; panics (with the reply) on an error.
     pub fn ok(&mut self, method: &str, params: Value) -> Value {
         let r = self.call(method, params.clone());
