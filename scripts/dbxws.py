@@ -181,21 +181,24 @@ def save_and_wait(timeout_s):
     h0 = health()
     if h0.get("persistence") in (None, "off"):
         die("persistence is off on this server: there is nothing to back up")
-    gen0 = h0.get("aof_generation", 0)
+    # The last completed snapshot before the request: any snapshot completing after
+    # it (ours, or one already running, whose generation may equal the current log's)
+    # plus the logs after it holds every write acknowledged before the request.
+    last0 = (h0.get("last_snapshot") or {}).get("generation", -1)
     ws, _ = connect()
     info = ws.call("server.info")
     started = ws.call("server.save").get("started")
     ws.close()
     deadline = time.monotonic() + timeout_s
+    h = h0
     while time.monotonic() < deadline:
         h = health()
         last = h.get("last_snapshot") or {}
-        # A snapshot newer than the log we saw is one started after our request
-        # (started=true) or the one that was already running (started=false): either
-        # one plus the logs after it holds every write acknowledged before the request.
-        # Another may already be running (automatic snapshots under heavy writes can
-        # follow each other with no gap to see): the completed one is enough.
-        if last.get("generation", -1) > gen0:
+        # One started after our request (started=true) or the one that was already
+        # running (started=false). Another may already be running (automatic snapshots
+        # under heavy writes can follow each other with no gap to see): the completed
+        # one is enough.
+        if last.get("generation", -1) > last0:
             if not last.get("ok"):
                 die(f"snapshot {last.get('generation')} failed (see the server's log); no backup taken")
             print(
@@ -213,7 +216,7 @@ def save_and_wait(timeout_s):
             )
             return
         time.sleep(0.05)
-    die(f"the snapshot did not finish within {timeout_s} s")
+    die(f"the snapshot did not finish within {timeout_s} s (last /health: {json.dumps(h)})")
 
 
 def main():
