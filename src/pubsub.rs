@@ -9,6 +9,7 @@
 use crate::auth::Identity;
 use crate::glob::glob_match;
 use crate::proto::{envelope, rfc3339_ms};
+use crate::store::Key;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -16,8 +17,8 @@ use std::rc::Rc;
 #[derive(Clone, Debug)]
 pub struct Logged {
     pub rev: u64,
-    /// None: every key (`server.flush`).
-    pub key: Option<Box<str>>,
+    /// None: every key (`server.flush`). Short keys inline (see `cmd::Change`).
+    pub key: Option<Key>,
     pub event: &'static str,
     /// When it happened (unix ms): replays carry the original timestamp. The message
     /// itself is serialized only when someone receives it, so an unwatched write costs
@@ -266,9 +267,13 @@ impl Hub {
 
     /// Record one change (in rev order) and deliver it to the connections watching it.
     /// `epoch` is included in `server.flush` events: the history before it is gone.
-    pub fn changed(&mut self, key: Option<Box<str>>, event: &'static str, rev: u64, epoch: &str, at_ms: u64) {
-        match key.as_deref() {
+    pub fn changed(&mut self, key: Option<Key>, event: &'static str, rev: u64, epoch: &str, at_ms: u64) {
+        match &key {
+            // Nobody watches any key: nothing to deliver, only the history to keep (and
+            // the key's text is not even looked at).
+            Some(_) if self.watch_keys.is_empty() && self.watch_patterns.is_empty() => {}
             Some(k) => {
+                let k = k.as_str();
                 // Exact watches were checked against the scope by `key.watch`, but the
                 // scope may have narrowed since (`auth.refresh`): check both kinds.
                 let mut to: Vec<usize> = self.watch_keys.get(k).cloned().unwrap_or_default();

@@ -19,7 +19,7 @@ use crate::auth::{Authenticator, Identity, Role};
 use crate::config::MaxMemoryPolicy;
 use crate::proto::{Json, Params, Result};
 use crate::pubsub::Hub;
-use crate::store::Store;
+use crate::store::{Key, Store};
 use hashbrown::HashMap;
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -79,8 +79,10 @@ pub const KEY_OBJECT_PARAMS: [&str; 1] = ["pairs"];
 /// the engine once the command has finished: one write = one rev).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
-    /// None: every key (`server.flush`).
-    pub key: Option<Box<str>>,
+    /// None: every key (`server.flush`). A `Key`: a short key is copied inline, so
+    /// recording a write's change for `key.watch` history allocates nothing (and
+    /// dropping it from the history frees nothing).
+    pub key: Option<Key>,
     pub event: &'static str,
     pub rev: u64,
 }
@@ -240,8 +242,16 @@ impl Outcome {
     }
 }
 
-fn table() -> &'static HashMap<&'static str, &'static Command> {
-    static TABLE: OnceLock<HashMap<&'static str, &'static Command>> = OnceLock::new();
+/// A command table entry: the command and the parameter names its method accepts
+/// (`signature`), so one lookup by name per request finds both.
+pub struct Entry {
+    pub cmd: &'static Command,
+    /// None: the method is not in `clients/methods.json` (any parameter passes).
+    pub accepted: Option<&'static [String]>,
+}
+
+fn table() -> &'static HashMap<&'static str, Entry> {
+    static TABLE: OnceLock<HashMap<&'static str, Entry>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = HashMap::new();
         for list in [
@@ -256,7 +266,7 @@ fn table() -> &'static HashMap<&'static str, &'static Command> {
             list::COMMANDS,
         ] {
             for c in list {
-                t.insert(c.name, c);
+                t.insert(c.name, Entry { cmd: c, accepted: signature::accepted(c.name) });
             }
         }
         t
@@ -264,7 +274,12 @@ fn table() -> &'static HashMap<&'static str, &'static Command> {
 }
 
 pub fn lookup(method: &str) -> Option<&'static Command> {
-    table().get(method).copied()
+    table().get(method).map(|e| e.cmd)
+}
+
+/// The table entry of `method`: its command and accepted parameter names.
+pub fn entry(method: &str) -> Option<&'static Entry> {
+    table().get(method)
 }
 
 /// Every method name, sorted (metrics, docs).

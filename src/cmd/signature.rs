@@ -49,7 +49,13 @@ pub fn accepted(method: &str) -> Option<&'static [String]> {
 
 /// Refuse a parameter that `method` does not take, suggesting the nearest known name.
 pub fn check(method: &str, params: &Params) -> Result<()> {
-    let Some(known) = accepted(method) else {
+    check_accepted(method, accepted(method), params)
+}
+
+/// `check` with the accepted names already found (the dispatcher has them from the
+/// command table entry: no second lookup by name per request).
+pub fn check_accepted(method: &str, known: Option<&[String]>, params: &Params) -> Result<()> {
+    let Some(known) = known else {
         return Ok(());
     };
     for name in params.names() {

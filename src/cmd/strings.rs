@@ -68,7 +68,7 @@ fn set(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()
     };
     let do_set = !(nx && exists || xx && !exists);
     if do_set {
-        ctx.store.set(&key, Value::Str(value.as_ref().into()), exp, ctx.now_ms);
+        ctx.store.set_str(&key, &value, exp, ctx.now_ms);
         fx.touched(&key);
     }
     out.bool("set", do_set);
@@ -105,7 +105,7 @@ fn mset(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<(
         vals.push((k, v));
     }
     for (k, v) in &vals {
-        ctx.store.set(k, Value::Str(v.as_ref().into()), 0, ctx.now_ms);
+        ctx.store.set_str(k, v, 0, ctx.now_ms);
         fx.touched(k);
     }
     out.u64("set", vals.len() as u64);

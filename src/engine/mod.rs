@@ -43,7 +43,7 @@ use crate::persist::Persist;
 use crate::proto::{self, envelope, Code, Error, Incoming, Json};
 use crate::pubsub::Hub;
 use crate::server::ratelimit::TokenBucket;
-use crate::store::{Gone, Store};
+use crate::store::{Gone, Key, Store};
 use std::rc::Rc;
 
 /// Keys removed per loop turn by active expiry; the rest wait for the next turn.
@@ -294,9 +294,11 @@ impl Engine {
                 self.hub.changed(c.key, c.event, c.rev, &self.facts.epoch, self.unix_ms);
             }
         } else {
-            let mut all: Vec<(u64, Option<Box<str>>, &'static str)> = gone
+            let mut all: Vec<(u64, Option<Key>, &'static str)> = gone
                 .into_iter()
-                .map(|(k, why, rev)| (rev, Some(k), if why == Gone::Expired { "expired" } else { "evicted" }))
+                .map(|(k, why, rev)| {
+                    (rev, Some(Key::from(k)), if why == Gone::Expired { "expired" } else { "evicted" })
+                })
                 .chain(changes.drain(..).map(|c| (c.rev, c.key, c.event)))
                 .collect();
             all.sort_by_key(|c| c.0);

@@ -54,8 +54,8 @@ pub fn execute(
     if method == "batch" {
         return batch(ctx, fx, log, params, out);
     }
-    let cmd = cmd::lookup(method).ok_or_else(|| unknown(method))?;
-    run(ctx, fx, log, cmd, params, out)
+    let entry = cmd::entry(method).ok_or_else(|| unknown(method))?;
+    run(ctx, fx, log, entry, params, out)
 }
 
 fn unknown(method: &str) -> Error {
@@ -113,15 +113,16 @@ fn run(
     ctx: &mut Ctx,
     fx: &mut Outcome,
     log: Option<&mut OpLog>,
-    cmd: &'static Command,
+    entry: &'static cmd::Entry,
     params: &Params,
     out: &mut Json,
 ) -> Result<()> {
+    let cmd = entry.cmd;
     fx.begin(cmd.name);
     // Replay applies records as they were accepted: a log written before unknown
     // parameters were refused may hold some, which that version ignored.
     if !ctx.replaying {
-        cmd::signature::check(cmd.name, params)?;
+        cmd::signature::check_accepted(cmd.name, entry.accepted, params)?;
     }
     check_access(ctx, cmd, params)?;
     if cmd.is_write() && !ctx.replaying {
@@ -252,14 +253,14 @@ fn batch(ctx: &mut Ctx, fx: &mut Outcome, mut log: Option<&mut OpLog>, params: &
                     return Err(Error::new(Code::InvalidRequest, "A batch may not contain a batch"));
                 }
                 let params = op.params()?;
-                let cmd = cmd::lookup(&op.method).ok_or_else(|| unknown(&op.method))?;
-                if cmd.flags & NO_BATCH != 0 {
+                let entry = cmd::entry(&op.method).ok_or_else(|| unknown(&op.method))?;
+                if entry.cmd.flags & NO_BATCH != 0 {
                     return Err(Error::new(
                         Code::InvalidRequest,
                         format!("'{}' is not allowed inside a batch", op.method),
                     ));
                 }
-                run(ctx, fx, log.as_deref_mut(), cmd, &params, out)
+                run(ctx, fx, log.as_deref_mut(), entry, &params, out)
             });
         }
     });

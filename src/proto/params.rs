@@ -70,14 +70,9 @@ pub fn raw_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
 pub fn first_duplicate<'x>(names: impl Iterator<Item = &'x str> + Clone) -> Option<&'x str> {
     let n = names.clone().count();
     if n <= 32 {
-        let mut seen: Vec<&str> = Vec::with_capacity(n);
-        for k in names {
-            if seen.contains(&k) {
-                return Some(k);
-            }
-            seen.push(k);
-        }
-        return None;
+        // Compared in place: every request with params comes through here, and a
+        // vector of the names seen would cost it an allocation.
+        return names.clone().enumerate().find(|&(i, k)| names.clone().take(i).any(|p| p == k)).map(|(_, k)| k);
     }
     let mut seen = hashbrown::HashSet::with_capacity(n);
     names.into_iter().find(|&k| !seen.insert(k))

@@ -112,3 +112,25 @@ fn timestamps() {
     assert_eq!(rfc3339_ms(1_705_314_600_123), "2024-01-15T10:30:00.123Z");
     assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
 }
+
+#[test]
+fn params_past_the_inline_fields_keep_their_order_and_duplicates_are_found() {
+    let r = req(r#"{"method":"m","params":{"a":1,"b":"2","c":[3],"d":{},"e":5,"f":"six"}}"#);
+    assert_eq!(r.params.names().collect::<Vec<_>>(), ["a", "b", "c", "d", "e", "f"]);
+    assert_eq!(r.params.i64("e").unwrap(), 5);
+    assert_eq!(r.params.str("f").unwrap(), "six");
+    let mut buf = Vec::new();
+    r.params.write_json(&mut buf);
+    assert_eq!(String::from_utf8(buf).unwrap(), r#"{"a":1,"b":"2","c":[3],"d":{},"e":5,"f":"six"}"#);
+    // A duplicate on either side of the inline limit, or across it.
+    for text in [
+        r#"{"method":"m","params":{"a":1,"a":2}}"#,
+        r#"{"method":"m","params":{"a":1,"b":2,"c":3,"d":4,"e":5,"e":6}}"#,
+        r#"{"method":"m","params":{"a":1,"b":2,"c":3,"d":4,"e":5,"b":6}}"#,
+    ] {
+        match parse_incoming(text) {
+            Incoming::Invalid { message, .. } => assert!(message.contains("duplicate field"), "{text}: {message}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}

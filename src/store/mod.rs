@@ -77,6 +77,20 @@ impl Default for Store {
     }
 }
 
+/// Copy `value` into `old`, which has its length, keeping `old`'s allocation. Safe code
+/// only: the bytes go through `Box<[u8]>` and back through a UTF-8 check (cheap next to
+/// an allocation; it cannot fail, as `value` is a whole `&str`).
+fn overwrite(old: &mut Box<str>, value: &str) {
+    let mut bytes = std::mem::take(old).into_boxed_bytes();
+    for (d, s) in bytes.iter_mut().zip(value.as_bytes()) {
+        *d = *s;
+    }
+    *old = match String::from_utf8(bytes.into_vec()) {
+        Ok(s) => s.into_boxed_str(),
+        Err(_) => value.into(),
+    };
+}
+
 fn lru_clock(now_ms: u64) -> u32 {
     (now_ms / 100) as u32
 }
@@ -246,6 +260,30 @@ impl Store {
         let item = Item { key: key.into(), value, expires_at, lru: lru_clock(now_ms) };
         self.insert_new(item);
         None
+    }
+
+    /// `set` of a string value (`string.set`, `string.mset`). Overwriting a string of the
+    /// same length reuses its allocation: the common overwrite then costs no `malloc`
+    /// and, above all, no `free` of the old value, whose chunk header is a cache miss
+    /// (5-6% of the server's time under `string.set` at 16 in flight). Same semantics as
+    /// `set`: any old value is replaced, the TTL is the given one.
+    pub fn set_str(&mut self, key: &str, value: &str, expires_at: u64, now_ms: u64) {
+        let Some(idx) = self.live(key, now_ms) else {
+            let item = Item { key: key.into(), value: Value::Str(value.into()), expires_at, lru: lru_clock(now_ms) };
+            self.insert_new(item);
+            return;
+        };
+        let Some(it) = self.item_mut(idx) else { return };
+        let before = it.value.mem();
+        match &mut it.value {
+            Value::Str(old) if old.len() == value.len() => overwrite(old, value),
+            other => *other = Value::Str(value.into()),
+        }
+        let after = it.value.mem();
+        let old_exp = std::mem::replace(&mut it.expires_at, expires_at);
+        it.lru = lru_clock(now_ms);
+        self.adjust_mem(before, after);
+        self.ttl_changed(idx, old_exp, expires_at);
     }
 
     fn insert_new(&mut self, item: Item) -> u32 {

@@ -123,3 +123,39 @@ fn rev_counts() {
     st.set_rev(5);
     assert_eq!(st.rev(), 10);
 }
+
+#[test]
+fn set_str_overwrites_in_place_with_the_same_accounting_as_set() {
+    let (mut a, mut b) = (Store::new(), Store::new());
+    let steps: [(&str, &str, u64); 6] = [
+        ("k", "0123456789abcdef", 0),
+        ("k", "fedcba9876543210", 0), // same length: in place
+        ("k", "é-short", 5000),       // other length, TTL set
+        ("k", "ü-short", 0),          // same byte length, TTL removed
+        ("h", "x", 0),
+        ("k", "", 0),
+    ];
+    for (key, value, exp) in steps {
+        a.set_str(key, value, exp, 0);
+        b.set(key, s(value), exp, 0);
+        assert_eq!(a.used, b.used, "{key}={value}");
+        assert_eq!(a.with_ttl, b.with_ttl);
+        assert!(matches!(a.get(key, 0).map(|i| &i.value), Some(Value::Str(v)) if &**v == value));
+        assert_eq!(a.ttl_ms(key, 0), b.ttl_ms(key, 0));
+    }
+    // A key of another type is replaced by the string, as `set` does.
+    for st in [&mut a, &mut b] {
+        let mut h = HashValue::default();
+        h.insert("field", "a value longer than the inline limit");
+        st.set("h", Value::Hash(Box::new(h)), 0, 0);
+    }
+    a.set_str("h", "x", 0, 0);
+    b.set("h", s("x"), 0, 0);
+    assert!(matches!(a.get("h", 0).map(|i| &i.value), Some(Value::Str(v)) if &**v == "x"));
+    assert_eq!(a.used, b.used);
+    // An expired key is not overwritten: it is gone, and the new one has no TTL.
+    a.set_str("t", "aaaa", 10, 0);
+    a.set_str("t", "bbbb", 0, 20);
+    assert_eq!(a.ttl_ms("t", 20), Some(None));
+    assert_eq!(a.take_gone().len(), 1);
+}
