@@ -1,0 +1,1431 @@
+#!lua name=dbx
+-- DBX's methods executed inside Redis (Redis Functions, Redis 7.0+), atomically, with
+-- DBX's bookkeeping: the global revision, the epoch, the change stream and the TTL
+-- deadlines. The layout and the contract with the gateway are in docs/BACKEND.md; the
+-- reference for every result, error and rev is the embedded store (src/cmd/*.rs).
+--
+-- Why a hand-written JSON reader: cjson turns every number into a double (integers past
+-- 2^53 change, `1.50` stored as a value becomes `1.5`) and decodes `[]` and `{}` to the
+-- same empty table; DBX needs numbers as the text the client sent and the two empties
+-- told apart. Output is built by hand too, so integers never print as `1e+15`.
+
+-- The version the gateway compares with the one it embeds (keep it on this line: the
+-- gateway may read it from the file text).
+local LIB_VERSION = '1'
+
+-- Redis 7.0 runs a library's top level with nothing but `redis` in scope (no string,
+-- table, math …): everything is built on the first call, inside `build`.
+local function build()
+  local K_REV = '__dbx:rev'
+  local K_EPOCH = '__dbx:epoch'
+  local K_CHANGES = '__dbx:changes'
+  local K_DEADLINES = '__dbx:deadlines'
+  local K_LIB = '__dbx:lib'
+  local PREFIX = '__dbx:'
+  local RESERVED = { K_REV, K_EPOCH, K_CHANGES, K_DEADLINES, K_LIB }
+
+  local find, sub, byte, char, gsub, fmt = string.find, string.sub, string.byte, string.char, string.gsub, string.format
+  local concat, floor, ceil = table.concat, math.floor, math.ceil
+  local rcall, rpcall = redis.call, redis.pcall
+
+  -- Deadlines beyond this are stored as this (year ~287,000): doubles stay exact below it.
+  local MAX_DEADLINE = 9007199254740991
+
+  ---------------------------------------------------------------------------------------
+  -- Errors: thrown as tables, caught per operation.
+
+  local function throw(code, message)
+    error({ dbx = true, code = code, message = message }, 0)
+  end
+
+  local function invalid(message)
+    throw('invalid_params', message)
+  end
+
+  local function wrong_type()
+    throw('wrong_type', 'Operation against a key holding the wrong kind of value')
+  end
+
+  local function key_not_found(key)
+    throw('not_found', "Key '" .. key .. "' not found")
+  end
+
+  ---------------------------------------------------------------------------------------
+  -- JSON reading. Values: Lua string; NUM {num = "text"}; true/false; NULL; objects
+  -- {obj = true, names = {...in order}, map = {name = value}, dup = first repeated name};
+  -- arrays {arr = true, list = {...}}; a string holding a lone surrogate escape
+  -- {badstr = true} (the embedded store refuses it as "not a string").
+
+  local NULL = {}
+
+  local function json_fail(what)
+    throw('invalid_request', 'Invalid JSON: ' .. what)
+  end
+
+  local simple_escapes = { ['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t' }
+
+  local function utf8_char(cp)
+    if cp < 0x80 then
+      return char(cp)
+    elseif cp < 0x800 then
+      return char(0xC0 + floor(cp / 64), 0x80 + cp % 64)
+    elseif cp < 0x10000 then
+      return char(0xE0 + floor(cp / 4096), 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+    end
+    return char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64, 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+  end
+
+  local function read_string(s, i)
+    -- s at i is the opening quote
+    local j = i + 1
+    local q = find(s, '["\\]', j)
+    if not q then
+      json_fail('unterminated string')
+    end
+    if byte(s, q) == 34 then
+      return sub(s, j, q - 1), q + 1
+    end
+    local parts, bad = {}, false
+    while true do
+      q = find(s, '["\\]', j)
+      if not q then
+        json_fail('unterminated string')
+      end
+      parts[#parts + 1] = sub(s, j, q - 1)
+      if byte(s, q) == 34 then
+        break
+      end
+      local c = sub(s, q + 1, q + 1)
+      if c == 'u' then
+        local hex = sub(s, q + 2, q + 5)
+        if not find(hex, '^%x%x%x%x$') then
+          json_fail('bad \\u escape')
+        end
+        local cp = tonumber(hex, 16)
+        j = q + 6
+        if cp >= 0xD800 and cp <= 0xDBFF then
+          if find(s, '^\\u[dD][c-fC-F]%x%x', j) then
+            cp = 0x10000 + (cp - 0xD800) * 1024 + (tonumber(sub(s, j + 2, j + 5), 16) - 0xDC00)
+            j = j + 6
+          else
+            bad = true
+            cp = 0xFFFD
+          end
+        elseif cp >= 0xDC00 and cp <= 0xDFFF then
+          bad = true
+          cp = 0xFFFD
+        end
+        parts[#parts + 1] = utf8_char(cp)
+      else
+        local e = simple_escapes[c]
+        if not e then
+          json_fail('bad escape')
+        end
+        parts[#parts + 1] = e
+        j = q + 2
+      end
+    end
+    if bad then
+      return { badstr = true }, q + 1
+    end
+    return concat(parts), q + 1
+  end
+
+  local read_value
+
+  local function skip(s, i)
+    local _, e = find(s, '^[ \t\r\n]*', i)
+    return e + 1
+  end
+
+  read_value = function(s, i, depth)
+    i = skip(s, i)
+    local c = byte(s, i)
+    if c == 34 then
+      return read_string(s, i)
+    elseif c == 123 then
+      if depth > 128 then
+        json_fail('nested too deeply')
+      end
+      local o = { obj = true, names = {}, map = {} }
+      i = skip(s, i + 1)
+      if byte(s, i) == 125 then
+        return o, i + 1
+      end
+      while true do
+        i = skip(s, i)
+        if byte(s, i) ~= 34 then
+          json_fail('expected a field name')
+        end
+        local k
+        k, i = read_string(s, i)
+        if type(k) ~= 'string' then
+          json_fail('field name is not a valid string (lone surrogate escape)')
+        end
+        i = skip(s, i)
+        if byte(s, i) ~= 58 then
+          json_fail("expected ':'")
+        end
+        local v
+        v, i = read_value(s, i + 1, depth + 1)
+        if o.map[k] ~= nil then
+          o.dup = o.dup or k
+        else
+          o.names[#o.names + 1] = k
+        end
+        o.map[k] = v
+        i = skip(s, i)
+        local d = byte(s, i)
+        if d == 125 then
+          return o, i + 1
+        elseif d ~= 44 then
+          json_fail("expected ',' or '}'")
+        end
+        i = i + 1
+      end
+    elseif c == 91 then
+      if depth > 128 then
+        json_fail('nested too deeply')
+      end
+      local a = { arr = true, list = {} }
+      local list = a.list
+      i = skip(s, i + 1)
+      if byte(s, i) == 93 then
+        return a, i + 1
+      end
+      while true do
+        local v
+        v, i = read_value(s, i, depth + 1)
+        list[#list + 1] = v
+        i = skip(s, i)
+        local d = byte(s, i)
+        if d == 93 then
+          return a, i + 1
+        elseif d ~= 44 then
+          json_fail("expected ',' or ']'")
+        end
+        i = i + 1
+      end
+    elseif c == 116 and sub(s, i, i + 3) == 'true' then
+      return true, i + 4
+    elseif c == 102 and sub(s, i, i + 4) == 'false' then
+      return false, i + 5
+    elseif c == 110 and sub(s, i, i + 3) == 'null' then
+      return NULL, i + 4
+    else
+      local a, b = find(s, '^-?%d+%.?%d*[eE]?[-+]?%d*', i)
+      if not a then
+        json_fail('unexpected character at offset ' .. (i - 1))
+      end
+      return { num = sub(s, a, b) }, b + 1
+    end
+  end
+
+  local function json_decode(s)
+    local v, i = read_value(s, 1, 0)
+    if skip(s, i) <= #s then
+      json_fail('trailing characters')
+    end
+    return v
+  end
+
+  ---------------------------------------------------------------------------------------
+  -- JSON writing.
+
+  local escapes = {}
+  for b = 0, 31 do
+    escapes[char(b)] = fmt('\\u%04x', b)
+  end
+  escapes['\b'], escapes['\f'], escapes['\n'], escapes['\r'], escapes['\t'] = '\\b', '\\f', '\\n', '\\r', '\\t'
+  escapes['"'], escapes['\\'] = '\\"', '\\\\'
+
+  -- Bytes that are not UTF-8 (only in values written into Redis by something else than
+  -- DBX) become U+FFFD, so the reply stays valid JSON text.
+  local function fix_utf8(s)
+    local i, last, out = 1, 1, nil
+    while true do
+      local p = find(s, '[\128-\255]', i)
+      if not p then
+        break
+      end
+      local c = byte(s, p)
+      local len = (c >= 0xC2 and c <= 0xDF and 2) or (c >= 0xE0 and c <= 0xEF and 3) or (c >= 0xF0 and c <= 0xF4 and 4) or 0
+      local ok = len > 0
+      if ok then
+        for k = 1, len - 1 do
+          local cc = byte(s, p + k)
+          if not cc or cc < 0x80 or cc > 0xBF then
+            ok = false
+            break
+          end
+        end
+      end
+      if ok then
+        local c2 = byte(s, p + 1)
+        if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F) or (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then
+          ok = false
+        end
+      end
+      if ok then
+        i = p + len
+      else
+        out = out or {}
+        out[#out + 1] = sub(s, last, p - 1)
+        out[#out + 1] = '\239\191\189'
+        last = p + 1
+        i = p + 1
+      end
+    end
+    if not out then
+      return s
+    end
+    out[#out + 1] = sub(s, last)
+    return concat(out)
+  end
+
+  local function jstr(s)
+    if not find(s, '[%z\1-\31"\\\128-\255]') then
+      return '"' .. s .. '"'
+    end
+    s = gsub(s, '[%z\1-\31"\\]', escapes)
+    if find(s, '[\128-\255]') then
+      s = fix_utf8(s)
+    end
+    return '"' .. s .. '"'
+  end
+
+  -- An integer-valued double as decimal text (never an exponent).
+  local function int(n)
+    return fmt('%.0f', n)
+  end
+
+  local function jbool(b)
+    return b and 'true' or 'false'
+  end
+
+  -- A score as the embedded store prints it (proto::write_f64): whole numbers below 1e15
+  -- as integers, ±inf as "+inf"/"-inf", everything else as the shortest text that reads
+  -- back as the same double, laid out as Rust's ryu does (`1e16`, `1.5e-7`, `0.0001`,
+  -- `1000000000000000.0`).
+  local function score_text(v)
+    if v ~= v then
+      return '"NaN"'
+    elseif v == math.huge then
+      return '"+inf"'
+    elseif v == -math.huge then
+      return '"-inf"'
+    end
+    if v == floor(v) and math.abs(v) < 1e15 then
+      return fmt('%.0f', v)
+    end
+    local s
+    for p = 15, 17 do
+      s = fmt('%.' .. p .. 'e', v)
+      if tonumber(s) == v then
+        break
+      end
+    end
+    -- s: [-]d.ddddde[+-]xx
+    local sign, d1, rest, ex = s:match('^(-?)(%d)%.?(%d*)e([-+]%d+)$')
+    local digits = gsub(d1 .. rest, '0+$', '')
+    if digits == '' then
+      digits = '0'
+    end
+    local len = #digits
+    local kk = tonumber(ex) + 1 -- position of the decimal point after the first digit
+    local out
+    if kk >= len and kk <= 16 then
+      out = digits .. string.rep('0', kk - len) .. '.0'
+    elseif kk > 0 and kk <= 16 then
+      out = sub(digits, 1, kk) .. '.' .. sub(digits, kk + 1)
+    elseif kk > -5 and kk <= 0 then
+      out = '0.' .. string.rep('0', -kk) .. digits
+    elseif len == 1 then
+      out = digits .. 'e' .. (kk - 1)
+    else
+      out = sub(digits, 1, 1) .. '.' .. sub(digits, 2) .. 'e' .. (kk - 1)
+    end
+    return sign .. out
+  end
+
+  ---------------------------------------------------------------------------------------
+  -- Parameters, as src/proto/params.rs reads them (same messages).
+
+  local function is_num(v)
+    return type(v) == 'table' and v.num ~= nil
+  end
+
+  local function p_raw(p, name)
+    local v = p.map[name]
+    if v == NULL then
+      return nil
+    end
+    return v
+  end
+
+  local function p_has(p, name)
+    return p_raw(p, name) ~= nil
+  end
+
+  local function missing(name)
+    invalid("Missing parameter '" .. name .. "'")
+  end
+
+  local function wrong(name, what)
+    invalid("Parameter '" .. name .. "' must be " .. what)
+  end
+
+  local function p_str(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      missing(name)
+    end
+    if type(v) ~= 'string' then
+      wrong(name, 'a string')
+    end
+    return v
+  end
+
+  local function p_opt_str(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      return nil
+    end
+    if type(v) ~= 'string' then
+      wrong(name, 'a string')
+    end
+    return v
+  end
+
+  -- A stored value: a string, or a number kept as the text the client sent.
+  local function value_text(v)
+    if type(v) == 'string' then
+      return v
+    elseif is_num(v) then
+      return v.num
+    end
+    return nil
+  end
+
+  local function p_value(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      missing(name)
+    end
+    local t = value_text(v)
+    if not t then
+      wrong(name, 'a string or a number')
+    end
+    return t
+  end
+
+  local function p_opt_bool(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      return false
+    end
+    if v ~= true and v ~= false then
+      wrong(name, 'a boolean')
+    end
+    return v
+  end
+
+  -- Whether decimal digit text `d` (no sign, no leading zeros) is at most `max`.
+  local function digits_le(d, max)
+    return #d < #max or (#d == #max and d <= max)
+  end
+
+  -- An i64 from JSON number text (serde's rules: no fraction, no exponent, in range), as
+  -- canonical decimal text.
+  local function i64_text(raw)
+    local neg, d = raw:match('^(-?)(%d+)$')
+    if not d or (#d > 1 and sub(d, 1, 1) == '0') then
+      return nil
+    end
+    if neg == '-' then
+      if not digits_le(d, '9223372036854775808') then
+        return nil
+      end
+      return d == '0' and '0' or ('-' .. d)
+    end
+    if not digits_le(d, '9223372036854775807') then
+      return nil
+    end
+    return d
+  end
+
+  local function p_opt_i64(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      return nil
+    end
+    local t = is_num(v) and i64_text(v.num)
+    if not t then
+      wrong(name, 'an integer (64-bit)')
+    end
+    return t
+  end
+
+  local function p_i64(p, name)
+    local t = p_opt_i64(p, name)
+    if t == nil then
+      missing(name)
+    end
+    return t
+  end
+
+  -- A non-negative integer (as a Lua number: exact up to 2^53, larger counts mean "all").
+  local function p_opt_usize(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      return nil
+    end
+    local d = is_num(v) and v.num:match('^(%d+)$')
+    if not d or (#d > 1 and sub(d, 1, 1) == '0') or not digits_le(d, '18446744073709551615') then
+      wrong(name, 'a non-negative integer')
+    end
+    return tonumber(d)
+  end
+
+  local function p_opt_f64(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      return nil
+    end
+    local n = is_num(v) and tonumber(v.num)
+    if not n or n ~= n or n == math.huge or n == -math.huge then
+      wrong(name, 'a number')
+    end
+    return n
+  end
+
+  local function p_str_list(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      missing(name)
+    end
+    if type(v) ~= 'table' or not v.arr then
+      wrong(name, 'an array of strings')
+    end
+    if #v.list == 0 then
+      wrong(name, 'a non-empty array')
+    end
+    for _, s in ipairs(v.list) do
+      if type(s) ~= 'string' then
+        wrong(name, 'an array of strings')
+      end
+    end
+    return v.list
+  end
+
+  local function p_value_list(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      missing(name)
+    end
+    if type(v) ~= 'table' or not v.arr then
+      wrong(name, 'an array of strings')
+    end
+    if #v.list == 0 then
+      wrong(name, 'a non-empty array')
+    end
+    local out = {}
+    for i, s in ipairs(v.list) do
+      local t = value_text(s)
+      if not t then
+        wrong(name, 'an array of strings or numbers')
+      end
+      out[i] = t
+    end
+    return out
+  end
+
+  local function p_one_or_many(p, single, many)
+    if p_has(p, single) then
+      return { p_str(p, single) }
+    end
+    if p_has(p, many) then
+      return p_str_list(p, many)
+    end
+    invalid("Missing parameter '" .. single .. "' or '" .. many .. "'")
+  end
+
+  local function p_object(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      missing(name)
+    end
+    if type(v) ~= 'table' or not v.obj then
+      wrong(name, 'an object')
+    end
+    if v.dup then
+      invalid("Parameter '" .. name .. "' names '" .. v.dup .. "' twice")
+    end
+    return v
+  end
+
+  local function p_array(p, name)
+    local v = p_raw(p, name)
+    if v == nil then
+      missing(name)
+    end
+    if type(v) ~= 'table' or not v.arr then
+      wrong(name, 'an array')
+    end
+    return v.list
+  end
+
+  ---------------------------------------------------------------------------------------
+  -- The state of one FCALL: the clock the gateway passed, the rev (kept in Lua and
+  -- written back once), the changes of the operation running, and what is known about
+  -- the deadlines of the keys touched so far.
+
+  local S
+
+  local function begin_call(now, backlog)
+    S = {
+      now = now,
+      backlog = backlog,
+      rev = tonumber(rcall('GET', K_REV) or '0') or 0,
+      rev0 = nil,
+      changes = {},
+      -- key -> deadline (number) or false (no deadline / missing), once checked
+      dl = {},
+    }
+    S.rev0 = S.rev
+  end
+
+  local function end_call()
+    if S.rev ~= S.rev0 then
+      rcall('SET', K_REV, int(S.rev))
+    end
+  end
+
+  local function xadd(seq, key, event)
+    rcall('XADD', K_CHANGES, 'MAXLEN', '~', S.backlog, int(S.rev) .. '-' .. seq, 'k', key, 'e', event, 't', int(S.now))
+  end
+
+  -- A change with a rev of its own (`expired`).
+  local function record_own(key, event)
+    S.rev = S.rev + 1
+    xadd(1, key, event)
+  end
+
+  -- The running operation changed `key` (all its changes share one rev, given at its end).
+  local function touched(key)
+    S.changes[#S.changes + 1] = key
+  end
+
+  -- Expire `key` first if its deadline has passed (or Redis already dropped it for its
+  -- native PEXPIREAT): removed, recorded as `expired` with a rev of its own, as the
+  -- embedded store's lazy expiry does. Returns the key's deadline, or false.
+  local function live(key)
+    local d = S.dl[key]
+    if d ~= nil then
+      return d
+    end
+    d = rcall('ZSCORE', K_DEADLINES, key)
+    if d then
+      d = tonumber(d)
+      if d <= S.now or rcall('EXISTS', key) == 0 then
+        rcall('DEL', key)
+        rcall('ZREM', K_DEADLINES, key)
+        record_own(key, 'expired')
+        d = false
+      end
+    else
+      d = false
+    end
+    S.dl[key] = d
+    return d
+  end
+
+  -- Record the deadline of `key` (false: none). `live(key)` has run before.
+  local function set_deadline(key, at)
+    if at then
+      rcall('ZADD', K_DEADLINES, int(at), key)
+    elseif S.dl[key] ~= false then
+      rcall('ZREM', K_DEADLINES, key)
+    end
+    S.dl[key] = at
+  end
+
+  -- After an operation that may have emptied a collection (Redis deletes empty ones):
+  -- drop the deadline of a key that is gone.
+  local function maybe_gone(key)
+    if S.dl[key] and rcall('EXISTS', key) == 0 then
+      set_deadline(key, false)
+    end
+  end
+
+  -- Run a Redis command; a WRONGTYPE reply becomes DBX's wrong_type.
+  local function rc(...)
+    local r = rpcall(...)
+    if type(r) == 'table' and r.err then
+      if find(r.err, '^WRONGTYPE') then
+        wrong_type()
+      end
+      error(r, 0)
+    end
+    return r
+  end
+
+  local function key_type(key)
+    return rcall('TYPE', key).ok
+  end
+
+  -- The key's type must be `want` (or the key missing). Returns whether it exists.
+  local function check_type(key, want)
+    local t = key_type(key)
+    if t == 'none' then
+      return false
+    end
+    if t ~= want then
+      wrong_type()
+    end
+    return true
+  end
+
+  -- Seconds (a double) to ms, rounded, as the embedded secs_to_ms; then an absolute
+  -- deadline at least 1 ms away.
+  local function deadline_after(secs)
+    local ms = floor(secs * 1000 + 0.5)
+    if ms < 1 then
+      ms = 1
+    end
+    local at = S.now + ms
+    if at > MAX_DEADLINE then
+      at = MAX_DEADLINE
+    end
+    return at
+  end
+
+  local function ttl_secs(at)
+    local left = at - S.now
+    if left < 0 then
+      left = 0
+    end
+    return int(ceil(left / 1000))
+  end
+
+  -- Unpack in chunks: Lua's C stack limits how many arguments one call can take.
+  local CHUNK = 1000
+
+  local function unpack_range(t, i, j)
+    return unpack(t, i, j)
+  end
+
+  ---------------------------------------------------------------------------------------
+  -- Methods. Each returns the fields of its result object as JSON text (without braces).
+
+  local M = {}
+  local WRITES = {}
+
+  local function method(name, is_write, fn)
+    M[name] = fn
+    WRITES[name] = is_write
+  end
+
+  -- string.*
+
+  local function string_get_value(key)
+    return rc('GET', key)
+  end
+
+  method('string.get', false, function(p)
+    local key = p_str(p, 'key')
+    local d = live(key)
+    local v = string_get_value(key)
+    if not v then
+      key_not_found(key)
+    end
+    return '"value":' .. jstr(v) .. ',"ttl":' .. (d and ttl_secs(d) or 'null')
+  end)
+
+  local function ttl_deadline(p)
+    local t = p_opt_f64(p, 'ttl')
+    if t == nil then
+      return false
+    end
+    if t <= 0 then
+      invalid("Parameter 'ttl' must be greater than 0")
+    end
+    return deadline_after(t)
+  end
+
+  method('string.set', true, function(p)
+    local key = p_str(p, 'key')
+    local value = p_value(p, 'value')
+    local at = ttl_deadline(p)
+    local nx, xx, want_prev = p_opt_bool(p, 'nx'), p_opt_bool(p, 'xx'), p_opt_bool(p, 'get')
+    if nx and xx then
+      invalid("Parameters 'nx' and 'xx' exclude each other")
+    end
+    live(key)
+    local prev
+    local exists = false
+    if want_prev then
+      prev = string_get_value(key)
+      exists = prev ~= false
+    elseif nx or xx then
+      exists = rcall('EXISTS', key) == 1
+    end
+    local do_set = not ((nx and exists) or (xx and not exists))
+    if do_set then
+      if at then
+        rcall('SET', key, value, 'PXAT', int(at))
+      else
+        rcall('SET', key, value)
+      end
+      set_deadline(key, at)
+      touched(key)
+    end
+    local out = '"set":' .. jbool(do_set)
+    if want_prev then
+      out = out .. ',"previous":' .. (prev and jstr(prev) or 'null')
+    end
+    return out
+  end)
+
+  method('string.mget', false, function(p)
+    local keys = p_str_list(p, 'keys')
+    local out = {}
+    for i, k in ipairs(keys) do
+      live(k)
+    end
+    for i = 1, #keys, CHUNK do
+      local vals = rcall('MGET', unpack_range(keys, i, math.min(i + CHUNK - 1, #keys)))
+      for j = 1, #vals do
+        local v = vals[j]
+        out[#out + 1] = v and jstr(v) or 'null'
+      end
+    end
+    return '"values":[' .. concat(out, ',') .. ']'
+  end)
+
+  method('string.mset', true, function(p)
+    local pairs_ = p_object(p, 'pairs')
+    if #pairs_.names == 0 then
+      invalid("Parameter 'pairs' must be a non-empty object")
+    end
+    local vals = {}
+    for i, k in ipairs(pairs_.names) do
+      local v = value_text(pairs_.map[k])
+      if not v then
+        invalid("Value of '" .. k .. "' in 'pairs' must be a string or a number")
+      end
+      vals[i] = v
+    end
+    for i, k in ipairs(pairs_.names) do
+      live(k)
+      rcall('SET', k, vals[i])
+      set_deadline(k, false)
+      touched(k)
+    end
+    return '"set":' .. #pairs_.names
+  end)
+
+  -- A stored integer as Rust's i64 parse reads it (sign, leading zeros allowed), as
+  -- canonical text; nil if it is not one.
+  local function stored_i64(v)
+    local sign, d = v:match('^([+-]?)(%d+)$')
+    if not d then
+      return nil
+    end
+    d = gsub(d, '^0+', '')
+    if d == '' then
+      return '0'
+    end
+    if sign == '-' then
+      if not digits_le(d, '9223372036854775808') then
+        return nil
+      end
+      return '-' .. d
+    end
+    if not digits_le(d, '9223372036854775807') then
+      return nil
+    end
+    return d
+  end
+
+  local function add_to_string(key, by)
+    live(key)
+    local v = string_get_value(key)
+    if not v then
+      rcall('SET', key, by)
+      touched(key)
+      return by
+    end
+    local cur = stored_i64(v)
+    if not cur then
+      throw('not_integer', 'Value is not an integer or out of range')
+    end
+    if cur ~= v then
+      -- Redis's INCRBY reads only canonical integers; the embedded store reads `+5`/`007`.
+      rcall('SET', key, cur, 'KEEPTTL')
+    end
+    if by == '0' then
+      if cur ~= v then
+        touched(key)
+      end
+      return cur
+    end
+    local r = rpcall('INCRBY', key, by)
+    if type(r) == 'table' and r.err then
+      throw('not_integer', 'Increment would overflow')
+    end
+    touched(key)
+    return rcall('GET', key)
+  end
+
+  method('string.incr', true, function(p)
+    local by = p_opt_i64(p, 'by') or '1'
+    local key = p_str(p, 'key')
+    return '"value":' .. add_to_string(key, by)
+  end)
+
+  method('string.decr', true, function(p)
+    local by = p_opt_i64(p, 'by') or '1'
+    if by == '-9223372036854775808' then
+      throw('not_integer', 'Increment would overflow')
+    end
+    if by ~= '0' then
+      by = (sub(by, 1, 1) == '-') and sub(by, 2) or ('-' .. by)
+    end
+    local key = p_str(p, 'key')
+    return '"value":' .. add_to_string(key, by)
+  end)
+
+  method('string.append', true, function(p)
+    local key = p_str(p, 'key')
+    local value = p_value(p, 'value')
+    live(key)
+    string_get_value(key) -- wrong_type check
+    local len = rcall('APPEND', key, value)
+    if value ~= '' or len == 0 then
+      touched(key)
+    end
+    return '"length":' .. int(len)
+  end)
+
+  method('string.strlen', false, function(p)
+    local key = p_str(p, 'key')
+    live(key)
+    return '"length":' .. int(rc('STRLEN', key))
+  end)
+
+  -- key.*
+
+  local function delete_key(k)
+    live(k)
+    local n = rcall('DEL', k)
+    if n > 0 then
+      set_deadline(k, false)
+    end
+    return n > 0
+  end
+
+  method('key.del', true, function(p)
+    local keys = p_one_or_many(p, 'key', 'keys')
+    local n = 0
+    for _, k in ipairs(keys) do
+      if delete_key(k) then
+        n = n + 1
+        touched(k)
+      end
+    end
+    return '"deleted":' .. n
+  end)
+
+  local function exists(k)
+    live(k)
+    return rcall('EXISTS', k) == 1
+  end
+
+  method('key.exists', false, function(p)
+    if p_has(p, 'key') then
+      return '"exists":' .. jbool(exists(p_str(p, 'key')))
+    end
+    local keys = p_one_or_many(p, 'key', 'keys')
+    local n = 0
+    for _, k in ipairs(keys) do
+      if exists(k) then
+        n = n + 1
+      end
+    end
+    return '"count":' .. n
+  end)
+
+  method('key.type', false, function(p)
+    local key = p_str(p, 'key')
+    live(key)
+    return '"type":"' .. key_type(key) .. '"'
+  end)
+
+  method('key.expire', true, function(p)
+    local key = p_str(p, 'key')
+    local t = p_opt_f64(p, 'ttl')
+    if t == nil then
+      missing('ttl')
+    end
+    local updated
+    if t <= 0 then
+      -- As Redis EXPIRE with a non-positive TTL: delete.
+      updated = delete_key(key)
+    else
+      local at = deadline_after(t)
+      live(key)
+      updated = rcall('PEXPIREAT', key, int(at)) == 1
+      if updated then
+        set_deadline(key, at)
+      end
+    end
+    if updated then
+      touched(key)
+    end
+    return '"updated":' .. jbool(updated)
+  end)
+
+  method('key.ttl', false, function(p)
+    local key = p_str(p, 'key')
+    local d = live(key)
+    if rcall('EXISTS', key) == 0 then
+      key_not_found(key)
+    end
+    return '"ttl":' .. (d and ttl_secs(d) or 'null')
+  end)
+
+  method('key.persist', true, function(p)
+    local key = p_str(p, 'key')
+    local d = live(key)
+    if d then
+      rcall('PERSIST', key)
+      set_deadline(key, false)
+      touched(key)
+    end
+    return '"updated":' .. jbool(d and true or false)
+  end)
+
+  method('key.rename', true, function(p)
+    local key = p_str(p, 'key')
+    local new_key = p_str(p, 'new_key')
+    local nx = p_opt_bool(p, 'nx')
+    local d = live(key)
+    if rcall('EXISTS', key) == 0 then
+      key_not_found(key)
+    end
+    if key == new_key then
+      return '"renamed":' .. jbool(not nx)
+    end
+    live(new_key)
+    if nx and rcall('EXISTS', new_key) == 1 then
+      return '"renamed":false'
+    end
+    -- RENAME moves the TTL with the value, as the embedded store does.
+    rcall('RENAME', key, new_key)
+    set_deadline(new_key, false)
+    set_deadline(key, false)
+    if d then
+      set_deadline(new_key, d)
+    end
+    touched(key)
+    touched(new_key)
+    return '"renamed":true'
+  end)
+
+  -- Most keys one key.scan call visits, whatever `count` asks for (as embedded).
+  local MAX_SCAN_COUNT = 100000
+  local SCAN_TYPES = { string = true, hash = true, set = true, zset = true, list = true }
+
+  method('key.scan', false, function(p)
+    local cursor = p_opt_str(p, 'cursor') or '0'
+    if not find(cursor, '^%d+$') or not digits_le(gsub(cursor, '^0+(%d)', '%1'), '18446744073709551615') then
+      invalid("Parameter 'cursor' is not a cursor returned by key.scan")
+    end
+    local count = p_opt_usize(p, 'count') or 10
+    if count < 1 then
+      count = 1
+    elseif count > MAX_SCAN_COUNT then
+      count = MAX_SCAN_COUNT
+    end
+    local pattern = p_opt_str(p, 'match')
+    local kind = p_opt_str(p, 'type')
+    if kind ~= nil and not SCAN_TYPES[kind] then
+      invalid("Parameter 'type' must be one of string, hash, set, zset, list")
+    end
+    local args = { 'SCAN', cursor, 'COUNT', count }
+    if pattern then
+      args[#args + 1] = 'MATCH'
+      args[#args + 1] = pattern
+    end
+    if kind then
+      args[#args + 1] = 'TYPE'
+      args[#args + 1] = kind
+    end
+    local r = rcall(unpack(args))
+    local out = {}
+    for _, k in ipairs(r[2]) do
+      -- DBX's own keys are never returned; a key past its deadline is expired here, as
+      -- the embedded scan does.
+      if sub(k, 1, #PREFIX) ~= PREFIX then
+        live(k)
+        if rcall('EXISTS', k) == 1 then
+          out[#out + 1] = jstr(k)
+        end
+      end
+    end
+    return '"cursor":' .. jstr(r[1]) .. ',"keys":[' .. concat(out, ',') .. ']'
+  end)
+
+  -- server.*
+
+  local function client_keys()
+    local n = rcall('DBSIZE')
+    for _, k in ipairs(RESERVED) do
+      n = n - rcall('EXISTS', k)
+    end
+    return n
+  end
+
+  local function new_epoch(old)
+    local t = rcall('TIME')
+    local e
+    repeat
+      e = fmt('%08x%05x%03x', tonumber(t[1]) % 4294967296, tonumber(t[2]) % 1048576, math.random(0, 4095))
+    until e ~= old
+    rcall('SET', K_EPOCH, e)
+    return e
+  end
+
+  method('server.dbsize', false, function()
+    return '"keys":' .. int(client_keys())
+  end)
+
+  method('server.flush', true, function()
+    local n = client_keys()
+    -- FLUSHDB, keeping DBX's history: the change stream, the rev and the library version
+    -- survive (dumped and restored); the deadlines go with the keys.
+    local keep = {}
+    for _, k in ipairs({ K_CHANGES, K_LIB }) do
+      local d = rcall('DUMP', k)
+      if d then
+        keep[#keep + 1] = { k, d }
+      end
+    end
+    local old = rcall('GET', K_EPOCH)
+    rcall('FLUSHDB')
+    for _, kd in ipairs(keep) do
+      rcall('RESTORE', kd[1], 0, kd[2])
+    end
+    S.rev0 = -1 -- the rev key is gone: write it back at the end
+    S.dl = {}
+    S.epoch = new_epoch(old)
+    touched('')
+    return '"flushed":' .. int(n)
+  end)
+
+  method('server.ping', false, function()
+    return '"pong":true'
+  end)
+
+  method('server.time', false, function()
+    return '"unix_ms":' .. int(S.now)
+  end)
+
+  ---------------------------------------------------------------------------------------
+  -- Operations and functions.
+
+  -- Names of parameters that name keys: a key under the reserved prefix is refused.
+  local function check_reserved(p)
+    local function bad(k)
+      if type(k) == 'string' and sub(k, 1, #PREFIX) == PREFIX then
+        invalid("Key '" .. k .. "' is reserved: the prefix '" .. PREFIX .. "' belongs to DBX's own bookkeeping")
+      end
+    end
+    bad(p.map.key)
+    bad(p.map.new_key)
+    local keys = p.map.keys
+    if type(keys) == 'table' and keys.arr then
+      for _, k in ipairs(keys.list) do
+        bad(k)
+      end
+    end
+    local pairs_ = p.map.pairs
+    if type(pairs_) == 'table' and pairs_.obj then
+      for _, k in ipairs(pairs_.names) do
+        bad(k)
+      end
+    end
+  end
+
+  local EMPTY = { obj = true, names = {}, map = {} }
+
+  local function run_op(op)
+    if type(op) ~= 'table' or not op.obj then
+      throw('invalid_request', 'An operation must be an object')
+    end
+    local name = op.map.method
+    if type(name) ~= 'string' then
+      throw('invalid_request', "Missing or invalid 'method'")
+    end
+    if name == 'batch' then
+      throw('invalid_request', 'A batch may not contain a batch')
+    end
+    local fn = M[name]
+    if not fn then
+      throw('method_not_found', "Unknown method '" .. name .. "'")
+    end
+    local p = op.map.params
+    if p == nil or p == NULL then
+      p = EMPTY
+    elseif type(p) ~= 'table' or not p.obj then
+      throw('invalid_request', "'params' must be an object")
+    elseif p.dup then
+      throw('invalid_request', "Invalid JSON: duplicate field '" .. p.dup .. "' in 'params'")
+    end
+    S.method = name
+    check_reserved(p)
+    return name, fn(p)
+  end
+
+  local function error_json(e)
+    if type(e) == 'table' and e.dbx then
+      return '{"error":{"code":"' .. e.code .. '","message":' .. jstr(e.message) .. '}}'
+    end
+    local msg = type(e) == 'table' and (e.err or e.message) or tostring(e)
+    return '{"error":{"code":"internal","message":' .. jstr('Redis: ' .. tostring(msg)) .. '}}'
+  end
+
+  local function epoch_now()
+    if S.epoch then
+      return S.epoch
+    end
+    local e = rcall('GET', K_EPOCH)
+    if not e then
+      e = new_epoch(nil)
+    end
+    S.epoch = e
+    return e
+  end
+
+  local function parse_int_arg(v, what)
+    local n = tonumber(v)
+    if not n or n < 0 or n ~= floor(n) then
+      error('dbx: ' .. what .. ' must be a non-negative integer', 0)
+    end
+    return n
+  end
+
+  -- dbx_exec now_ms backlog ops_json
+  local function dbx_exec(_, args)
+    local now = parse_int_arg(args[1], 'now_ms')
+    local backlog = parse_int_arg(args[2], 'backlog')
+    begin_call(now, backlog)
+    local ok, ops = pcall(json_decode, args[3] or '')
+    local results = {}
+    if not ok or type(ops) ~= 'table' or not ops.arr then
+      end_call()
+      error('dbx: ops_json must be a JSON array of operations', 0)
+    end
+    for i, op in ipairs(ops.list) do
+      S.changes = {}
+      S.method = nil
+      local okr, name, fields = pcall(run_op, op)
+      if #S.changes > 0 then
+        -- One executed write that changed something = one rev, shared by its changes.
+        S.rev = S.rev + 1
+        for j, k in ipairs(S.changes) do
+          xadd(j, k, S.method)
+        end
+      end
+      if okr then
+        if WRITES[name] then
+          fields = fields .. ',"rev":' .. int(S.rev)
+        end
+        results[i] = '{"result":{' .. fields .. '}}'
+      else
+        results[i] = error_json(name)
+      end
+    end
+    end_call()
+    return '{"rev":' .. int(S.rev) .. ',"epoch":' .. jstr(epoch_now()) .. ',"results":[' .. concat(results, ',') .. ']}'
+  end
+
+  -- The value of `key` as key.watch shows it (realtime::write_value), or nil if missing.
+  local function watch_value(key)
+    local t = key_type(key)
+    if t == 'string' then
+      return '{"type":"string","value":' .. jstr(rcall('GET', key)) .. '}'
+    elseif t == 'hash' then
+      local flat = rcall('HGETALL', key)
+      local idx = {}
+      for i = 1, #flat, 2 do
+        idx[#idx + 1] = i
+      end
+      table.sort(idx, function(a, b)
+        return flat[a] < flat[b]
+      end)
+      local out = {}
+      for _, i in ipairs(idx) do
+        out[#out + 1] = jstr(flat[i]) .. ':' .. jstr(flat[i + 1])
+      end
+      return '{"type":"hash","value":{' .. concat(out, ',') .. '}}'
+    elseif t == 'set' then
+      local m = rcall('SMEMBERS', key)
+      table.sort(m)
+      for i, v in ipairs(m) do
+        m[i] = jstr(v)
+      end
+      return '{"type":"set","value":[' .. concat(m, ',') .. ']}'
+    elseif t == 'list' then
+      local m = rcall('LRANGE', key, 0, -1)
+      for i, v in ipairs(m) do
+        m[i] = jstr(v)
+      end
+      return '{"type":"list","value":[' .. concat(m, ',') .. ']}'
+    elseif t == 'zset' then
+      local flat = rcall('ZRANGE', key, 0, -1, 'WITHSCORES')
+      local out = {}
+      for i = 1, #flat, 2 do
+        out[#out + 1] = '{"member":' .. jstr(flat[i]) .. ',"score":' .. score_text(tonumber(flat[i + 1])) .. '}'
+      end
+      return '{"type":"zset","value":[' .. concat(out, ',') .. ']}'
+    end
+    return nil
+  end
+
+  -- dbx_watch_read now_ms keys_json: keys_json is an array of keys, or an object
+  -- {"keys":[…],"patterns":[…]} (patterns: every existing key matching one, found with
+  -- SCAN — O(keys), as the embedded key.watch walks its whole store).
+  local function dbx_watch_read(_, args)
+    local now = parse_int_arg(args[1], 'now_ms')
+    local ok, spec = pcall(json_decode, args[2] or '')
+    if not ok or type(spec) ~= 'table' then
+      error('dbx: keys_json must be a JSON array of keys', 0)
+    end
+    local keys, patterns = {}, {}
+    if spec.arr then
+      keys = spec.list
+    elseif spec.obj then
+      keys = (type(spec.map.keys) == 'table' and spec.map.keys.list) or {}
+      patterns = (type(spec.map.patterns) == 'table' and spec.map.patterns.list) or {}
+    end
+    local function due(k)
+      local d = rcall('ZSCORE', K_DEADLINES, k)
+      return d and tonumber(d) <= now
+    end
+    local out, seen = {}, {}
+    for _, k in ipairs(keys) do
+      if type(k) == 'string' and not seen[k] and sub(k, 1, #PREFIX) ~= PREFIX and not due(k) then
+        local v = watch_value(k)
+        if v then
+          out[#out + 1] = jstr(k) .. ':' .. v
+          seen[k] = true
+        end
+      end
+    end
+    for _, pat in ipairs(patterns) do
+      if type(pat) == 'string' then
+        local cursor = '0'
+        repeat
+          local r = rcall('SCAN', cursor, 'MATCH', pat, 'COUNT', 1000)
+          cursor = r[1]
+          for _, k in ipairs(r[2]) do
+            if not seen[k] and sub(k, 1, #PREFIX) ~= PREFIX and not due(k) then
+              local v = watch_value(k)
+              if v then
+                out[#out + 1] = jstr(k) .. ':' .. v
+                seen[k] = true
+              end
+            end
+          end
+        until cursor == '0'
+      end
+    end
+    local rev = rcall('GET', K_REV) or '0'
+    local epoch = rcall('GET', K_EPOCH) or ''
+    return '{"rev":' .. rev .. ',"epoch":' .. jstr(epoch) .. ',"values":{' .. concat(out, ',') .. '}}'
+  end
+
+  -- dbx_expire_due now_ms limit backlog
+  local function dbx_expire_due(_, args)
+    local now = parse_int_arg(args[1], 'now_ms')
+    local limit = parse_int_arg(args[2], 'limit')
+    local backlog = parse_int_arg(args[3], 'backlog')
+    begin_call(now, backlog)
+    local due = rcall('ZRANGEBYSCORE', K_DEADLINES, '-inf', int(now), 'LIMIT', 0, limit)
+    for _, k in ipairs(due) do
+      rcall('DEL', k)
+      rcall('ZREM', K_DEADLINES, k)
+      record_own(k, 'expired')
+    end
+    end_call()
+    return #due
+  end
+
+  local function dbx_info()
+    local rev = rcall('GET', K_REV) or '0'
+    local epoch = rcall('GET', K_EPOCH) or ''
+    return '{"rev":' .. rev .. ',"epoch":' .. jstr(epoch) .. ',"keys":' .. int(client_keys()) .. ',"lib":' .. jstr(LIB_VERSION) .. '}'
+  end
+
+  -- dbx_init backlog: create the epoch and rev when missing; make the rev at least the
+  -- last change recorded (a rev below the stream's last id would make XADD fail: that
+  -- history is inconsistent, so a new epoch starts too).
+  local function dbx_init(_, args)
+    local backlog = parse_int_arg(args[1] or '0', 'backlog')
+    local rev = tonumber(rcall('GET', K_REV) or '-1')
+    local epoch = rcall('GET', K_EPOCH)
+    local last = rcall('XREVRANGE', K_CHANGES, '+', '-', 'COUNT', 1)
+    local last_rev = 0
+    if last[1] then
+      last_rev = tonumber((last[1][1]):match('^(%d+)')) or 0
+    end
+    if rev == nil or rev < last_rev then
+      rcall('SET', K_REV, int(last_rev))
+      rev = last_rev
+      epoch = new_epoch(epoch)
+    elseif rev < 0 then
+      rcall('SET', K_REV, '0')
+      rev = 0
+    end
+    if not epoch then
+      epoch = new_epoch(nil)
+    end
+    if rcall('GET', K_LIB) ~= LIB_VERSION then
+      rcall('SET', K_LIB, LIB_VERSION)
+    end
+    if backlog > 0 then
+      rcall('XTRIM', K_CHANGES, 'MAXLEN', '~', backlog)
+    end
+    return '{"rev":' .. int(rev) .. ',"epoch":' .. jstr(epoch) .. '}'
+  end
+
+  return {
+    exec = dbx_exec,
+    watch_read = dbx_watch_read,
+    expire_due = dbx_expire_due,
+    info = dbx_info,
+    init = dbx_init,
+  }
+end
+
+local lib
+
+local function entry(name)
+  return function(keys, args)
+    if not lib then
+      lib = build()
+    end
+    return lib[name](keys, args)
+  end
+end
+
+redis.register_function({ function_name = 'dbx_exec', callback = entry('exec') })
+-- The same function for requests none of whose operations can grow memory (reads and
+-- deletes): Redis runs it above maxmemory, as the embedded store never refuses those.
+redis.register_function({ function_name = 'dbx_exec_allow_oom', callback = entry('exec'), flags = { 'allow-oom' } })
+redis.register_function({ function_name = 'dbx_watch_read', callback = entry('watch_read'), flags = { 'no-writes' } })
+redis.register_function({ function_name = 'dbx_expire_due', callback = entry('expire_due'), flags = { 'allow-oom' } })
+redis.register_function({ function_name = 'dbx_info', callback = entry('info'), flags = { 'no-writes' } })
+redis.register_function({ function_name = 'dbx_init', callback = entry('init'), flags = { 'allow-oom' } })
