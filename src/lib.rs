@@ -42,6 +42,8 @@
 
 pub mod auth;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
+pub mod backend;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod cmd;
 pub mod config;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
@@ -80,6 +82,16 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
              in clear; set DBX_TLS_CERT and DBX_TLS_KEY (or terminate TLS in front)",
             cfg.host,
             cfg.port
+        );
+    }
+    if let config::Backend::Redis(t) = &cfg.backend {
+        // Settings that make a gateway useless are start-up errors (exit 2); Redis
+        // being down is not (the gateway starts degraded and recovers by itself).
+        backend::startup_check(&cfg, t).map_err(RunError::Config)?;
+        log::info!(
+            "gateway mode: data in {}; DBX_PERSIST, DBX_DATA_DIR and DBX_MAXMEMORY* do not apply \
+             (Redis persists and limits memory)",
+            t.describe()
         );
     }
     let nofile = server::sys::raise_nofile_limit();

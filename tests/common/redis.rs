@@ -1,0 +1,141 @@
+//! A real `redis-server` (7.0+) on a free 127.0.0.1 port with its own temp dir, for the
+//! gateway tests (`DBX_BACKEND=redis://…`). Missing redis-server is a failure that says
+//! so — never a silent skip (CI installs it: .ci/run).
+
+use super::process::{free_port, TempDir};
+use super::server::TestServer;
+use dbx::config::{parse_backend, Config};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Redis {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn redis_binary() -> String {
+    let b = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let ok = Command::new(&b)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "redis-server not found ({b}): the gateway tests need Redis 7+ (apt-get install redis-server; .ci/run does)"
+    );
+    b
+}
+
+impl Redis {
+    /// Start a Redis with no persistence, `noeviction`, on a free port.
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Start with extra `--name value` arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let bin = redis_binary();
+        let mut c = Command::new(bin);
+        c.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(["--maxmemory-policy", "noeviction", "--protected-mode", "no"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(c.spawn().expect("spawn redis-server"));
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.cmd(&["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer PING on port {} within 10 s", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL Redis (its data goes unless persisted).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start Redis again on the same port and dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// One command, its raw RESP answer (first line, or the whole of a short reply).
+    pub fn cmd(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes())?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        if let Some(n) = line.strip_prefix('$').and_then(|n| n.trim().parse::<usize>().ok()) {
+            let mut body = vec![0; n + 2];
+            r.read_exact(&mut body)?;
+            return Ok(String::from_utf8_lossy(&body[..n]).into_owned());
+        }
+        Ok(line)
+    }
+
+    /// A gateway (in-process server) on this Redis; `f` may change the config further.
+    pub fn gateway(&self, f: impl FnOnce(&mut Config)) -> TestServer {
+        let url = self.url();
+        TestServer::with(|c| {
+            c.backend = parse_backend(&url).expect("backend url");
+            c.ws_rate_limit = 0;
+            f(c);
+        })
+        .timeout(Duration::from_secs(10))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Wait until a gateway answers requests (it connects to Redis after start).
+pub fn wait_ready(srv: &TestServer) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = srv.client();
+        let r = c.call("server.dbsize", serde_json::json!({}));
+        if r.get("result").is_some() {
+            return;
+        }
+        assert!(Instant::now() < end, "gateway not ready within 10 s: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
