@@ -35,7 +35,14 @@ fn redis_binary() -> String {
 impl Redis {
     /// Start a Redis with no persistence, `noeviction`, on a free port.
     pub fn start() -> Redis {
-        Redis::start_with(&[])
+        Redis::start_with(&["--maxmemory-policy", "noeviction"])
+    }
+
+    /// A Redis on a given port (a gateway was told about it before it existed).
+    pub fn start_on(port: u16) -> Redis {
+        let mut r = Redis { port, dir: TempDir::new("redis"), child: None, extra: vec![] };
+        r.spawn();
+        r
     }
 
     /// Start with extra `--name value` arguments (e.g. `["--appendonly", "yes"]`).
@@ -55,7 +62,7 @@ impl Redis {
         let mut c = Command::new(bin);
         c.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
-            .args(["--maxmemory-policy", "noeviction", "--protected-mode", "no"])
+            .args(["--protected-mode", "no"])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -80,6 +87,13 @@ impl Redis {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Send `sig` (SIGSTOP / SIGCONT: a Redis that stops answering).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("redis running").id() as i32;
+        // SAFETY: a signal to our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     }
 
     /// Start Redis again on the same port and dir.
@@ -138,4 +152,9 @@ pub fn wait_ready(srv: &TestServer) {
         assert!(Instant::now() < end, "gateway not ready within 10 s: {r}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `DBX_TEST_BACKEND=redis`: every `TestServer` is a gateway on its own Redis.
+pub fn suites_on_redis() -> bool {
+    std::env::var("DBX_TEST_BACKEND").is_ok_and(|v| v == "redis")
 }
