@@ -136,10 +136,18 @@ impl Gateway {
                         l.hub.publish_to(c, Some(p), data);
                     }
                 }
+                ["subscribe" | "psubscribe", name, _] => {
+                    if let Some(n) = name.strip_prefix(CHANNEL_PREFIX) {
+                        self.confirmed(Some(n));
+                    }
+                }
                 _ => {}
             }
         }
         if let Err(e) = res {
+            // Answer the waiting subscribes: they hold locally and are mirrored again on
+            // reconnect.
+            self.confirmed(None);
             log::warn!("backend subscriber connection down: {e}");
             let _ = self.sub.fail(&self.registry, now, e.to_string());
             self.mirrored_channels.clear();
@@ -147,10 +155,29 @@ impl Gateway {
         }
     }
 
+    /// Redis confirmed the subscription `name` (None: stop waiting for any).
+    fn confirmed(&mut self, name: Option<&str>) {
+        let mut i = 0;
+        while let Some((names, _, _)) = self.confirming.get_mut(i) {
+            match name {
+                Some(n) => names.retain(|x| &**x != n),
+                None => names.clear(),
+            }
+            if names.is_empty() {
+                let (_, w, body) = self.confirming.swap_remove(i);
+                self.reply_to(&w, body);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Subscribe in Redis to what the local connections subscribe to, and no more.
-    pub(super) fn mirror_subscriptions(&mut self, hub: &Hub) {
+    /// Returns the names newly subscribed (their confirmations will arrive on `sub`).
+    pub(super) fn mirror_subscriptions(&mut self, hub: &Hub) -> Vec<Box<str>> {
+        let mut added = Vec::new();
         if !self.sub.is_open() {
-            return;
+            return added;
         }
         let (channels, patterns) = hub.all_subscriptions();
         let mut args: Vec<Vec<u8>> = Vec::new();
@@ -161,6 +188,7 @@ impl Gateway {
                 for w in want {
                     if have.insert(w.clone()) {
                         args.push(format!("{CHANNEL_PREFIX}{w}").into_bytes());
+                        added.push(w.clone());
                     }
                 }
                 if args.len() > 1 {
@@ -187,6 +215,7 @@ impl Gateway {
             self.sub.send_untracked(&refs);
         }
         let _ = self.sub.flush();
+        added
     }
 
     /// A client connection is gone: its replies must not reach the slot's next owner,
@@ -198,6 +227,8 @@ impl Gateway {
         if let Some(g) = self.generations.get_mut(t) {
             *g = g.wrapping_add(1);
         }
+        self.flows.remove(&t);
+        self.confirming.retain(|c| c.1.conn != t);
         self.mirror_subscriptions(hub);
     }
 }

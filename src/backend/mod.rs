@@ -104,6 +104,14 @@ enum Kind {
     Watch(Box<WatchAsk>),
 }
 
+#[derive(Default)]
+struct Flow {
+    issued: u64,
+    answered: u64,
+    /// `(issued when it arrived, frame)`: sent once `answered` reaches it.
+    held: std::collections::VecDeque<(u64, Rc<[u8]>)>,
+}
+
 struct WatchAsk {
     keys: Vec<Box<str>>,
     patterns: Vec<Box<str>>,
@@ -181,7 +189,6 @@ pub struct Gateway {
     data: Vec<RespConn<Tag>>,
     follow: RespConn<Tag>,
     sub: RespConn<()>,
-    next_data: usize,
     /// data[0] has loaded the library and called dbx_init since it (re)connected.
     ready: bool,
     /// Why requests are refused although Redis answers (an evicting policy).
@@ -196,6 +203,11 @@ pub struct Gateway {
     generations: Vec<u32>,
     /// Replies completed: `(token, seq, reply)`.
     pub done: Vec<(usize, u64, Vec<u8>)>,
+    /// Per client connection: requests issued / answered, and events held until the
+    /// replies of the requests before them went out ("reply first, then event": the
+    /// follower may bring a write's change before the write's own reply).
+    flows: hashbrown::HashMap<usize, Flow>,
+    ready_events: Vec<(usize, Rc<[u8]>)>,
     /// The last rev delivered to local watchers, and the stream id it came from.
     delivered: u64,
     delivered_n: u64,
@@ -212,6 +224,8 @@ pub struct Gateway {
     mirrored_patterns: hashbrown::HashSet<Box<str>>,
     /// `sub` reconnected: subscribe to everything again.
     sub_resubscribe: bool,
+    /// `pubsub.subscribe` replies waiting for Redis to confirm these names.
+    confirming: Vec<(Vec<Box<str>>, Waiting, Vec<u8>)>,
     scratch: Vec<u8>,
     frames: Vec<(Tag, OwnedFrame)>,
     /// Requests answered `unavailable` / timed out (metrics, logs).
@@ -229,7 +243,6 @@ impl Gateway {
             data: (0..n).map(|i| RespConn::new(Token(TOKEN_BASE + i))).collect(),
             follow: RespConn::new(Token(FOLLOW)),
             sub: RespConn::new(Token(SUB)),
-            next_data: 0,
             ready: false,
             refusal: None,
             allow_eviction: cfg.backend_allow_eviction,
@@ -239,6 +252,8 @@ impl Gateway {
             backlog: cfg.watch_backlog,
             generations: Vec::new(),
             done: Vec::new(),
+            flows: hashbrown::HashMap::new(),
+            ready_events: Vec::new(),
             delivered: 0,
             delivered_n: 0,
             follow_from: "0-0".to_string(),
@@ -250,6 +265,7 @@ impl Gateway {
             mirrored_channels: Default::default(),
             mirrored_patterns: Default::default(),
             sub_resubscribe: false,
+            confirming: Vec::new(),
             scratch: Vec::new(),
             frames: Vec::new(),
             unavailable_total: 0,
@@ -290,7 +306,8 @@ impl Gateway {
         self.generations.get(t).copied().unwrap_or(0)
     }
 
-    fn waiting(&self, s: &Session, id: Option<&str>, kind: Kind) -> Waiting {
+    fn waiting(&mut self, s: &Session, id: Option<&str>, kind: Kind) -> Waiting {
+        self.flows.entry(s.conn).or_default().issued += 1;
         Waiting { conn: s.conn, generation: self.generation(s.conn), seq: s.seq, id: id.map(Into::into), kind }
     }
 
@@ -434,12 +451,20 @@ impl Gateway {
             }
         }
         l.facts.ops_total += l.fx.ops;
+        let mut reply = Reply::Now;
         if method.starts_with("pubsub.") {
-            self.mirror_subscriptions(l.hub);
+            let added = self.mirror_subscriptions(l.hub);
+            if !added.is_empty() && err.is_none() {
+                // The reply waits for Redis to confirm the new subscriptions, so that a
+                // publish made after it (on any gateway) reaches this subscriber.
+                let w = self.waiting(s, id, Kind::Single);
+                self.confirming.push((added, w, out.clone()));
+                reply = Reply::Later;
+            }
         }
         let name = l.fx.last_method();
         Outcome {
-            reply: Reply::Now,
+            reply,
             method: Some(if name.is_empty() { "unknown" } else { name }),
             error: err.map(|e| e.code),
             ops: l.fx.ops,
@@ -550,18 +575,21 @@ impl Gateway {
         self.send_data(&[b"FCALL", f, b"0", now_ms.as_bytes(), backlog.as_bytes(), ops_json], w, now);
     }
 
-    /// Queue a request on the data connection with the fewest pending replies.
+    /// Queue a request on its client connection's data connection: one client's
+    /// requests share one pipeline, so Redis runs them in the order they were sent
+    /// (a read after a write sees it). Another open one if that one is down.
     fn send_data(&mut self, args: &[&[u8]], w: Waiting, now: u64) {
         let n = self.data.len().max(1);
-        let mut best = self.next_data % n;
-        for i in 0..n {
-            let c = (self.next_data + i) % n;
-            let (Some(a), Some(b)) = (self.data.get(c), self.data.get(best)) else { continue };
-            if a.is_up() && (!b.is_up() || a.pending() < b.pending()) {
-                best = c;
-            }
-        }
-        self.next_data = self.next_data.wrapping_add(1);
+        let pinned = w.conn % n;
+        let open = |i: &usize| self.data.get(*i).is_some_and(RespConn::is_open);
+        let Some(best) = std::iter::once(pinned).chain(0..n).find(open) else {
+            self.unavailable_total += 1;
+            let e = Error::new(Code::Unavailable, "No backend connection is open");
+            let mut b = Vec::new();
+            envelope::error(&mut b, w.id.as_deref(), &e, "");
+            self.reply_to(&w, b);
+            return;
+        };
         self.inflight += 1;
         if let Some(c) = self.data.get_mut(best) {
             c.send(args, Tag::Req(w), now);
@@ -574,9 +602,30 @@ impl Gateway {
     // ---- completions ----
 
     fn reply_to(&mut self, w: &Waiting, body: Vec<u8>) {
-        if self.generation(w.conn) == w.generation {
-            self.done.push((w.conn, w.seq, body));
+        if self.generation(w.conn) != w.generation {
+            return;
         }
+        self.done.push((w.conn, w.seq, body));
+        if let Some(f) = self.flows.get_mut(&w.conn) {
+            f.answered += 1;
+            while f.held.front().is_some_and(|h| h.0 <= f.answered) {
+                if let Some((_, e)) = f.held.pop_front() {
+                    self.ready_events.push((w.conn, e));
+                }
+            }
+        }
+    }
+
+    /// The hub's deliveries, each behind the replies of the requests its connection
+    /// made before it arrived.
+    pub fn route_events(&mut self, out: &mut Vec<(usize, Rc<[u8]>)>) -> std::vec::Drain<'_, (usize, Rc<[u8]>)> {
+        for (t, e) in out.drain(..) {
+            match self.flows.get_mut(&t) {
+                Some(f) if f.answered < f.issued || !f.held.is_empty() => f.held.push_back((f.issued, e)),
+                _ => self.ready_events.push((t, e)),
+            }
+        }
+        self.ready_events.drain(..)
     }
 
     fn answer_error(&mut self, w: Waiting, e: &Error, stamp: &str) {

@@ -75,10 +75,6 @@ impl<P> RespConn<P> {
         matches!(self.state, State::Up | State::Connecting)
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// When the oldest unanswered command was sent.
     pub fn oldest_sent(&self) -> Option<u64> {
         self.pending.front().map(|p| p.1)

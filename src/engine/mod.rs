@@ -352,7 +352,11 @@ impl Engine {
 
     /// Deliveries queued since the last call, in order: `(token, frame)`.
     pub fn events(&mut self) -> std::vec::Drain<'_, (usize, Rc<[u8]>)> {
-        self.hub.out.drain(..)
+        match self.gateway.as_deref_mut() {
+            // Held behind the replies of requests still waiting on the backend.
+            Some(gw) => gw.route_events(&mut self.hub.out),
+            None => self.hub.out.drain(..),
+        }
     }
 
     /// Replies that completed after `handle` returned [`Reply::Later`]:

@@ -484,11 +484,12 @@ impl Server {
     /// Queue the engine's deliveries to their connections, and replies that
     /// completed after a round trip (none with the embedded engine).
     fn deliver(&mut self) {
-        for (t, payload) in self.engine.events() {
-            ws::push_frame(&mut self.conns, &mut self.dirty, t, &payload);
-        }
+        // Replies first: an event a request caused goes out after its reply.
         for (t, seq, reply) in self.engine.completed() {
             ws::complete_in_order(&mut self.conns, &mut self.dirty, t, seq, Some(&reply));
+        }
+        for (t, payload) in self.engine.events() {
+            ws::push_frame(&mut self.conns, &mut self.dirty, t, &payload);
         }
     }
 
