@@ -92,10 +92,12 @@ struct Waiting {
 }
 
 enum Kind {
-    /// `dbx_exec` of one method.
-    Single,
-    /// `dbx_exec` of a batch: for each operation, its local error or None (sent).
-    Batch(Vec<Option<Error>>),
+    /// `dbx_exec` of one method; for `key.scan` by a credential with a key scope, the
+    /// scope the returned keys are filtered by (the library does not know scopes).
+    Single(Option<Rc<Identity>>),
+    /// `dbx_exec` of a batch: for each operation, its local error, or Ok (sent) with
+    /// the scan filter as above.
+    Batch(Vec<Result<Option<Rc<Identity>>, Error>>),
     /// `PUBLISH`: receivers = Redis's answer.
     Publish,
     /// `dbx_info` for `server.info`.
@@ -388,7 +390,7 @@ impl Gateway {
                 params.write_json(&mut self.scratch);
                 self.scratch.extend_from_slice(b"}]");
                 let ops = std::mem::take(&mut self.scratch);
-                let w = self.waiting(s, id, Kind::Single);
+                let w = self.waiting(s, id, Kind::Single(scan_filter(name, s.identity)));
                 self.exec(&ops, command.flags & DENYOOM != 0, w, l.unix_ms, now);
                 self.scratch = ops;
             }
@@ -457,7 +459,7 @@ impl Gateway {
             if !added.is_empty() && err.is_none() {
                 // The reply waits for Redis to confirm the new subscriptions, so that a
                 // publish made after it (on any gateway) reaches this subscriber.
-                let w = self.waiting(s, id, Kind::Single);
+                let w = self.waiting(s, id, Kind::Single(None));
                 self.confirming.push((added, w, out.clone()));
                 reply = Reply::Later;
             }
@@ -541,9 +543,9 @@ impl Gateway {
                     p.write_json(&mut self.scratch);
                     self.scratch.push(b'}');
                     sent += 1;
-                    local.push(None);
+                    local.push(Ok(scan_filter(name, s.identity)));
                 }
-                Err(e) => local.push(Some(e)),
+                Err(e) => local.push(Err(e)),
             }
         }
         self.scratch.push(b']');
@@ -687,7 +689,7 @@ impl Gateway {
                 });
                 self.reply_to(&w, b);
             }
-            Kind::Single | Kind::Batch(_) => {
+            Kind::Single(_) | Kind::Batch(_) => {
                 let text = bulk_text(&frame).unwrap_or("");
                 let parsed: Option<ExecReply> = serde_json::from_str(text).ok();
                 let Some(r) = parsed else {
@@ -695,8 +697,12 @@ impl Gateway {
                     return self.answer_error(w, &bad_reply("dbx_exec"), l.stamp);
                 };
                 self.note_rev(l, r.rev, &r.epoch);
-                if matches!(w.kind, Kind::Single) {
-                    let b = single_reply(w.id.as_deref(), r.results.first().copied(), l.stamp);
+                if let Kind::Single(filter) = &w.kind {
+                    let elem = r.results.first().map(|e| e.get()).unwrap_or("");
+                    let b = match filter {
+                        Some(scope) => single_reply(w.id.as_deref(), &scan_in_scope(elem, scope), l.stamp),
+                        None => single_reply(w.id.as_deref(), elem, l.stamp),
+                    };
                     self.reply_to(&w, b);
                 } else {
                     self.finish_batch(w, &r.results, l.stamp);
@@ -710,7 +716,7 @@ impl Gateway {
                 let Waiting { conn, generation, seq, id, kind: Kind::Watch(ask) } = w else { return };
                 self.inflight += 1; // still waiting (parked) until the follower catches up
                 self.parked.push(Parked {
-                    w: Waiting { conn, generation, seq, id, kind: Kind::Single },
+                    w: Waiting { conn, generation, seq, id, kind: Kind::Single(None) },
                     ask,
                     rev: read.rev,
                     epoch: read.epoch,
@@ -731,13 +737,16 @@ impl Gateway {
                 for slot in local {
                     let buf = a.elem();
                     match slot {
-                        Some(e) => {
+                        Err(e) => {
                             buf.extend_from_slice(b"{\"error\":");
                             envelope::write_error(buf, e);
                             buf.push(b'}');
                         }
-                        None => match remote.next() {
-                            Some(r) => buf.extend_from_slice(r.get().as_bytes()),
+                        Ok(filter) => match remote.next() {
+                            Some(r) => match filter {
+                                Some(scope) => buf.extend_from_slice(scan_in_scope(r.get(), scope).as_bytes()),
+                                None => buf.extend_from_slice(r.get().as_bytes()),
+                            },
                             None => {
                                 buf.extend_from_slice(b"{\"error\":");
                                 envelope::write_error(buf, &bad_reply("dbx_exec"));
@@ -1157,10 +1166,25 @@ fn redis_error(msg: &str) -> Error {
     }
 }
 
+/// `key.scan` by a credential confined to some keys: its results need filtering.
+fn scan_filter(method: &str, identity: &Rc<Identity>) -> Option<Rc<Identity>> {
+    (method == "key.scan" && identity.key_globs.is_some()).then(|| identity.clone())
+}
+
+/// A `key.scan` result element without the keys outside `scope` (the embedded scan
+/// skips them the same way; the cursor is unchanged).
+fn scan_in_scope(elem: &str, scope: &Identity) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(elem) else { return elem.to_string() };
+    if let Some(keys) = v.pointer_mut("/result/keys").and_then(|k| k.as_array_mut()) {
+        keys.retain(|k| k.as_str().is_some_and(|k| scope.key_allowed(k)));
+    }
+    v.to_string()
+}
+
 /// The reply of a single method from its `dbx_exec` result element.
-fn single_reply(id: Option<&str>, elem: Option<&RawValue>, stamp: &str) -> Vec<u8> {
+fn single_reply(id: Option<&str>, elem: &str, stamp: &str) -> Vec<u8> {
     let mut b = Vec::new();
-    let parsed = elem.and_then(|e| serde_json::from_str::<Elem>(e.get()).ok());
+    let parsed = serde_json::from_str::<Elem>(elem).ok();
     match parsed {
         Some(Elem { result: Some(r), .. }) => {
             b.extend_from_slice(b"{\"id\":");
