@@ -229,6 +229,64 @@ local function build()
     return v
   end
 
+  -- cjson's output in the representation above, when nothing was lost: no number (cjson
+  -- makes doubles of them), no empty table (`[]` or `{}`?), no object below an op's
+  -- params (their field order matters: mset, hash.set). Returns nil otherwise.
+  local cjson_null = cjson.null
+  local function from_cjson(v, depth)
+    if type(v) == 'table' then
+      if next(v) == nil then
+        return nil
+      end
+      if v[1] ~= nil then
+        local list = {}
+        for i = 1, #v do
+          local x = from_cjson(v[i], depth + 1)
+          if x == nil then
+            return nil
+          end
+          list[i] = x
+        end
+        return { arr = true, list = list }
+      end
+      if depth > 2 then
+        return nil
+      end
+      local map = {}
+      for k, x in pairs(v) do
+        if type(k) ~= 'string' then
+          return nil
+        end
+        x = from_cjson(x, depth + 1)
+        if x == nil then
+          return nil
+        end
+        map[k] = x
+      end
+      return { obj = true, names = {}, map = map }
+    elseif v == cjson_null then
+      return NULL
+    elseif type(v) == 'number' then
+      return nil
+    end
+    return v
+  end
+
+  -- The ops array: cjson (C, ~8x faster) when it loses nothing, else the reader above.
+  -- A surrogate escape goes to the reader (cjson lets a lone one through).
+  local function decode_ops(s)
+    if not find(s, '\\u[dD][89a-fA-F]') then
+      local ok, v = pcall(cjson.decode, s)
+      if ok and type(v) == 'table' and v[1] ~= nil then
+        local r = from_cjson(v, 0)
+        if r then
+          return r
+        end
+      end
+    end
+    return json_decode(s)
+  end
+
   ---------------------------------------------------------------------------------------
   -- JSON writing.
 
@@ -1823,7 +1881,7 @@ local function build()
     local now = parse_int_arg(args[1], 'now_ms')
     local backlog = parse_int_arg(args[2], 'backlog')
     begin_call(now, backlog)
-    local ok, ops = pcall(json_decode, args[3] or '')
+    local ok, ops = pcall(decode_ops, args[3] or '')
     local results = {}
     if not ok or type(ops) ~= 'table' or not ops.arr then
       end_call()
