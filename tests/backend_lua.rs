@@ -34,6 +34,15 @@ enum Resp {
     Arr(Option<Vec<Resp>>),
 }
 
+/// Every string in a reply, depth first.
+fn flat(r: &Resp) -> Vec<String> {
+    match r {
+        Resp::Arr(Some(items)) => items.iter().flat_map(flat).collect(),
+        Resp::Bulk(Some(b)) => vec![String::from_utf8_lossy(b).into_owned()],
+        _ => Vec::new(),
+    }
+}
+
 impl Resp {
     fn text(&self) -> String {
         match self {
@@ -933,12 +942,37 @@ fn flush_scan_watch_read_info_and_init() {
     assert_eq!(i1, format!(r#"{{"rev":{rev},"epoch":{}}}"#, info["epoch"]));
     p.redis.cmds(&["SET", "__dbx:rev", "1"]);
     let i2: Value = serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG]).text()).unwrap();
-    assert_eq!(i2["rev"], rev);
+    assert_eq!(i2["rev"], rev + 1);
     assert_ne!(i2["epoch"], info["epoch"]);
+    let last = p.redis.changes_after(&format!("{rev}-9"));
+    assert_eq!(last, vec![(rev + 1, 1, String::new(), "epoch".to_string())]);
+    let ep = p.redis.cmds(&["XRANGE", "__dbx:changes", &format!("{}-1", rev + 1), "+"]);
+    assert!(flat(&ep).ends_with(&["ep".to_string(), i2["epoch"].as_str().unwrap().to_string()]), "{ep:?}");
+    // a gateway delivered rev+5 in this epoch, the new primary is behind: new epoch,
+    // rev raised past it; in another epoch, or not behind: nothing changes
+    let e2 = i2["epoch"].as_str().unwrap().to_string();
+    let i3: Value =
+        serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG, &(rev + 1).to_string(), &e2]).text())
+            .unwrap();
+    assert_eq!((i3["rev"].as_u64(), i3["epoch"].as_str()), (Some(rev + 1), Some(e2.as_str())));
+    let i3: Value = serde_json::from_str(
+        &p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG, &(rev + 5).to_string(), "0000000000000000"]).text(),
+    )
+    .unwrap();
+    assert_eq!((i3["rev"].as_u64(), i3["epoch"].as_str()), (Some(rev + 1), Some(e2.as_str())));
+    let i4: Value =
+        serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG, &(rev + 5).to_string(), &e2]).text())
+            .unwrap();
+    assert_eq!(i4["rev"], rev + 6);
+    assert_ne!(i4["epoch"], i2["epoch"]);
+    // the flush changes carry their new epoch too
+    let flushes = p.redis.cmds(&["XRANGE", "__dbx:changes", "-", "+"]);
+    assert_eq!(flat(&flushes).iter().filter(|f| *f == "ep").count(), 4, "ep fields: 2 flushes + 2 epochs");
     // a fresh database: rev 0 and an epoch
     p.redis.cmds(&["FLUSHALL"]);
-    let i3: Value = serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG]).text()).unwrap();
-    assert_eq!(i3["rev"], 0);
+    let i5: Value = serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG]).text()).unwrap();
+    assert_eq!(i5["rev"], 0);
+    assert_eq!(p.redis.cmds(&["GET", "__dbx:rev"]).text(), "0");
 }
 
 #[test]

@@ -665,8 +665,15 @@ local function build()
     end
   end
 
-  local function xadd(seq, key, event)
-    rcall('XADD', K_CHANGES, 'MAXLEN', '~', S.backlog, int(S.rev) .. '-' .. seq, 'k', key, 'e', event, 't', int(S.now))
+  -- One change: entry id <rev>-<seq>, fields k (key), e (event), t (unix ms), and ep (the
+  -- new epoch) on a change that starts one (`server.flush`, `epoch`).
+  local function xadd(seq, key, event, epoch)
+    local id = int(S.rev) .. '-' .. seq
+    if epoch then
+      rcall('XADD', K_CHANGES, 'MAXLEN', '~', S.backlog, id, 'k', key, 'e', event, 't', int(S.now), 'ep', epoch)
+    else
+      rcall('XADD', K_CHANGES, 'MAXLEN', '~', S.backlog, id, 'k', key, 'e', event, 't', int(S.now))
+    end
   end
 
   -- A change with a rev of its own (`expired`).
@@ -1895,7 +1902,7 @@ local function build()
         -- One executed write that changed something = one rev, shared by its changes.
         S.rev = S.rev + 1
         for j, k in ipairs(S.changes) do
-          xadd(j, k, S.method)
+          xadd(j, k, S.method, S.method == 'server.flush' and S.epoch or nil)
         end
       end
       if okr then
@@ -2029,36 +2036,46 @@ local function build()
     return '{"rev":' .. rev .. ',"epoch":' .. jstr(epoch) .. ',"keys":' .. int(client_keys()) .. ',"lib":' .. jstr(LIB_VERSION) .. '}'
   end
 
-  -- dbx_init backlog: create the epoch and rev when missing; make the rev at least the
-  -- last change recorded (a rev below the stream's last id would make XADD fail: that
-  -- history is inconsistent, so a new epoch starts too).
+  -- dbx_init backlog [delivered_rev delivered_epoch]: called by a gateway at every
+  -- (re)connect. Creates the epoch and rev when missing. Starts a new epoch when the
+  -- history is behind what was already seen: the rev below the stream's last entry
+  -- (XADD would fail), or below `delivered_rev`, the last rev this gateway delivered in
+  -- `delivered_epoch` (a failover to a replica that had not received everything). The rev
+  -- is then raised past both (revs never go back) and an `epoch` change with the new
+  -- epoch (field ep) is recorded, so every gateway following the stream switches.
   local function dbx_init(_, args)
     local backlog = parse_int_arg(args[1] or '0', 'backlog')
-    local rev = tonumber(rcall('GET', K_REV) or '-1')
+    local delivered = args[2] and parse_int_arg(args[2], 'delivered_rev') or 0
+    local delivered_epoch = args[3]
+    local t = rcall('TIME')
+    begin_call(tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000), backlog)
+    local had_rev = rcall('EXISTS', K_REV) == 1
     local epoch = rcall('GET', K_EPOCH)
     local last = rcall('XREVRANGE', K_CHANGES, '+', '-', 'COUNT', 1)
     local last_rev = 0
     if last[1] then
       last_rev = tonumber((last[1][1]):match('^(%d+)')) or 0
     end
-    if rev == nil or rev < last_rev then
-      rcall('SET', K_REV, int(last_rev))
-      rev = last_rev
-      epoch = new_epoch(epoch)
-    elseif rev < 0 then
-      rcall('SET', K_REV, '0')
-      rev = 0
+    local behind = S.rev < last_rev or (epoch ~= nil and epoch == delivered_epoch and S.rev < delivered)
+    if behind then
+      S.rev = math.max(S.rev, last_rev, delivered) + 1
+      S.epoch = new_epoch(epoch)
+      xadd(1, '', 'epoch', S.epoch)
+      epoch = S.epoch
+    elseif not had_rev then
+      S.rev0 = -1 -- write rev 0
     end
     if not epoch then
       epoch = new_epoch(nil)
     end
+    end_call()
     if rcall('GET', K_LIB) ~= LIB_VERSION then
       rcall('SET', K_LIB, LIB_VERSION)
     end
     if backlog > 0 then
       rcall('XTRIM', K_CHANGES, 'MAXLEN', '~', backlog)
     end
-    return '{"rev":' .. int(rev) .. ',"epoch":' .. jstr(epoch) .. '}'
+    return '{"rev":' .. int(S.rev) .. ',"epoch":' .. jstr(epoch) .. '}'
   end
 
   return {
