@@ -973,6 +973,11 @@ fn flush_scan_watch_read_info_and_init() {
     let i5: Value = serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG]).text()).unwrap();
     assert_eq!(i5["rev"], 0);
     assert_eq!(p.redis.cmds(&["GET", "__dbx:rev"]).text(), "0");
+    // watch values sort in byte order, whatever the locale Redis runs with
+    p.redis.exec(p.now, r#"[{"method":"set.add","params":{"key":"o","members":["b","B","a","é","_","ab"]}},{"method":"hash.set","params":{"key":"oh","fields":{"é":"1","Z":"2","a":"3"}}}]"#);
+    let w = p.redis.cmds(&["FCALL_RO", "dbx_watch_read", "0", &p.now.to_string(), r#"["o","oh"]"#]).text();
+    assert!(w.contains(r#""o":{"type":"set","value":["B","_","a","ab","b","é"]}"#), "{w}");
+    assert!(w.contains(r#""oh":{"type":"hash","value":{"Z":"2","a":"3","é":"1"}}"#), "{w}");
 }
 
 #[test]

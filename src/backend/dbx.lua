@@ -1918,6 +1918,19 @@ local function build()
     return '{"rev":' .. int(S.rev) .. ',"epoch":' .. jstr(epoch_now()) .. ',"results":[' .. concat(results, ',') .. ']}'
   end
 
+  -- Byte order (Rust's str order). Lua's `<` uses strcoll, and Redis sets LC_COLLATE from
+  -- its environment, so under e.g. en_US.UTF-8 it would not be byte order.
+  local function byte_less(a, b)
+    local n = #a < #b and #a or #b
+    for i = 1, n do
+      local x, y = byte(a, i), byte(b, i)
+      if x ~= y then
+        return x < y
+      end
+    end
+    return #a < #b
+  end
+
   -- The value of `key` as key.watch shows it (realtime::write_value), or nil if missing.
   local function watch_value(key)
     local t = key_type(key)
@@ -1930,7 +1943,7 @@ local function build()
         idx[#idx + 1] = i
       end
       table.sort(idx, function(a, b)
-        return flat[a] < flat[b]
+        return byte_less(flat[a], flat[b])
       end)
       local out = {}
       for _, i in ipairs(idx) do
@@ -1939,7 +1952,7 @@ local function build()
       return '{"type":"hash","value":{' .. concat(out, ',') .. '}}'
     elseif t == 'set' then
       local m = rcall('SMEMBERS', key)
-      table.sort(m)
+      table.sort(m, byte_less)
       for i, v in ipairs(m) do
         m[i] = jstr(v)
       end
