@@ -16,6 +16,8 @@ fn event_name(e: &str) -> &'static str {
     match e {
         "expired" => "expired",
         "evicted" => "evicted",
+        // dbx_init started a new epoch (a failover to a primary that was behind).
+        "epoch" => "epoch",
         _ => crate::cmd::lookup(e).map_or("changed", |c| c.name),
     }
 }
@@ -100,8 +102,13 @@ impl Gateway {
         self.delivered = rev;
         self.delivered_n = n;
         self.latest_rev = self.latest_rev.max(rev);
-        if event == "server.flush" {
+        if event == "server.flush" || event == "epoch" {
+            // History before this entry is gone: watchers get the new epoch (and a
+            // resume from before it a gap), as with an embedded flush.
             if let Some(ep) = epoch {
+                if ep != l.facts.epoch {
+                    log::info!("backend epoch is now {ep} (was {}) at rev {rev}", l.facts.epoch);
+                }
                 l.facts.epoch = ep;
             }
             l.hub.changed(None, event, rev, &l.facts.epoch, at);

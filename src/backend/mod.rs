@@ -218,6 +218,8 @@ pub struct Gateway {
     follow_started: bool,
     /// The newest rev Redis reported (dbx_exec / dbx_init).
     latest_rev: u64,
+    /// The epoch of what was delivered (for dbx_init after a reconnect).
+    known_epoch: Option<String>,
     parked: Vec<Parked>,
     next_expire_ms: u64,
     expire_outstanding: bool,
@@ -261,6 +263,7 @@ impl Gateway {
             follow_from: "0-0".to_string(),
             follow_started: false,
             latest_rev: 0,
+            known_epoch: None,
             parked: Vec::new(),
             next_expire_ms: 0,
             expire_outstanding: false,
@@ -1013,6 +1016,9 @@ impl Gateway {
     /// Timers: reconnects, timeouts, expiry. Called once per loop turn.
     pub fn tick(&mut self, l: &mut Local) {
         let now = l.mono_ms;
+        if !l.facts.epoch.is_empty() {
+            self.known_epoch = Some(l.facts.epoch.clone());
+        }
         // Timeouts: a connection whose oldest command is overdue is dropped (its
         // pending requests get `unavailable`) and reopened.
         for i in 0..self.data.len() {
@@ -1084,7 +1090,17 @@ impl Gateway {
                 c.send(&[b"CONFIG", b"GET", b"maxmemory-policy"], Tag::Policy, now);
                 c.send(&[b"FUNCTION", b"LOAD", b"REPLACE", LIBRARY.as_bytes()], Tag::Load, now);
                 let backlog = self.backlog.to_string();
-                c.send(&[b"FCALL", b"dbx_init", b"0", backlog.as_bytes()], Tag::Init, now);
+                // What this gateway delivered: a primary behind it (a failover to a
+                // replica that missed writes) starts a new epoch, so watchers resync.
+                let delivered = self.delivered.to_string();
+                match &self.known_epoch {
+                    Some(ep) if self.delivered > 0 => c.send(
+                        &[b"FCALL", b"dbx_init", b"0", backlog.as_bytes(), delivered.as_bytes(), ep.as_bytes()],
+                        Tag::Init,
+                        now,
+                    ),
+                    _ => c.send(&[b"FCALL", b"dbx_init", b"0", backlog.as_bytes()], Tag::Init, now),
+                }
             }
         }
         // The follower and the subscriber start once data[0] has initialised the
