@@ -163,7 +163,7 @@ impl Gateway {
     }
 
     /// Redis confirmed the subscription `name` (None: stop waiting for any).
-    fn confirmed(&mut self, name: Option<&str>) {
+    pub(super) fn confirmed(&mut self, name: Option<&str>) {
         let mut i = 0;
         while let Some((names, _, _)) = self.confirming.get_mut(i) {
             match name {

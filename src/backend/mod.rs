@@ -22,6 +22,7 @@
 
 mod follow;
 mod resp;
+mod sentinel;
 mod sync;
 
 use crate::auth::{Authenticator, Identity};
@@ -50,7 +51,8 @@ pub const LIBRARY: &str = include_str!("dbx.lua");
 pub const TOKEN_BASE: usize = usize::MAX - 200;
 const FOLLOW: usize = TOKEN_BASE + 64;
 const SUB: usize = TOKEN_BASE + 65;
-pub const TOKEN_END: usize = TOKEN_BASE + 66;
+const SENTINEL: usize = TOKEN_BASE + 66;
+pub const TOKEN_END: usize = TOKEN_BASE + 67;
 
 /// How often `dbx_expire_due` runs (expired events within 100 ms of the deadline).
 const EXPIRE_EVERY_MS: u64 = 50;
@@ -144,6 +146,8 @@ enum Tag {
     Init,
     Expire,
     Follow,
+    /// `SENTINEL get-master-addr-by-name`.
+    Master,
     Req(Waiting),
 }
 
@@ -191,6 +195,11 @@ pub struct Gateway {
     data: Vec<RespConn<Tag>>,
     follow: RespConn<Tag>,
     sub: RespConn<()>,
+    /// `redis+sentinel://`: the connection to one of the sentinels (which one:
+    /// `sentinel_at`), asked for the primary at start, after a failure and every second.
+    sentinel: RespConn<Tag>,
+    sentinel_at: usize,
+    next_sentinel_ask: u64,
     /// data[0] has loaded the library and called dbx_init since it (re)connected.
     ready: bool,
     /// Why requests are refused although Redis answers (an evicting policy).
@@ -247,6 +256,9 @@ impl Gateway {
             data: (0..n).map(|i| RespConn::new(Token(TOKEN_BASE + i))).collect(),
             follow: RespConn::new(Token(FOLLOW)),
             sub: RespConn::new(Token(SUB)),
+            sentinel: RespConn::new(Token(SENTINEL)),
+            sentinel_at: 0,
+            next_sentinel_ask: 0,
             ready: false,
             refusal: None,
             allow_eviction: cfg.backend_allow_eviction,
@@ -294,6 +306,9 @@ impl Gateway {
     }
 
     pub fn describe(&self, j: &mut Json) {
+        if let Some(a) = self.primary() {
+            j.str("backend_primary", &a.to_string());
+        }
         j.str("backend", &self.target.describe())
             .bool("backend_up", self.ready())
             .u64("backend_inflight", self.inflight as u64);
@@ -648,7 +663,13 @@ impl Gateway {
                 let e = Error::new(Code::Unavailable, "The backend connection failed or timed out before answering");
                 return self.answer_error(w, &e, l.stamp);
             }
-            Some(OwnedFrame::Error(msg)) => return self.answer_error(w, &redis_error(&msg), l.stamp),
+            Some(OwnedFrame::Error(msg)) => {
+                if msg.starts_with("READONLY") && self.target.sentinel_master.is_some() {
+                    // Talking to a demoted primary: ask the sentinels now.
+                    self.next_sentinel_ask = 0;
+                }
+                return self.answer_error(w, &redis_error(&msg), l.stamp);
+            }
             Some(f) => f,
         };
         match &w.kind {
@@ -862,7 +883,11 @@ impl Gateway {
         let idx = token.wrapping_sub(TOKEN_BASE);
         let mut frames = std::mem::take(&mut self.frames);
         let res = {
-            let c = if token == FOLLOW { Some(&mut self.follow) } else { self.data.get_mut(idx) };
+            let c = match token {
+                FOLLOW => Some(&mut self.follow),
+                SENTINEL => Some(&mut self.sentinel),
+                _ => self.data.get_mut(idx),
+            };
             let Some(c) = c else {
                 self.frames = frames;
                 return;
@@ -887,6 +912,8 @@ impl Gateway {
         if let Err(e) = res {
             if token == FOLLOW {
                 self.fail_follow(now, format!("{e}"));
+            } else if token == SENTINEL {
+                self.fail_sentinel(now, format!("{e}"));
             } else {
                 self.fail_data_local(l, idx, format!("{e}"));
             }
@@ -951,6 +978,7 @@ impl Gateway {
                 }
             }
             Tag::Follow => self.on_follow(l, f),
+            Tag::Master => self.on_master(l, f),
         }
     }
 
@@ -970,6 +998,11 @@ impl Gateway {
             log::warn!("backend connection {idx} down: {why}");
         }
         let failed = c.fail(&self.registry, now, why);
+        if self.target.sentinel_master.is_some() {
+            // The primary may have moved: ask the sentinels before reconnecting.
+            self.addr = None;
+            self.next_sentinel_ask = 0;
+        }
         if idx == 0 {
             if self.ready {
                 log::warn!("backend {} unavailable", self.target.describe());
@@ -1070,6 +1103,9 @@ impl Gateway {
 
     /// Open what is down and due.
     fn reconnect(&mut self, now: u64) {
+        if self.target.sentinel_master.is_some() {
+            self.ask_sentinel(now);
+        }
         let Some(addr) = self.addr.or_else(|| resolve(&self.target)) else { return };
         self.addr = Some(addr);
         let setup = setup_commands(&self.target);

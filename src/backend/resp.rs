@@ -85,6 +85,13 @@ impl<P> RespConn<P> {
         matches!(self.state, State::Down { retry_at } if retry_at <= now)
     }
 
+    /// Down: try again at the next tick, without the backoff (the address changed).
+    pub fn retry_now(&mut self) {
+        if let State::Down { .. } = self.state {
+            self.state = State::Down { retry_at: 0 };
+        }
+    }
+
     /// Start a non-blocking connect. On an immediate failure the connection stays down
     /// (with backoff) and the error is returned.
     pub fn connect(&mut self, registry: &Registry, addr: SocketAddr, now: u64) -> io::Result<()> {

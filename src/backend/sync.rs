@@ -37,6 +37,17 @@ fn recv(s: &mut TcpStream, inb: &mut Vec<u8>) -> std::io::Result<OwnedFrame> {
     }
 }
 
+/// The primary's address from one sentinel, if it answers.
+fn ask_sentinel(at: std::net::SocketAddr, master: &str) -> Option<std::net::SocketAddr> {
+    let mut s = TcpStream::connect_timeout(&at, START_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(START_TIMEOUT)).ok()?;
+    send(&mut s, &[b"SENTINEL", b"get-master-addr-by-name", master.as_bytes()]).ok()?;
+    let OwnedFrame::Array(a) = recv(&mut s, &mut Vec::new()).ok()? else { return None };
+    let host = a.first().and_then(super::frame_text)?;
+    let port = a.get(1).and_then(super::frame_text)?.parse::<u16>().ok()?;
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
 /// Check what would make the gateway useless or unsafe; Ok when Redis is unreachable
 /// (logged: the gateway starts degraded).
 pub fn startup_check(cfg: &Config, t: &RedisTarget) -> Result<(), String> {
@@ -45,13 +56,20 @@ pub fn startup_check(cfg: &Config, t: &RedisTarget) -> Result<(), String> {
                     use redis:// over a trusted network or a TLS tunnel"
             .into());
     }
-    if t.sentinel_master.is_some() {
-        return Err("DBX_BACKEND: redis+sentinel:// is not supported by this build yet; use redis://".into());
+    let mut addrs = Vec::new();
+    for (h, p) in &t.addrs {
+        match (h.as_str(), *p).to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => addrs.push(a),
+            _ => return Err(format!("DBX_BACKEND: cannot resolve host '{h}'")),
+        }
     }
-    let Some((h, p)) = t.addrs.first() else { return Err("DBX_BACKEND: no host".into()) };
-    let addr = match (h.as_str(), *p).to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(a)) => a,
-        _ => return Err(format!("DBX_BACKEND: cannot resolve host '{h}'")),
+    let addr = match &t.sentinel_master {
+        None => addrs.first().copied(),
+        Some(m) => addrs.iter().find_map(|a| ask_sentinel(*a, m)),
+    };
+    let Some(addr) = addr else {
+        log::warn!("no sentinel of {} answered at start: serving `unavailable` until one does", t.describe());
+        return Ok(());
     };
     let mut s = match TcpStream::connect_timeout(&addr, START_TIMEOUT) {
         Ok(s) => s,

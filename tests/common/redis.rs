@@ -159,3 +159,88 @@ pub fn wait_ready(srv: &TestServer) {
 pub fn suites_on_redis() -> bool {
     std::env::var("DBX_TEST_BACKEND").is_ok_and(|v| v == "redis")
 }
+
+/// A Redis Sentinel (`redis-server <conf> --sentinel`) monitoring `master` at
+/// 127.0.0.1:`primary` with quorum 1 and short timeouts (failover in a few seconds).
+pub struct Sentinel {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    pub fn start(master: &str, primary: u16) -> Sentinel {
+        let bin = redis_binary();
+        let port = free_port();
+        let dir = TempDir::new("sentinel");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {master} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {master} 400\nsentinel failover-timeout {master} 2000\n\
+                 sentinel parallel-syncs {master} 1\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new(bin)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server --sentinel");
+        let s = Sentinel { port, dir, child: Some(child) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if s.cmd(&["SENTINEL", "get-master-addr-by-name", master]).is_ok_and(|r| r.starts_with('*')) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sentinel did not answer on port {port}");
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> std::io::Result<String> {
+        raw_cmd(self.port, args)
+    }
+
+    /// The whole RESP answer as text (arrays included), for polling.
+    pub fn cmd_all(&self, args: &[&str]) -> String {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return String::new() };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        let _ = s.write_all(req.as_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0; 65536];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn raw_cmd(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes())?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    Ok(line)
+}
