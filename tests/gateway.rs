@@ -325,11 +325,15 @@ fn redis_down_at_start_then_up() {
     let mut c = d.client();
     assert_eq!(c.err_code("string.get", json!({"key": "a"})), "unavailable");
     assert_eq!(c.ok("server.ping", json!({}))["pong"], json!(true), "answered locally");
+    let metrics = |d: &Dbx| http_status(d.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").1;
+    assert!(metrics(&d).contains("\ndbx_backend_up 0"), "{}", metrics(&d));
     let _r = Redis::start_on(port);
     poll_until(Duration::from_secs(10), "recovered", || {
         c.call("string.set", json!({"key": "a", "value": "1"})).get("result").is_some().then_some(())
     });
     assert_eq!(d.health().0, 200);
+    assert!(metrics(&d).contains("\ndbx_backend_up 1"), "{}", metrics(&d));
+    assert!(d.stderr().contains("DBX_PERSIST, DBX_DATA_DIR and DBX_MAXMEMORY* do not apply"), "{}", d.stderr());
 }
 
 #[test]

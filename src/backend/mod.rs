@@ -322,6 +322,24 @@ impl Gateway {
         }
     }
 
+    /// `/metrics` series of gateway mode.
+    pub fn metrics(&self) -> Vec<(&'static str, &'static str, f64)> {
+        vec![
+            (
+                "dbx_backend_up",
+                "1 while the backend serves requests (connected, library loaded)",
+                f64::from(u8::from(self.ready())),
+            ),
+            ("dbx_backend_inflight", "Requests waiting on the backend", self.inflight as f64),
+            (
+                "dbx_backend_unavailable_total",
+                "Requests answered unavailable because the backend failed or timed out",
+                self.unavailable_total as f64,
+            ),
+            ("dbx_backend_delivered_rev", "The last rev the change-stream follower delivered", self.delivered as f64),
+        ]
+    }
+
     fn generation(&self, t: usize) -> u32 {
         self.generations.get(t).copied().unwrap_or(0)
     }

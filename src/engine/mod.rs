@@ -460,11 +460,11 @@ impl Engine {
 
     pub fn gauges(&self) -> Gauges {
         Gauges {
+            rev: self.rev(),
             keys: self.store.len() as u64,
             used_memory: self.store.used_memory() as u64,
             expired: self.store.expired_total,
             evicted: self.store.evicted_total,
-            rev: self.store.rev(),
             subscriptions: self.hub.subscriptions() as u64,
             watchers: self.hub.watchers() as u64,
             deliveries: self.hub.deliveries_total,
@@ -473,6 +473,10 @@ impl Engine {
 
     /// Persistence series for `/metrics`.
     pub fn persist_metrics(&self) -> Vec<(&'static str, &'static str, f64)> {
-        self.persist.metrics(self.unix_ms)
+        match &self.gateway {
+            // Gateway mode: no persistence here; the backend's series instead.
+            Some(gw) => gw.metrics(),
+            None => self.persist.metrics(self.unix_ms),
+        }
     }
 }
