@@ -32,6 +32,10 @@
 //! - [`auth`]: API keys and JWTs, roles and key scopes (pure; `auth::verify` checks).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 //! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
+//! - [`backend`]: gateway mode (`DBX_BACKEND=redis://…`): the `Gateway` the engine
+//!   hands requests to when the data lives in Redis — RESP connections on the reactor's
+//!   Poll, `FCALL` of the `dbx.lua` library, the change-stream follower, the pub/sub
+//!   mirror, Sentinel.
 //!
 //! # Panics
 //! Nothing reachable from the network may panic (docs/CONTRIBUTING.md): no `unwrap`,

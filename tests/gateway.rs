@@ -261,27 +261,66 @@ fn redis_down_then_back_recovers_without_a_restart() {
         Redis::start_with(&["--maxmemory-policy", "noeviction", "--appendonly", "yes", "--appendfsync", "always"]);
     let g = r.gateway(|c| c.backend_timeout = 1.0);
     wait_ready(&g);
-    let mut c = g.client();
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        c.ok("string.set", json!({"key": format!("k{i}"), "value": i}));
-        acked.push(i);
-    }
+    // Under load: writers keep writing (pipelined) while Redis is killed and restarted;
+    // every write acknowledged with a result must be there afterwards.
+    let addr = g.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = connect_path(addr, "/ws");
+                let (mut acked, mut refused, mut i) = (Vec::new(), 0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let ids: Vec<(u32, u64)> = (0..8)
+                        .map(|j| {
+                            (i + j, c.write("string.set", json!({"key": format!("w{w}:{}", i + j), "value": i + j})))
+                        })
+                        .collect();
+                    c.flush();
+                    for (n, id) in ids {
+                        let v = c.reply(id);
+                        match v.get("error") {
+                            None => acked.push(n),
+                            Some(e) => {
+                                assert_eq!(e["code"], "unavailable", "{v}");
+                                refused += 1;
+                            }
+                        }
+                    }
+                    i += 8;
+                }
+                (w, acked, refused)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     r.kill();
+    let mut c = g.client();
     let e = poll_until(Duration::from_secs(5), "unavailable", || {
-        let v = c.call("string.get", json!({"key": "k1"}));
+        let v = c.call("string.get", json!({"key": "w0:0"}));
         v.get("error").cloned()
     });
     assert_eq!(e["code"], "unavailable", "{e}");
     assert_eq!(health(&g), 503);
+    std::thread::sleep(Duration::from_millis(300));
     r.restart();
     poll_until(Duration::from_secs(10), "recovered", || {
-        c.call("string.get", json!({"key": "k1"})).get("result").is_some().then_some(())
+        c.call("string.get", json!({"key": "w0:0"})).get("result").is_some().then_some(())
     });
     assert_eq!(health(&g), 200);
-    for i in acked {
-        assert_eq!(c.string_value(&format!("k{i}")), json!(i.to_string()), "acknowledged write k{i} lost");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused_total = 0;
+    for t in writers {
+        let (w, acked, refused) = t.join().unwrap();
+        refused_total += refused;
+        assert!(acked.len() > 16, "writer {w} got {} acks", acked.len());
+        for n in acked {
+            assert_eq!(c.string_value(&format!("w{w}:{n}")), json!(n.to_string()), "acknowledged write w{w}:{n} lost");
+        }
     }
+    assert!(refused_total > 0, "the writers never saw Redis down");
 }
 
 #[test]
