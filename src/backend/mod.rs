@@ -630,10 +630,9 @@ impl Gateway {
         };
         self.inflight += 1;
         if let Some(c) = self.data.get_mut(best) {
+            // Written at the end of the loop turn (`tick`): the turn's requests leave
+            // in one write per connection.
             c.send(args, Tag::Req(w), now);
-            if let Err(e) = c.flush() {
-                self.fail_data(best, now, format!("write failed: {e}"));
-            }
         }
     }
 
@@ -1033,28 +1032,6 @@ impl Gateway {
                 Tag::Req(w) => self.complete(l, w, None),
                 Tag::Expire => self.expire_outstanding = false,
                 _ => {}
-            }
-        }
-    }
-
-    /// A write failed outside an event (no `Local` at hand): fail it on the next tick.
-    fn fail_data(&mut self, idx: usize, now: u64, why: String) {
-        if let Some(c) = self.data.get_mut(idx) {
-            // Leave the pending replies for `tick` to fail (it has the local state):
-            // mark the connection timed out by closing its socket now.
-            let failed = c.fail(&self.registry, now, why);
-            for tag in failed {
-                if let Tag::Req(w) = tag {
-                    self.inflight = self.inflight.saturating_sub(1);
-                    self.unavailable_total += 1;
-                    let e = Error::new(Code::Unavailable, "The backend connection failed before answering");
-                    let mut b = Vec::new();
-                    envelope::error(&mut b, w.id.as_deref(), &e, "");
-                    self.reply_to(&w, b);
-                }
-            }
-            if idx == 0 {
-                self.ready = false;
             }
         }
     }
