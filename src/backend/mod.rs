@@ -1316,3 +1316,6 @@ fn write_values_in_scope(buf: &mut Vec<u8>, values: &str, scope: &Identity) {
     }
     buf.push(b'}');
 }
+
+#[cfg(test)]
+mod tests;
