@@ -233,43 +233,54 @@ local function build()
   -- makes doubles of them), no empty table (`[]` or `{}`?), no object below an op's
   -- params (their field order matters: mset, hash.set). Returns nil otherwise.
   local cjson_null = cjson.null
-  local function from_cjson(v, depth)
-    if type(v) == 'table' then
-      if next(v) == nil then
+  local from_cjson
+
+  -- Object fields converted in place (the table cjson made becomes the map).
+  local function cjson_object(v, depth)
+    if depth > 2 then
+      return nil
+    end
+    for k, x in pairs(v) do
+      if type(k) ~= 'string' then
         return nil
       end
-      if v[1] ~= nil then
-        local list = {}
-        for i = 1, #v do
-          local x = from_cjson(v[i], depth + 1)
-          if x == nil then
-            return nil
-          end
-          list[i] = x
-        end
-        return { arr = true, list = list }
-      end
-      if depth > 2 then
-        return nil
-      end
-      local map = {}
-      for k, x in pairs(v) do
-        if type(k) ~= 'string' then
-          return nil
-        end
+      if type(x) ~= 'string' then
         x = from_cjson(x, depth + 1)
         if x == nil then
           return nil
         end
-        map[k] = x
+        v[k] = x
       end
-      return { obj = true, names = {}, map = map }
+    end
+    return { obj = true, names = {}, map = v }
+  end
+
+  from_cjson = function(v, depth)
+    local t = type(v)
+    if t == 'string' or t == 'boolean' then
+      return v
+    elseif t == 'table' then
+      if v[1] == nil then
+        if next(v) == nil then
+          return nil
+        end
+        return cjson_object(v, depth)
+      end
+      for i = 1, #v do
+        local x = v[i]
+        if type(x) ~= 'string' then
+          x = from_cjson(x, depth + 1)
+          if x == nil then
+            return nil
+          end
+          v[i] = x
+        end
+      end
+      return { arr = true, list = v }
     elseif v == cjson_null then
       return NULL
-    elseif type(v) == 'number' then
-      return nil
     end
-    return v
+    return nil -- a number
   end
 
   -- The ops array: cjson (C, ~8x faster) when it loses nothing, else the reader above.
@@ -647,16 +658,19 @@ local function build()
   local S
 
   local function begin_call(now, backlog)
+    local re = rcall('MGET', K_REV, K_EPOCH)
+    local rev = tonumber(re[1] or '0') or 0
     S = {
       now = now,
       backlog = backlog,
-      rev = tonumber(rcall('GET', K_REV) or '0') or 0,
-      rev0 = nil,
+      rev = rev,
+      rev0 = rev,
+      -- the epoch read at the start (a flush or dbx_init may set a new one)
+      epoch = re[2] or nil,
       changes = {},
       -- key -> deadline (number) or false (no deadline / missing), once checked
       dl = {},
     }
-    S.rev0 = S.rev
   end
 
   local function end_call()
@@ -695,6 +709,15 @@ local function build()
     if d ~= nil then
       return d
     end
+    if S.any_dl == nil then
+      -- Without any TTL in the database (common), one EXISTS per call spares a ZSCORE
+      -- per key.
+      S.any_dl = rcall('EXISTS', K_DEADLINES) == 1
+    end
+    if not S.any_dl then
+      S.dl[key] = false
+      return false
+    end
     d = rcall('ZSCORE', K_DEADLINES, key)
     if d then
       d = tonumber(d)
@@ -715,6 +738,7 @@ local function build()
   local function set_deadline(key, at)
     if at then
       rcall('ZADD', K_DEADLINES, int(at), key)
+      S.any_dl = true
     elseif S.dl[key] ~= false then
       rcall('ZREM', K_DEADLINES, key)
     end
@@ -1786,6 +1810,7 @@ local function build()
     end
     S.rev0 = -1 -- the rev key is gone: write it back at the end
     S.dl = {}
+    S.any_dl = false
     S.epoch = new_epoch(old)
     touched('')
     return '"flushed":' .. int(n)
@@ -1803,12 +1828,13 @@ local function build()
   -- Operations and functions.
 
   -- Names of parameters that name keys: a key under the reserved prefix is refused.
-  local function check_reserved(p)
-    local function bad(k)
-      if type(k) == 'string' and sub(k, 1, #PREFIX) == PREFIX then
-        invalid("Key '" .. k .. "' is reserved: the prefix '" .. PREFIX .. "' belongs to DBX's own bookkeeping")
-      end
+  local function bad(k)
+    if type(k) == 'string' and sub(k, 1, #PREFIX) == PREFIX then
+      invalid("Key '" .. k .. "' is reserved: the prefix '" .. PREFIX .. "' belongs to DBX's own bookkeeping")
     end
+  end
+
+  local function check_reserved(p)
     bad(p.map.key)
     bad(p.map.new_key)
     local keys = p.map.keys
