@@ -564,6 +564,28 @@ fn collections_match_the_embedded_store() {
     p.op("set.diff", json!({"keys": ["nope", "T"]}));
     p.op("set.remove", json!({"key": "S", "members": ["a", "zz"]}));
     p.op("set.remove", json!({"key": "S", "member": "zz"}));
+    // more keys than one Redis call from Lua can take
+    let many: Vec<String> = (0..2500).map(|i| format!("many{i}")).collect();
+    for (i, k) in many.iter().enumerate() {
+        p.op("set.add", json!({"key": k, "members": ["a", format!("x{i}"), format!("y{}", i % 7)]}));
+    }
+    p.op("set.union", json!({"keys": many}));
+    p.op("set.inter", json!({"keys": many}));
+    p.op("set.diff", json!({"keys": many}));
+    let mut two = vec!["many0".to_string(), "many7".to_string()];
+    two.extend(many.iter().skip(1).take(1500).cloned());
+    p.op("set.inter", json!({"keys": two}));
+    let mut rev_many = many.clone();
+    rev_many.reverse();
+    rev_many.push("nope".into());
+    p.op("set.diff", json!({"keys": rev_many}));
+    p.op("string.mget", json!({"keys": many}));
+    p.op("key.exists", json!({"keys": many}));
+    p.op("hash.mget", json!({"key": "h", "fields": many}));
+    p.op("set.remove", json!({"key": "many1", "members": many}));
+    p.op("list.push", json!({"key": "longlist", "values": many}));
+    p.op("list.len", json!({"key": "longlist"}));
+    p.op("key.del", json!({"keys": many}));
     p.op("set.pop", json!({"key": "S", "count": 0}));
     p.op("set.pop", json!({"key": "S", "count": 5}));
     p.op("set.pop", json!({"key": "S"}));

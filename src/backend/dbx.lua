@@ -1403,7 +1403,38 @@ local function build()
       for _, k in ipairs(keys) do
         check_type(k, 'set')
       end
-      return '"members":' .. jlist(rcall(cmd, unpack(keys)))
+      if #keys <= CHUNK then
+        return '"members":' .. jlist(rcall(cmd, unpack(keys)))
+      end
+      -- More keys than one Redis call can take from Lua: the first chunk in Redis, the
+      -- rest key by key (union: merged; inter: kept if in every set; diff: dropped if in any).
+      local cur = rcall(cmd, unpack_range(keys, 1, CHUNK))
+      local seen = {}
+      for _, m in ipairs(cur) do
+        seen[m] = true
+      end
+      for i = CHUNK + 1, #keys do
+        if cmd == 'SUNION' then
+          for _, m in ipairs(rcall('SMEMBERS', keys[i])) do
+            if not seen[m] then
+              seen[m] = true
+              cur[#cur + 1] = m
+            end
+          end
+        elseif #cur > 0 then
+          local keep, want = {}, cmd == 'SINTER' and 1 or 0
+          for j = 1, #cur, CHUNK do
+            local hit = rcall('SMISMEMBER', keys[i], unpack_range(cur, j, math.min(j + CHUNK - 1, #cur)))
+            for h = 1, #hit do
+              if hit[h] == want then
+                keep[#keep + 1] = cur[j + h - 1]
+              end
+            end
+          end
+          cur = keep
+        end
+      end
+      return '"members":' .. jlist(cur)
     end
   end
 
