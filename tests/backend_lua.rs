@@ -436,6 +436,27 @@ fn strings_and_keys_match_the_embedded_store() {
     p.op("key.rename", json!({"key": "r1", "new_key": "r3"}));
     p.op("key.rename", json!({"key": "r2", "new_key": "r3"}));
     p.op("key.exists", json!({"keys": ["r1", "r2", "r3"]}));
+    // TTLs past 2^53 ms are exact; past 2^64 ms they saturate, as the embedded u64
+    p.op("string.set", json!({"key": "far", "value": "v", "ttl": 1_000_000_000_000_000u64}));
+    p.op("string.get", json!({"key": "far"}));
+    p.op("string.set", json!({"key": "far2", "value": "v", "ttl": 9_007_199_254_740u64}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("string.set", json!({"key": "farthest", "value": "v", "ttl": 1e300}));
+    p.op("key.ttl", json!({"key": "farthest"}));
+    p.op("key.expire", json!({"key": "far2", "ttl": 1e300}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("key.expire", json!({"key": "far2", "ttl": 18_446_744_073_709_551.0}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("key.rename", json!({"key": "far", "new_key": "far3"}));
+    p.op("key.ttl", json!({"key": "far3"}));
+    p.op("string.incr", json!({"key": "far3"}));
+    p.op("string.get", json!({"key": "far3"}));
+    p.op("key.persist", json!({"key": "far3"}));
+    p.op("key.ttl", json!({"key": "far3"}));
+    p.op("string.set", json!({"key": "far2", "value": "w", "ttl": 10}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("key.del", json!({"key": "farthest"}));
+    assert_eq!(p.redis.cmds(&["EXISTS", "__dbx:deadlines:exact"]).int(), 0, "exact deadlines cleaned up");
     // expiry, lazily, before the operation touches the key
     p.op("string.set", json!({"key": "e1", "value": "v", "ttl": 1}));
     p.op("string.set", json!({"key": "e2", "value": "v", "ttl": 1}));

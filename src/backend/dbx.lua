@@ -21,15 +21,21 @@ local function build()
   local K_CHANGES = '__dbx:changes'
   local K_DEADLINES = '__dbx:deadlines'
   local K_LIB = '__dbx:lib'
+  local K_BIG = '__dbx:deadlines:exact'
   local PREFIX = '__dbx:'
-  local RESERVED = { K_REV, K_EPOCH, K_CHANGES, K_DEADLINES, K_LIB }
+  local RESERVED = { K_REV, K_EPOCH, K_CHANGES, K_DEADLINES, K_LIB, K_BIG }
 
   local find, sub, byte, char, gsub, fmt = string.find, string.sub, string.byte, string.char, string.gsub, string.format
   local concat, floor, ceil = table.concat, math.floor, math.ceil
   local rcall, rpcall = redis.call, redis.pcall
 
-  -- Deadlines beyond this are stored as this (year ~287,000): doubles stay exact below it.
-  local MAX_DEADLINE = 9007199254740991
+  -- Deadlines (unix ms) are Lua numbers below 2^53, where doubles are exact; later ones
+  -- (TTLs of ~285,000 years and more) are decimal text, kept exactly in K_BIG.
+  local MAX_EXACT = 9007199254740992
+  local U64_MAX = '18446744073709551615'
+  -- The latest native PEXPIREAT set (Redis takes at most LLONG_MAX): a key with a later
+  -- deadline is as good as never expiring natively.
+  local NATIVE_MAX = '4611686018427387904'
 
   ---------------------------------------------------------------------------------------
   -- Errors: thrown as tables, caught per operation.
@@ -507,7 +513,63 @@ local function build()
 
   -- Whether decimal digit text `d` (no sign, no leading zeros) is at most `max`.
   local function digits_le(d, max)
-    return #d < #max or (#d == #max and d <= max)
+    if #d ~= #max then
+      return #d < #max
+    end
+    for i = 1, #d do
+      local x, y = byte(d, i), byte(max, i)
+      if x ~= y then
+        return x < y
+      end
+    end
+    return true
+  end
+
+  local function strip_zeros(digits)
+    local t = gsub(concat(digits), '^0+', '')
+    return t == '' and '0' or t
+  end
+
+  -- Sum of two non-negative decimal integers (text), exact at any size.
+  local function dec_add(a, b)
+    local out, carry, i, j = {}, 0, #a, #b
+    while i > 0 or j > 0 or carry > 0 do
+      local d = carry + (i > 0 and byte(a, i) - 48 or 0) + (j > 0 and byte(b, j) - 48 or 0)
+      table.insert(out, 1, d % 10)
+      carry = floor(d / 10)
+      i, j = i - 1, j - 1
+    end
+    return strip_zeros(out)
+  end
+
+  -- a - b for decimal integers a >= b (0 when a < b).
+  local function dec_sub(a, b)
+    if not digits_le(b, a) then
+      return '0'
+    end
+    local out, borrow, i, j = {}, 0, #a, #b
+    while i > 0 do
+      local d = (byte(a, i) - 48) - borrow - (j > 0 and byte(b, j) - 48 or 0)
+      borrow = d < 0 and 1 or 0
+      table.insert(out, 1, d % 10)
+      i, j = i - 1, j - 1
+    end
+    return strip_zeros(out)
+  end
+
+  -- ceil(n / 1000) for a decimal integer n.
+  local function dec_ceil_div_1000(n)
+    if n == '0' then
+      return '0'
+    end
+    if #n <= 3 then
+      return '1'
+    end
+    local q = sub(n, 1, #n - 3)
+    if sub(n, -3) ~= '000' then
+      q = dec_add(q, '1')
+    end
+    return q
   end
 
   -- An i64 from JSON number text (serde's rules: no fraction, no exponent, in range), as
@@ -724,6 +786,9 @@ local function build()
       if d <= S.now or rcall('EXISTS', key) == 0 then
         rcall('DEL', key)
         rcall('ZREM', K_DEADLINES, key)
+        if d >= MAX_EXACT then
+          rcall('HDEL', K_BIG, key)
+        end
         record_own(key, 'expired')
         d = false
       end
@@ -734,13 +799,46 @@ local function build()
     return d
   end
 
+  local function is_big(d)
+    return type(d) == 'string' or (type(d) == 'number' and d >= MAX_EXACT)
+  end
+
+  local function at_text(at)
+    return type(at) == 'string' and at or int(at)
+  end
+
+  -- The deadline for Redis's native expiry.
+  local function native_at(at)
+    if type(at) == 'string' and not digits_le(at, NATIVE_MAX) then
+      return NATIVE_MAX
+    end
+    return at_text(at)
+  end
+
+  -- The exact deadline of `key` whose deadline is `d` (as live() returned it).
+  local function exact_deadline(key, d)
+    if type(d) == 'number' and d >= MAX_EXACT then
+      return rcall('HGET', K_BIG, key) or int(d)
+    end
+    return d
+  end
+
   -- Record the deadline of `key` (false: none). `live(key)` has run before.
   local function set_deadline(key, at)
+    local old = S.dl[key]
     if at then
-      rcall('ZADD', K_DEADLINES, int(at), key)
+      rcall('ZADD', K_DEADLINES, at_text(at), key)
       S.any_dl = true
-    elseif S.dl[key] ~= false then
+      if type(at) == 'string' then
+        rcall('HSET', K_BIG, key, at)
+      elseif old == nil or is_big(old) then
+        rcall('HDEL', K_BIG, key)
+      end
+    elseif old ~= false then
       rcall('ZREM', K_DEADLINES, key)
+      if old == nil or is_big(old) then
+        rcall('HDEL', K_BIG, key)
+      end
     end
     S.dl[key] = at
   end
@@ -783,19 +881,33 @@ local function build()
 
   -- Seconds (a double) to ms, rounded, as the embedded secs_to_ms; then an absolute
   -- deadline at least 1 ms away.
+  -- A deadline past 2^53 is decimal text, saturating at 2^64-1 as the embedded u64.
   local function deadline_after(secs)
-    local ms = floor(secs * 1000 + 0.5)
+    local x = secs * 1000
+    -- Rust's round(); from 2^52 on every double is whole (and x + 0.5 could round up).
+    local ms = x >= 4503599627370496 and x or floor(x + 0.5)
     if ms < 1 then
       ms = 1
     end
-    local at = S.now + ms
-    if at > MAX_DEADLINE then
-      at = MAX_DEADLINE
+    if ms >= 18446744073709551616 then
+      return U64_MAX
     end
-    return at
+    local at = S.now + ms
+    if at < MAX_EXACT then
+      return at
+    end
+    local t = dec_add(int(S.now), fmt('%.0f', ms))
+    if not digits_le(t, U64_MAX) then
+      return U64_MAX
+    end
+    return t
   end
 
-  local function ttl_secs(at)
+  -- Whole seconds left, rounded up (ms_to_ttl_secs), for `key` with deadline `at`.
+  local function ttl_secs(key, at)
+    if is_big(at) then
+      return dec_ceil_div_1000(dec_sub(exact_deadline(key, at), int(S.now)))
+    end
     local left = at - S.now
     if left < 0 then
       left = 0
@@ -834,7 +946,7 @@ local function build()
     if not v then
       key_not_found(key)
     end
-    return '"value":' .. jstr(v) .. ',"ttl":' .. (d and ttl_secs(d) or 'null')
+    return '"value":' .. jstr(v) .. ',"ttl":' .. (d and ttl_secs(key, d) or 'null')
   end)
 
   local function ttl_deadline(p)
@@ -868,7 +980,7 @@ local function build()
     local do_set = not ((nx and exists) or (xx and not exists))
     if do_set then
       if at then
-        rcall('SET', key, value, 'PXAT', int(at))
+        rcall('SET', key, value, 'PXAT', native_at(at))
       else
         rcall('SET', key, value)
       end
@@ -1070,7 +1182,7 @@ local function build()
     else
       local at = deadline_after(t)
       live(key)
-      updated = rcall('PEXPIREAT', key, int(at)) == 1
+      updated = rcall('PEXPIREAT', key, native_at(at)) == 1
       if updated then
         set_deadline(key, at)
       end
@@ -1087,7 +1199,7 @@ local function build()
     if rcall('EXISTS', key) == 0 then
       key_not_found(key)
     end
-    return '"ttl":' .. (d and ttl_secs(d) or 'null')
+    return '"ttl":' .. (d and ttl_secs(key, d) or 'null')
   end)
 
   method('key.persist', true, function(p)
@@ -1117,11 +1229,12 @@ local function build()
       return '"renamed":false'
     end
     -- RENAME moves the TTL with the value, as the embedded store does.
+    local at = d and exact_deadline(key, d)
     rcall('RENAME', key, new_key)
     set_deadline(new_key, false)
     set_deadline(key, false)
-    if d then
-      set_deadline(new_key, d)
+    if at then
+      set_deadline(new_key, at)
     end
     touched(key)
     touched(new_key)
