@@ -436,6 +436,27 @@ fn strings_and_keys_match_the_embedded_store() {
     p.op("key.rename", json!({"key": "r1", "new_key": "r3"}));
     p.op("key.rename", json!({"key": "r2", "new_key": "r3"}));
     p.op("key.exists", json!({"keys": ["r1", "r2", "r3"]}));
+    // TTLs past 2^53 ms are exact; past 2^64 ms they saturate, as the embedded u64
+    p.op("string.set", json!({"key": "far", "value": "v", "ttl": 1_000_000_000_000_000u64}));
+    p.op("string.get", json!({"key": "far"}));
+    p.op("string.set", json!({"key": "far2", "value": "v", "ttl": 9_007_199_254_740u64}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("string.set", json!({"key": "farthest", "value": "v", "ttl": 1e300}));
+    p.op("key.ttl", json!({"key": "farthest"}));
+    p.op("key.expire", json!({"key": "far2", "ttl": 1e300}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("key.expire", json!({"key": "far2", "ttl": 18_446_744_073_709_551.0}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("key.rename", json!({"key": "far", "new_key": "far3"}));
+    p.op("key.ttl", json!({"key": "far3"}));
+    p.op("string.incr", json!({"key": "far3"}));
+    p.op("string.get", json!({"key": "far3"}));
+    p.op("key.persist", json!({"key": "far3"}));
+    p.op("key.ttl", json!({"key": "far3"}));
+    p.op("string.set", json!({"key": "far2", "value": "w", "ttl": 10}));
+    p.op("key.ttl", json!({"key": "far2"}));
+    p.op("key.del", json!({"key": "farthest"}));
+    assert_eq!(p.redis.cmds(&["EXISTS", "__dbx:deadlines:exact"]).int(), 0, "exact deadlines cleaned up");
     // expiry, lazily, before the operation touches the key
     p.op("string.set", json!({"key": "e1", "value": "v", "ttl": 1}));
     p.op("string.set", json!({"key": "e2", "value": "v", "ttl": 1}));
@@ -564,6 +585,28 @@ fn collections_match_the_embedded_store() {
     p.op("set.diff", json!({"keys": ["nope", "T"]}));
     p.op("set.remove", json!({"key": "S", "members": ["a", "zz"]}));
     p.op("set.remove", json!({"key": "S", "member": "zz"}));
+    // more keys than one Redis call from Lua can take
+    let many: Vec<String> = (0..2500).map(|i| format!("many{i}")).collect();
+    for (i, k) in many.iter().enumerate() {
+        p.op("set.add", json!({"key": k, "members": ["a", format!("x{i}"), format!("y{}", i % 7)]}));
+    }
+    p.op("set.union", json!({"keys": many}));
+    p.op("set.inter", json!({"keys": many}));
+    p.op("set.diff", json!({"keys": many}));
+    let mut two = vec!["many0".to_string(), "many7".to_string()];
+    two.extend(many.iter().skip(1).take(1500).cloned());
+    p.op("set.inter", json!({"keys": two}));
+    let mut rev_many = many.clone();
+    rev_many.reverse();
+    rev_many.push("nope".into());
+    p.op("set.diff", json!({"keys": rev_many}));
+    p.op("string.mget", json!({"keys": many}));
+    p.op("key.exists", json!({"keys": many}));
+    p.op("hash.mget", json!({"key": "h", "fields": many}));
+    p.op("set.remove", json!({"key": "many1", "members": many}));
+    p.op("list.push", json!({"key": "longlist", "values": many}));
+    p.op("list.len", json!({"key": "longlist"}));
+    p.op("key.del", json!({"keys": many}));
     p.op("set.pop", json!({"key": "S", "count": 0}));
     p.op("set.pop", json!({"key": "S", "count": 5}));
     p.op("set.pop", json!({"key": "S"}));

@@ -21,15 +21,21 @@ local function build()
   local K_CHANGES = '__dbx:changes'
   local K_DEADLINES = '__dbx:deadlines'
   local K_LIB = '__dbx:lib'
+  local K_BIG = '__dbx:deadlines:exact'
   local PREFIX = '__dbx:'
-  local RESERVED = { K_REV, K_EPOCH, K_CHANGES, K_DEADLINES, K_LIB }
+  local RESERVED = { K_REV, K_EPOCH, K_CHANGES, K_DEADLINES, K_LIB, K_BIG }
 
   local find, sub, byte, char, gsub, fmt = string.find, string.sub, string.byte, string.char, string.gsub, string.format
   local concat, floor, ceil = table.concat, math.floor, math.ceil
   local rcall, rpcall = redis.call, redis.pcall
 
-  -- Deadlines beyond this are stored as this (year ~287,000): doubles stay exact below it.
-  local MAX_DEADLINE = 9007199254740991
+  -- Deadlines (unix ms) are Lua numbers below 2^53, where doubles are exact; later ones
+  -- (TTLs of ~285,000 years and more) are decimal text, kept exactly in K_BIG.
+  local MAX_EXACT = 9007199254740992
+  local U64_MAX = '18446744073709551615'
+  -- The latest native PEXPIREAT set (Redis takes at most LLONG_MAX): a key with a later
+  -- deadline is as good as never expiring natively.
+  local NATIVE_MAX = '4611686018427387904'
 
   ---------------------------------------------------------------------------------------
   -- Errors: thrown as tables, caught per operation.
@@ -233,43 +239,54 @@ local function build()
   -- makes doubles of them), no empty table (`[]` or `{}`?), no object below an op's
   -- params (their field order matters: mset, hash.set). Returns nil otherwise.
   local cjson_null = cjson.null
-  local function from_cjson(v, depth)
-    if type(v) == 'table' then
-      if next(v) == nil then
+  local from_cjson
+
+  -- Object fields converted in place (the table cjson made becomes the map).
+  local function cjson_object(v, depth)
+    if depth > 2 then
+      return nil
+    end
+    for k, x in pairs(v) do
+      if type(k) ~= 'string' then
         return nil
       end
-      if v[1] ~= nil then
-        local list = {}
-        for i = 1, #v do
-          local x = from_cjson(v[i], depth + 1)
-          if x == nil then
-            return nil
-          end
-          list[i] = x
-        end
-        return { arr = true, list = list }
-      end
-      if depth > 2 then
-        return nil
-      end
-      local map = {}
-      for k, x in pairs(v) do
-        if type(k) ~= 'string' then
-          return nil
-        end
+      if type(x) ~= 'string' then
         x = from_cjson(x, depth + 1)
         if x == nil then
           return nil
         end
-        map[k] = x
+        v[k] = x
       end
-      return { obj = true, names = {}, map = map }
+    end
+    return { obj = true, names = {}, map = v }
+  end
+
+  from_cjson = function(v, depth)
+    local t = type(v)
+    if t == 'string' or t == 'boolean' then
+      return v
+    elseif t == 'table' then
+      if v[1] == nil then
+        if next(v) == nil then
+          return nil
+        end
+        return cjson_object(v, depth)
+      end
+      for i = 1, #v do
+        local x = v[i]
+        if type(x) ~= 'string' then
+          x = from_cjson(x, depth + 1)
+          if x == nil then
+            return nil
+          end
+          v[i] = x
+        end
+      end
+      return { arr = true, list = v }
     elseif v == cjson_null then
       return NULL
-    elseif type(v) == 'number' then
-      return nil
     end
-    return v
+    return nil -- a number
   end
 
   -- The ops array: cjson (C, ~8x faster) when it loses nothing, else the reader above.
@@ -496,7 +513,63 @@ local function build()
 
   -- Whether decimal digit text `d` (no sign, no leading zeros) is at most `max`.
   local function digits_le(d, max)
-    return #d < #max or (#d == #max and d <= max)
+    if #d ~= #max then
+      return #d < #max
+    end
+    for i = 1, #d do
+      local x, y = byte(d, i), byte(max, i)
+      if x ~= y then
+        return x < y
+      end
+    end
+    return true
+  end
+
+  local function strip_zeros(digits)
+    local t = gsub(concat(digits), '^0+', '')
+    return t == '' and '0' or t
+  end
+
+  -- Sum of two non-negative decimal integers (text), exact at any size.
+  local function dec_add(a, b)
+    local out, carry, i, j = {}, 0, #a, #b
+    while i > 0 or j > 0 or carry > 0 do
+      local d = carry + (i > 0 and byte(a, i) - 48 or 0) + (j > 0 and byte(b, j) - 48 or 0)
+      table.insert(out, 1, d % 10)
+      carry = floor(d / 10)
+      i, j = i - 1, j - 1
+    end
+    return strip_zeros(out)
+  end
+
+  -- a - b for decimal integers a >= b (0 when a < b).
+  local function dec_sub(a, b)
+    if not digits_le(b, a) then
+      return '0'
+    end
+    local out, borrow, i, j = {}, 0, #a, #b
+    while i > 0 do
+      local d = (byte(a, i) - 48) - borrow - (j > 0 and byte(b, j) - 48 or 0)
+      borrow = d < 0 and 1 or 0
+      table.insert(out, 1, d % 10)
+      i, j = i - 1, j - 1
+    end
+    return strip_zeros(out)
+  end
+
+  -- ceil(n / 1000) for a decimal integer n.
+  local function dec_ceil_div_1000(n)
+    if n == '0' then
+      return '0'
+    end
+    if #n <= 3 then
+      return '1'
+    end
+    local q = sub(n, 1, #n - 3)
+    if sub(n, -3) ~= '000' then
+      q = dec_add(q, '1')
+    end
+    return q
   end
 
   -- An i64 from JSON number text (serde's rules: no fraction, no exponent, in range), as
@@ -647,16 +720,19 @@ local function build()
   local S
 
   local function begin_call(now, backlog)
+    local re = rcall('MGET', K_REV, K_EPOCH)
+    local rev = tonumber(re[1] or '0') or 0
     S = {
       now = now,
       backlog = backlog,
-      rev = tonumber(rcall('GET', K_REV) or '0') or 0,
-      rev0 = nil,
+      rev = rev,
+      rev0 = rev,
+      -- the epoch read at the start (a flush or dbx_init may set a new one)
+      epoch = re[2] or nil,
       changes = {},
       -- key -> deadline (number) or false (no deadline / missing), once checked
       dl = {},
     }
-    S.rev0 = S.rev
   end
 
   local function end_call()
@@ -695,12 +771,24 @@ local function build()
     if d ~= nil then
       return d
     end
+    if S.any_dl == nil then
+      -- Without any TTL in the database (common), one EXISTS per call spares a ZSCORE
+      -- per key.
+      S.any_dl = rcall('EXISTS', K_DEADLINES) == 1
+    end
+    if not S.any_dl then
+      S.dl[key] = false
+      return false
+    end
     d = rcall('ZSCORE', K_DEADLINES, key)
     if d then
       d = tonumber(d)
       if d <= S.now or rcall('EXISTS', key) == 0 then
         rcall('DEL', key)
         rcall('ZREM', K_DEADLINES, key)
+        if d >= MAX_EXACT then
+          rcall('HDEL', K_BIG, key)
+        end
         record_own(key, 'expired')
         d = false
       end
@@ -711,12 +799,46 @@ local function build()
     return d
   end
 
+  local function is_big(d)
+    return type(d) == 'string' or (type(d) == 'number' and d >= MAX_EXACT)
+  end
+
+  local function at_text(at)
+    return type(at) == 'string' and at or int(at)
+  end
+
+  -- The deadline for Redis's native expiry.
+  local function native_at(at)
+    if type(at) == 'string' and not digits_le(at, NATIVE_MAX) then
+      return NATIVE_MAX
+    end
+    return at_text(at)
+  end
+
+  -- The exact deadline of `key` whose deadline is `d` (as live() returned it).
+  local function exact_deadline(key, d)
+    if type(d) == 'number' and d >= MAX_EXACT then
+      return rcall('HGET', K_BIG, key) or int(d)
+    end
+    return d
+  end
+
   -- Record the deadline of `key` (false: none). `live(key)` has run before.
   local function set_deadline(key, at)
+    local old = S.dl[key]
     if at then
-      rcall('ZADD', K_DEADLINES, int(at), key)
-    elseif S.dl[key] ~= false then
+      rcall('ZADD', K_DEADLINES, at_text(at), key)
+      S.any_dl = true
+      if type(at) == 'string' then
+        rcall('HSET', K_BIG, key, at)
+      elseif old == nil or is_big(old) then
+        rcall('HDEL', K_BIG, key)
+      end
+    elseif old ~= false then
       rcall('ZREM', K_DEADLINES, key)
+      if old == nil or is_big(old) then
+        rcall('HDEL', K_BIG, key)
+      end
     end
     S.dl[key] = at
   end
@@ -759,19 +881,33 @@ local function build()
 
   -- Seconds (a double) to ms, rounded, as the embedded secs_to_ms; then an absolute
   -- deadline at least 1 ms away.
+  -- A deadline past 2^53 is decimal text, saturating at 2^64-1 as the embedded u64.
   local function deadline_after(secs)
-    local ms = floor(secs * 1000 + 0.5)
+    local x = secs * 1000
+    -- Rust's round(); from 2^52 on every double is whole (and x + 0.5 could round up).
+    local ms = x >= 4503599627370496 and x or floor(x + 0.5)
     if ms < 1 then
       ms = 1
     end
-    local at = S.now + ms
-    if at > MAX_DEADLINE then
-      at = MAX_DEADLINE
+    if ms >= 18446744073709551616 then
+      return U64_MAX
     end
-    return at
+    local at = S.now + ms
+    if at < MAX_EXACT then
+      return at
+    end
+    local t = dec_add(int(S.now), fmt('%.0f', ms))
+    if not digits_le(t, U64_MAX) then
+      return U64_MAX
+    end
+    return t
   end
 
-  local function ttl_secs(at)
+  -- Whole seconds left, rounded up (ms_to_ttl_secs), for `key` with deadline `at`.
+  local function ttl_secs(key, at)
+    if is_big(at) then
+      return dec_ceil_div_1000(dec_sub(exact_deadline(key, at), int(S.now)))
+    end
     local left = at - S.now
     if left < 0 then
       left = 0
@@ -810,7 +946,7 @@ local function build()
     if not v then
       key_not_found(key)
     end
-    return '"value":' .. jstr(v) .. ',"ttl":' .. (d and ttl_secs(d) or 'null')
+    return '"value":' .. jstr(v) .. ',"ttl":' .. (d and ttl_secs(key, d) or 'null')
   end)
 
   local function ttl_deadline(p)
@@ -844,7 +980,7 @@ local function build()
     local do_set = not ((nx and exists) or (xx and not exists))
     if do_set then
       if at then
-        rcall('SET', key, value, 'PXAT', int(at))
+        rcall('SET', key, value, 'PXAT', native_at(at))
       else
         rcall('SET', key, value)
       end
@@ -1046,7 +1182,7 @@ local function build()
     else
       local at = deadline_after(t)
       live(key)
-      updated = rcall('PEXPIREAT', key, int(at)) == 1
+      updated = rcall('PEXPIREAT', key, native_at(at)) == 1
       if updated then
         set_deadline(key, at)
       end
@@ -1063,7 +1199,7 @@ local function build()
     if rcall('EXISTS', key) == 0 then
       key_not_found(key)
     end
-    return '"ttl":' .. (d and ttl_secs(d) or 'null')
+    return '"ttl":' .. (d and ttl_secs(key, d) or 'null')
   end)
 
   method('key.persist', true, function(p)
@@ -1093,11 +1229,12 @@ local function build()
       return '"renamed":false'
     end
     -- RENAME moves the TTL with the value, as the embedded store does.
+    local at = d and exact_deadline(key, d)
     rcall('RENAME', key, new_key)
     set_deadline(new_key, false)
     set_deadline(key, false)
-    if d then
-      set_deadline(new_key, d)
+    if at then
+      set_deadline(new_key, at)
     end
     touched(key)
     touched(new_key)
@@ -1379,7 +1516,38 @@ local function build()
       for _, k in ipairs(keys) do
         check_type(k, 'set')
       end
-      return '"members":' .. jlist(rcall(cmd, unpack(keys)))
+      if #keys <= CHUNK then
+        return '"members":' .. jlist(rcall(cmd, unpack(keys)))
+      end
+      -- More keys than one Redis call can take from Lua: the first chunk in Redis, the
+      -- rest key by key (union: merged; inter: kept if in every set; diff: dropped if in any).
+      local cur = rcall(cmd, unpack_range(keys, 1, CHUNK))
+      local seen = {}
+      for _, m in ipairs(cur) do
+        seen[m] = true
+      end
+      for i = CHUNK + 1, #keys do
+        if cmd == 'SUNION' then
+          for _, m in ipairs(rcall('SMEMBERS', keys[i])) do
+            if not seen[m] then
+              seen[m] = true
+              cur[#cur + 1] = m
+            end
+          end
+        elseif #cur > 0 then
+          local keep, want = {}, cmd == 'SINTER' and 1 or 0
+          for j = 1, #cur, CHUNK do
+            local hit = rcall('SMISMEMBER', keys[i], unpack_range(cur, j, math.min(j + CHUNK - 1, #cur)))
+            for h = 1, #hit do
+              if hit[h] == want then
+                keep[#keep + 1] = cur[j + h - 1]
+              end
+            end
+          end
+          cur = keep
+        end
+      end
+      return '"members":' .. jlist(cur)
     end
   end
 
@@ -1786,6 +1954,7 @@ local function build()
     end
     S.rev0 = -1 -- the rev key is gone: write it back at the end
     S.dl = {}
+    S.any_dl = false
     S.epoch = new_epoch(old)
     touched('')
     return '"flushed":' .. int(n)
@@ -1803,12 +1972,13 @@ local function build()
   -- Operations and functions.
 
   -- Names of parameters that name keys: a key under the reserved prefix is refused.
-  local function check_reserved(p)
-    local function bad(k)
-      if type(k) == 'string' and sub(k, 1, #PREFIX) == PREFIX then
-        invalid("Key '" .. k .. "' is reserved: the prefix '" .. PREFIX .. "' belongs to DBX's own bookkeeping")
-      end
+  local function bad(k)
+    if type(k) == 'string' and sub(k, 1, #PREFIX) == PREFIX then
+      invalid("Key '" .. k .. "' is reserved: the prefix '" .. PREFIX .. "' belongs to DBX's own bookkeeping")
     end
+  end
+
+  local function check_reserved(p)
     bad(p.map.key)
     bad(p.map.new_key)
     local keys = p.map.keys
