@@ -466,3 +466,51 @@ fn roles_and_key_scopes_hold_in_front_of_redis() {
         b["results"][0]["result"]["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
     assert!(inner.iter().all(|k| k.starts_with("user:")), "{b}");
 }
+
+/// Single requests of one loop turn go to Redis as one grouped call: each keeps its
+/// own result or error, and each client's order.
+#[test]
+fn grouped_requests_keep_their_own_results_and_order() {
+    let r = Redis::start();
+    let g = r.gateway(|_| {});
+    wait_ready(&g);
+    let addr = g.addr;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = connect_path(addr, "/ws");
+                c.ok("hash.set", json!({"key": format!("h{t}"), "field": "f", "value": "1"}));
+                let mut ids = Vec::new();
+                for i in 0..200 {
+                    let k = format!("c{t}");
+                    ids.push(("set", c.write("string.set", json!({"key": k, "value": i}))));
+                    ids.push(("get", c.write("string.get", json!({"key": k}))));
+                    ids.push(("wrong", c.write("string.incr", json!({"key": format!("h{t}")}))));
+                    ids.push(("missing", c.write("string.get", json!({"key": format!("none{t}:{i}")}))));
+                }
+                c.flush();
+                let mut i = 0;
+                let mut last_rev = 0;
+                for (what, id) in ids {
+                    let v = c.reply(id);
+                    match what {
+                        "set" => {
+                            let rev = v["result"]["rev"].as_u64().expect("rev");
+                            assert!(rev > last_rev, "{v}");
+                            last_rev = rev;
+                        }
+                        "get" => {
+                            assert_eq!(v["result"]["value"], json!(i.to_string()), "{v}");
+                            i += 1;
+                        }
+                        "wrong" => assert_eq!(v["error"]["code"], "wrong_type", "{v}"),
+                        _ => assert_eq!(v["error"]["code"], "not_found", "{v}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -61,6 +61,9 @@ const EXPIRE_LIMIT: u32 = 1000;
 /// `XREAD BLOCK` time; the follower's timeout is this plus DBX_BACKEND_TIMEOUT.
 const FOLLOW_BLOCK_MS: u64 = 1000;
 const FOLLOW_COUNT: u32 = 1000;
+/// Most requests (and bytes of operations) in one grouped `dbx_exec`.
+const GROUP_MAX_OPS: usize = 256;
+const GROUP_MAX_BYTES: usize = 256 * 1024;
 /// `retry_after_ms` of an `overloaded` answer.
 const OVERLOAD_RETRY_MS: u64 = 100;
 /// Channel names in Redis carry this prefix, so DBX's pub/sub cannot collide with
@@ -116,6 +119,14 @@ struct Flow {
     held: std::collections::VecDeque<(u64, Rc<[u8]>)>,
 }
 
+/// Single-method requests gathered in one loop turn for one data connection.
+struct Group {
+    ops: Vec<u8>,
+    waits: Vec<Waiting>,
+    denyoom: bool,
+    unix_ms: u64,
+}
+
 struct WatchAsk {
     keys: Vec<Box<str>>,
     patterns: Vec<Box<str>>,
@@ -146,6 +157,8 @@ enum Tag {
     Init,
     Expire,
     Follow,
+    /// One `dbx_exec` for several single-method requests (see `add_to_group`).
+    Group(Vec<Waiting>),
     /// `SENTINEL get-master-addr-by-name`.
     Master,
     Req(Waiting),
@@ -193,6 +206,10 @@ pub struct Gateway {
     /// The primary's address (resolved at start; from the sentinels after a failover).
     addr: Option<SocketAddr>,
     data: Vec<RespConn<Tag>>,
+    /// Per data connection: the single-method requests of this turn (`add_to_group`).
+    groups: Vec<Option<Group>>,
+    /// Requests whose connection closed before they were sent (see `fail_orphans`).
+    orphans: Vec<Tag>,
     follow: RespConn<Tag>,
     sub: RespConn<()>,
     /// `redis+sentinel://`: the connection to one of the sentinels (which one:
@@ -254,6 +271,8 @@ impl Gateway {
             addr,
             registry,
             data: (0..n).map(|i| RespConn::new(Token(TOKEN_BASE + i))).collect(),
+            groups: Vec::new(),
+            orphans: Vec::new(),
             follow: RespConn::new(Token(FOLLOW)),
             sub: RespConn::new(Token(SUB)),
             sentinel: RespConn::new(Token(SENTINEL)),
@@ -419,16 +438,8 @@ impl Gateway {
                 Err(e) => return now_reply(out, e, Some(name)),
             },
             _ => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(b"[{\"method\":");
-                write_str(&mut self.scratch, name);
-                self.scratch.extend_from_slice(b",\"params\":");
-                params.write_json(&mut self.scratch);
-                self.scratch.extend_from_slice(b"}]");
-                let ops = std::mem::take(&mut self.scratch);
                 let w = self.waiting(s, id, Kind::Single(scan_filter(name, s.identity)));
-                self.exec(&ops, command.flags & DENYOOM != 0, w, l.unix_ms, now);
-                self.scratch = ops;
+                self.add_to_group(name, params, command.flags & DENYOOM != 0, w, l.unix_ms, now);
             }
         }
         l.facts.ops_total += 1;
@@ -613,26 +624,139 @@ impl Gateway {
         self.send_data(&[b"FCALL", f, b"0", now_ms.as_bytes(), backlog.as_bytes(), ops_json], w, now);
     }
 
-    /// Queue a request on its client connection's data connection: one client's
-    /// requests share one pipeline, so Redis runs them in the order they were sent
-    /// (a read after a write sees it). Another open one if that one is down.
-    fn send_data(&mut self, args: &[&[u8]], w: Waiting, now: u64) {
+    /// The data connection for client connection `conn`: its own (`conn % n`), so one
+    /// client's requests share one pipeline and Redis runs them in the order they were
+    /// sent (a read after a write sees it); another open one if that one is down.
+    fn pick(&self, conn: usize) -> Option<usize> {
         let n = self.data.len().max(1);
-        let pinned = w.conn % n;
         let open = |i: &usize| self.data.get(*i).is_some_and(RespConn::is_open);
-        let Some(best) = std::iter::once(pinned).chain(0..n).find(open) else {
-            self.unavailable_total += 1;
-            let e = Error::new(Code::Unavailable, "No backend connection is open");
-            let mut b = Vec::new();
-            envelope::error(&mut b, w.id.as_deref(), &e, "");
-            self.reply_to(&w, b);
-            return;
-        };
+        std::iter::once(conn % n).chain(0..n).find(open)
+    }
+
+    fn no_connection(&mut self, w: Waiting) {
+        self.unavailable_total += 1;
+        let e = Error::new(Code::Unavailable, "No backend connection is open");
+        let mut b = Vec::new();
+        envelope::error(&mut b, w.id.as_deref(), &e, "");
+        self.reply_to(&w, b);
+    }
+
+    /// Queue a command on the client's data connection (behind the group of single
+    /// methods gathered so far on it, which keeps the client's order).
+    fn send_data(&mut self, args: &[&[u8]], w: Waiting, now: u64) {
+        let Some(i) = self.pick(w.conn) else { return self.no_connection(w) };
+        self.flush_group(i, now);
         self.inflight += 1;
-        if let Some(c) = self.data.get_mut(best) {
+        if let Some(c) = self.data.get_mut(i) {
             // Written at the end of the loop turn (`tick`): the turn's requests leave
             // in one write per connection.
-            c.send(args, Tag::Req(w), now);
+            if let Err(tag) = c.try_send(args, Tag::Req(w), now) {
+                self.orphans.push(tag);
+            }
+        }
+    }
+
+    /// A single data method joins this turn's group on its data connection: the group
+    /// goes to Redis as one `dbx_exec` of independent operations (many client requests
+    /// per backend call: the library's per-call cost is paid once). Running them
+    /// together is atomic, more than each needs; each keeps its own result, error and
+    /// rev, and its place in its connection's order.
+    fn add_to_group(&mut self, method: &str, params: &Params, denyoom: bool, w: Waiting, unix_ms: u64, now: u64) {
+        let Some(i) = self.pick(w.conn) else { return self.no_connection(w) };
+        let full =
+            self.groups.get(i).and_then(Option::as_ref).is_some_and(|g| {
+                g.denyoom != denyoom || g.waits.len() >= GROUP_MAX_OPS || g.ops.len() >= GROUP_MAX_BYTES
+            });
+        if full {
+            self.flush_group(i, now);
+        }
+        if self.groups.len() < self.data.len() {
+            self.groups.resize_with(self.data.len(), || None);
+        }
+        let Some(slot) = self.groups.get_mut(i) else { return self.no_connection(w) };
+        let g = slot.get_or_insert_with(|| Group { ops: vec![b'['], waits: Vec::new(), denyoom, unix_ms });
+        if g.waits.is_empty() {
+            g.ops.truncate(1);
+        } else {
+            g.ops.push(b',');
+        }
+        g.ops.extend_from_slice(b"{\"method\":");
+        write_str(&mut g.ops, method);
+        g.ops.extend_from_slice(b",\"params\":");
+        params.write_json(&mut g.ops);
+        g.ops.push(b'}');
+        g.waits.push(w);
+        self.inflight += 1;
+    }
+
+    /// Send the group gathered on data connection `i`, if any.
+    fn flush_group(&mut self, i: usize, now: u64) {
+        let Some(mut g) = self.groups.get_mut(i).and_then(Option::take) else { return };
+        if g.waits.is_empty() {
+            return;
+        }
+        g.ops.push(b']');
+        let now_ms = g.unix_ms.to_string();
+        let backlog = self.backlog.to_string();
+        let f: &[u8] = if g.denyoom { b"dbx_exec" } else { b"dbx_exec_allow_oom" };
+        let args: [&[u8]; 6] = [b"FCALL", f, b"0", now_ms.as_bytes(), backlog.as_bytes(), &g.ops];
+        let Some(c) = self.data.get_mut(i) else { return };
+        let tag = if g.waits.len() == 1 {
+            match g.waits.pop() {
+                Some(w) => Tag::Req(w),
+                None => return,
+            }
+        } else {
+            Tag::Group(std::mem::take(&mut g.waits))
+        };
+        if let Err(tag) = c.try_send(&args, tag, now) {
+            self.orphans.push(tag);
+        }
+    }
+
+    /// Requests that found their connection closed when they were to be sent: they
+    /// are answered `unavailable` here (where the local state is at hand).
+    fn fail_orphans(&mut self, l: &mut Local) {
+        for tag in std::mem::take(&mut self.orphans) {
+            match tag {
+                Tag::Req(w) => self.complete(l, w, None),
+                Tag::Group(ws) => self.complete_group(l, ws, None),
+                _ => {}
+            }
+        }
+    }
+
+    /// The answer to a group: one reply per request, from its element of `results`.
+    fn complete_group(&mut self, l: &mut Local, waits: Vec<Waiting>, frame: Option<OwnedFrame>) {
+        self.inflight = self.inflight.saturating_sub(waits.len());
+        let (results, error) = match &frame {
+            None => {
+                self.unavailable_total += waits.len() as u64;
+                (None, Error::new(Code::Unavailable, "The backend connection failed or timed out before answering"))
+            }
+            Some(OwnedFrame::Error(msg)) => (None, redis_error(msg)),
+            Some(f) => match bulk_text(f).and_then(|t| serde_json::from_str::<ExecReply>(t).ok()) {
+                Some(r) => {
+                    self.note_rev(l, r.rev, &r.epoch);
+                    (Some(r.results), bad_reply("dbx_exec"))
+                }
+                None => (None, bad_reply("dbx_exec")),
+            },
+        };
+        for (k, w) in waits.into_iter().enumerate() {
+            let elem = results.as_ref().and_then(|r| r.get(k)).map(|e| e.get());
+            let b = match (elem, &w.kind) {
+                (Some(e), Kind::Single(Some(scope))) => {
+                    single_reply(w.id.as_deref(), &scan_in_scope(e, scope), l.stamp)
+                }
+                (Some(e), _) => single_reply(w.id.as_deref(), e, l.stamp),
+                (None, _) => {
+                    let mut b = Vec::new();
+                    envelope::error(&mut b, w.id.as_deref(), &error, l.stamp);
+                    b
+                }
+            };
+            self.reply_to(&w, b);
         }
     }
 
@@ -935,6 +1059,7 @@ impl Gateway {
                 self.fail_data_local(l, idx, format!("{e}"));
             }
         }
+        self.fail_orphans(l);
         self.release_parked(l);
     }
 
@@ -942,6 +1067,7 @@ impl Gateway {
         let idx = token.wrapping_sub(TOKEN_BASE);
         match tag {
             Tag::Req(w) => self.complete(l, w, f),
+            Tag::Group(ws) => self.complete_group(l, ws, f),
             Tag::Setup => {
                 if let Some(OwnedFrame::Error(e)) = f {
                     self.refusal_or_fail(l, token, format!("Redis refused the connection setup: {e}"));
@@ -1030,6 +1156,7 @@ impl Gateway {
         for tag in failed {
             match tag {
                 Tag::Req(w) => self.complete(l, w, None),
+                Tag::Group(ws) => self.complete_group(l, ws, None),
                 Tag::Expire => self.expire_outstanding = false,
                 _ => {}
             }
@@ -1085,6 +1212,7 @@ impl Gateway {
             }
         }
         for i in 0..self.data.len() {
+            self.flush_group(i, now);
             if let Some(c) = self.data.get_mut(i) {
                 if let Err(e) = c.flush() {
                     self.fail_data_local(l, i, format!("write failed: {e}"));
@@ -1093,6 +1221,7 @@ impl Gateway {
         }
         let _ = self.follow.flush();
         let _ = self.sub.flush();
+        self.fail_orphans(l);
         self.release_parked(l);
     }
 

@@ -96,6 +96,7 @@ impl<P> RespConn<P> {
     /// (with backoff) and the error is returned.
     pub fn connect(&mut self, registry: &Registry, addr: SocketAddr, now: u64) -> io::Result<()> {
         self.reset_buffers();
+        self.pending.clear();
         match TcpStream::connect(addr) {
             Ok(mut s) => {
                 let _ = s.set_nodelay(true);
@@ -121,11 +122,24 @@ impl<P> RespConn<P> {
         self.inb.clear();
     }
 
-    /// Queue one command (an array of bulk strings) and what its reply is for.
-    pub fn send(&mut self, args: &[&[u8]], tag: P, now: u64) {
+    /// Queue one command (an array of bulk strings) and what its reply is for. Only
+    /// on an open connection (a down one would keep the tag across the reconnect and
+    /// pair it with another command's reply): otherwise the tag comes back.
+    pub fn try_send(&mut self, args: &[&[u8]], tag: P, now: u64) -> Result<(), P> {
+        if !self.is_open() {
+            return Err(tag);
+        }
         if self.encode(args) {
             self.pending.push_back((tag, now));
+            Ok(())
+        } else {
+            Err(tag)
         }
+    }
+
+    /// `try_send` for commands whose reply nobody else waits for (setup, timers).
+    pub fn send(&mut self, args: &[&[u8]], tag: P, now: u64) {
+        let _ = self.try_send(args, tag, now);
     }
 
     /// Queue a command whose answers arrive in `push` (subscriber connection).
