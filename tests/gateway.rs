@@ -514,3 +514,35 @@ fn grouped_requests_keep_their_own_results_and_order() {
         t.join().unwrap();
     }
 }
+
+/// Redis comes back empty (no persistence): its history is not the one delivered. The
+/// watcher is told (an `epoch` event), revs go on, later writes reach it.
+#[test]
+fn an_empty_redis_after_a_restart_is_a_new_epoch_for_watchers() {
+    let mut r = Redis::start();
+    let g = r.gateway(|c| c.backend_timeout = 1.0);
+    wait_ready(&g);
+    let mut w = g.client();
+    w.ok("key.watch", json!({"keys": ["k"]}));
+    let mut c = g.client();
+    let mut last = 0;
+    for i in 0..5 {
+        last = c.ok("string.set", json!({"key": "k", "value": i}))["rev"].as_u64().unwrap();
+    }
+    for _ in 0..5 {
+        assert_eq!(w.event()["event"], "string.set");
+    }
+    r.restart(); // no persistence: everything is gone
+    let rev = poll_until(Duration::from_secs(10), "writes accepted again", || {
+        c.call("string.set", json!({"key": "k", "value": "after"}))["result"]["rev"].as_u64()
+    });
+    let e = w.event();
+    assert_eq!(e["event"], "epoch", "{e}");
+    assert!(e["epoch"].is_string(), "{e}");
+    let mut e = w.event();
+    while e["event"] == "epoch" {
+        e = w.event(); // the library may record its own epoch change too
+    }
+    assert_eq!((e["event"].as_str(), e["rev"].as_u64()), (Some("string.set"), Some(rev)), "{e}");
+    println!("rev before the restart {last}, after {rev}");
+}

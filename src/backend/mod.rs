@@ -1099,7 +1099,32 @@ impl Gateway {
             }
             Tag::Init => match f.as_ref().and_then(bulk_text).and_then(|t| serde_json::from_str::<RevEpoch>(t).ok()) {
                 Some(r) => {
+                    let behind = self.delivered > 0
+                        && r.rev < self.delivered
+                        && self.known_epoch.as_deref().is_some_and(|k| k != r.epoch);
                     self.note_rev(l, r.rev, &r.epoch);
+                    if behind {
+                        // A data set that restarted below what was delivered (an empty
+                        // Redis, a failover to a replica that had nothing): its history
+                        // is another one. Watchers get the new epoch now, and the
+                        // follower reads the new stream from its start (its ids are below
+                        // the last one delivered and would be skipped).
+                        log::warn!(
+                            "backend history restarted at rev {} epoch {} (delivered rev {}): new epoch for watchers",
+                            r.rev,
+                            r.epoch,
+                            self.delivered
+                        );
+                        l.hub.changed(None, "epoch", r.rev, &r.epoch, l.unix_ms);
+                        self.delivered = 0;
+                        self.delivered_n = 0;
+                        self.follow_from = "0-0".into();
+                        self.follow_started = false;
+                        self.latest_rev = r.rev;
+                        self.known_epoch = Some(r.epoch.clone());
+                        self.fail_follow(l.mono_ms, "history restarted".into());
+                        self.follow.retry_now();
+                    }
                     if !self.ready {
                         log::info!("backend {} ready: rev {} epoch {}", self.target.describe(), r.rev, r.epoch);
                     }
