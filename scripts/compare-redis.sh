@@ -13,6 +13,9 @@
 #   TLS=1: both over TLS with a scripts/dev-cert.sh certificate: DBX serves wss:// and
 #   dbx-bench trusts the CA (--ca); redis-server listens on --tls-port only (Debian's is
 #   built with TLS) and redis-benchmark runs with --tls --cacert.
+#   GATEWAY=1: dbx runs in gateway mode in front of that same redis-server
+#   (DBX_BACKEND=redis://127.0.0.1:REDIS_PORT, issue 16), both pinned to SERVER_CORE: the
+#   ratio is then a gateway's throughput over redis-benchmark's on the Redis it uses.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,6 +41,11 @@ export DBX_PERSIST=${DBX_PERSIST:-false}
 export DBX_WS_RATE_LIMIT=${DBX_WS_RATE_LIMIT:-0}
 export DBX_LOG=${DBX_LOG:-warn}
 TLS=${TLS:-0}
+GATEWAY=${GATEWAY:-0}
+if [ "$GATEWAY" = 1 ]; then
+  [ "$TLS" = 1 ] && die "GATEWAY=1 with TLS=1 is not supported (rediss:// is not implemented)"
+  export DBX_BACKEND=redis://127.0.0.1:$REDIS_PORT
+fi
 
 mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw.txt
@@ -179,6 +187,7 @@ for p in $PIPELINES; do
       "${r_ops/-/0}" "${d_ops/-/0}" "$ratio" "$r50" "$d50" "$r99" "$d99"
   done
 done
-printf '\nmedians of %s rounds, %ss each, %s connections, keyspace %s, %s-byte values; latencies in ms%s\n' \
-  "$ROUNDS" "$SECS" "$CONNS" "$KEYSPACE" "$VALUE_SIZE" "$([ "$TLS" = 1 ] && echo '; both over TLS')"
+printf '\nmedians of %s rounds, %ss each, %s connections, keyspace %s, %s-byte values; latencies in ms%s%s\n' \
+  "$ROUNDS" "$SECS" "$CONNS" "$KEYSPACE" "$VALUE_SIZE" "$([ "$TLS" = 1 ] && echo '; both over TLS')" \
+  "$([ "$GATEWAY" = 1 ] && echo '; dbx is a gateway to that redis-server, both on the server core')"
 printf 'raw output: %s\n' "$RAW"

@@ -177,6 +177,24 @@ pub struct Config {
     /// journald a priority prefix instead of the timestamp) or json (one object per line)
     #[arg(long, env = "DBX_LOG_FORMAT", default_value = "text", value_name = "DBX_LOG_FORMAT")]
     pub log_format: crate::logging::Format,
+    /// Where the data lives: `embedded` (this process), or a Redis 7+ this process
+    /// fronts as a gateway: `redis://[user:password@]host:port[/db]`, `rediss://…`,
+    /// `redis+sentinel://host:port[,host:port…]/master-name` (docs/BACKEND.md)
+    #[arg(long, env = "DBX_BACKEND", default_value = "embedded", value_parser = parse_backend, value_name = "DBX_BACKEND", hide_env_values = true)]
+    pub backend: Backend,
+    /// Pipelined connections from this gateway to the backend
+    #[arg(long, env = "DBX_BACKEND_CONNECTIONS", default_value_t = 2, value_parser = parse_backend_connections, value_name = "DBX_BACKEND_CONNECTIONS")]
+    pub backend_connections: usize,
+    /// Requests waiting on the backend; above it new requests get `overloaded`
+    #[arg(long, env = "DBX_BACKEND_MAX_INFLIGHT", default_value_t = 10_000, value_parser = parse_positive_count, value_name = "DBX_BACKEND_MAX_INFLIGHT")]
+    pub backend_max_inflight: usize,
+    /// Seconds before a backend request is answered `unavailable`
+    #[arg(long, env = "DBX_BACKEND_TIMEOUT", default_value = "5", value_parser = parse_positive_secs, value_name = "DBX_BACKEND_TIMEOUT")]
+    pub backend_timeout: f64,
+    /// Start even against a Redis whose maxmemory-policy evicts keys (watchers never
+    /// hear of an eviction)
+    #[arg(long, env = "DBX_BACKEND_ALLOW_EVICTION", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_BACKEND_ALLOW_EVICTION")]
+    pub backend_allow_eviction: bool,
     /// Serve an RFC 6455 echo endpoint at this path (conformance testing only; off by default)
     #[arg(long, env = "DBX_ECHO_PATH", value_parser = parse_path, value_name = "DBX_ECHO_PATH")]
     pub echo_path: Option<String>,
@@ -208,6 +226,10 @@ impl Config {
     pub fn timeout_ms(&self) -> u64 {
         (self.ws_timeout * 1000.0) as u64
     }
+
+    pub fn backend_timeout_ms(&self) -> u64 {
+        (self.backend_timeout * 1000.0) as u64
+    }
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -232,6 +254,14 @@ fn parse_positive_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected a whole number of at least 1, got '{s}'")),
+    }
+}
+
+/// At most 64: each connection takes a token from a fixed range (see `backend`).
+fn parse_backend_connections(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to 64, got '{s}'")),
     }
 }
 
@@ -262,6 +292,155 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or_else(|| format!("expected a size such as 1048576 or 512mb, got '{s}'"))
+}
+
+// ---- DBX_BACKEND ----
+
+/// Where the data lives (`DBX_BACKEND`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// In this process (the default).
+    #[default]
+    Embedded,
+    /// A Redis 7+ server this process fronts as a gateway.
+    Redis(RedisTarget),
+}
+
+/// A parsed `redis://`, `rediss://` or `redis+sentinel://` address.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// `rediss://`: TLS to Redis.
+    pub tls: bool,
+    /// The server (one), or the sentinels (one or more).
+    pub addrs: Vec<(String, u16)>,
+    /// `redis+sentinel://…/name`: the master name to ask the sentinels about.
+    pub sentinel_master: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// `SELECT` this database after connecting (0: none needed).
+    pub db: u32,
+}
+
+// The password never reaches a log line.
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
+
+impl RedisTarget {
+    /// The address without its credentials, for logs and `server.info`.
+    pub fn describe(&self) -> String {
+        let hosts: Vec<String> = self.addrs.iter().map(|(h, p)| format_host_port(h, *p)).collect();
+        match &self.sentinel_master {
+            Some(m) => format!("redis+sentinel://{}/{m}", hosts.join(",")),
+            None => {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                format!("{scheme}://{}/{}", hosts.join(","), self.db)
+            }
+        }
+    }
+}
+
+fn format_host_port(h: &str, p: u16) -> String {
+    if h.contains(':') {
+        format!("[{h}]:{p}")
+    } else {
+        format!("{h}:{p}")
+    }
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(|| format!("unclosed '[' in '{s}'"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("missing host in '{s}'"));
+    }
+    let port = match port {
+        None => 6379,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("bad port '{p}' in '{s}'")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// Percent-decoding of the user and password (`%40` for `@`, as in URLs).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("bad %-escape in the credentials")?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the credentials are not UTF-8".to_string())
+}
+
+pub fn parse_backend(s: &str) -> Result<Backend, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("embedded") {
+        return Ok(Backend::Embedded);
+    }
+    let (scheme, rest) = t.split_once("://").ok_or_else(|| {
+        "expected embedded, redis://host:port[/db], rediss://host:port[/db] or \
+         redis+sentinel://host:port[,host:port…]/master-name"
+            .to_string()
+    })?;
+    let (tls, sentinel) = match scheme.to_ascii_lowercase().as_str() {
+        "redis" => (false, false),
+        "rediss" => (true, false),
+        "redis+sentinel" => (false, true),
+        other => {
+            return Err(format!("unknown scheme '{other}://' (expected redis://, rediss:// or redis+sentinel://)"))
+        }
+    };
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let (user, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| percent_decode(u)).transpose()?, Some(percent_decode(p)?)),
+            None => (None, Some(percent_decode(a)?)),
+        },
+    };
+    let (hosts, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, p),
+        None => (rest, ""),
+    };
+    let addrs = hosts.split(',').map(parse_host_port).collect::<Result<Vec<_>, _>>()?;
+    let (mut db, mut sentinel_master) = (0, None);
+    if sentinel {
+        if path.is_empty() || path.contains('/') {
+            return Err("redis+sentinel:// needs the master name after the hosts: …/master-name".to_string());
+        }
+        sentinel_master = Some(path.to_string());
+    } else {
+        if addrs.len() != 1 {
+            return Err("redis:// names one server (several hosts need redis+sentinel://)".to_string());
+        }
+        if !path.is_empty() {
+            db = path.parse::<u32>().map_err(|_| format!("bad database number '{path}' (expected 0, 1, …)"))?;
+        }
+    }
+    Ok(Backend::Redis(RedisTarget { tls, addrs, sentinel_master, user, password, db }))
 }
 
 // ---- the bind-address rule (protected mode) ----

@@ -32,6 +32,10 @@
 //! - [`auth`]: API keys and JWTs, roles and key scopes (pure; `auth::verify` checks).
 //! - [`glob`]: Redis-style glob matching (scan, patterns, scopes).
 //! - [`pubsub`]: channels, patterns, key watches and the change history for resume.
+//! - [`backend`]: gateway mode (`DBX_BACKEND=redis://…`): the `Gateway` the engine
+//!   hands requests to when the data lives in Redis — RESP connections on the reactor's
+//!   Poll, `FCALL` of the `dbx.lua` library, the change-stream follower, the pub/sub
+//!   mirror, Sentinel.
 //!
 //! # Panics
 //! Nothing reachable from the network may panic (docs/CONTRIBUTING.md): no `unwrap`,
@@ -41,6 +45,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod auth;
+#[cfg_attr(not(test), deny(clippy::indexing_slicing))]
+pub mod backend;
 #[cfg_attr(not(test), deny(clippy::indexing_slicing))]
 pub mod cmd;
 pub mod config;
@@ -80,6 +86,16 @@ pub fn run(cfg: config::Config) -> Result<(), RunError> {
              in clear; set DBX_TLS_CERT and DBX_TLS_KEY (or terminate TLS in front)",
             cfg.host,
             cfg.port
+        );
+    }
+    if let config::Backend::Redis(t) = &cfg.backend {
+        // Settings that make a gateway useless are start-up errors (exit 2); Redis
+        // being down is not (the gateway starts degraded and recovers by itself).
+        backend::startup_check(&cfg, t).map_err(RunError::Config)?;
+        log::info!(
+            "gateway mode: data in {}; DBX_PERSIST, DBX_DATA_DIR and DBX_MAXMEMORY* do not apply \
+             (Redis persists and limits memory)",
+            t.describe()
         );
     }
     let nofile = server::sys::raise_nofile_limit();

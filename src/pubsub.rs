@@ -176,6 +176,42 @@ impl Hub {
         n
     }
 
+    /// Gateway mode: deliver a message Redis relayed for one local subscription —
+    /// the channel's subscribers (`pattern` None) or one pattern's — so that a channel
+    /// matched by both here gets each copy once, as Redis sends one per subscription.
+    pub fn publish_to(&mut self, channel: &str, pattern: Option<&str>, data: &str) -> usize {
+        let subs = match pattern {
+            None => self.channels.get(channel),
+            Some(p) => self.patterns.get(p),
+        };
+        let Some(subs) = subs else { return 0 };
+        let payload = envelope::event(channel, pattern, data, &self.stamp);
+        for &t in subs {
+            self.out.push((t, payload.clone()));
+        }
+        self.deliveries_total += subs.len() as u64;
+        subs.len()
+    }
+
+    /// Whether any connection here is subscribed to `channel` / `pattern`.
+    pub fn has_channel(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel)
+    }
+
+    pub fn has_pattern(&self, pattern: &str) -> bool {
+        self.patterns.contains_key(pattern)
+    }
+
+    /// The channels and patterns `t` is subscribed to.
+    pub fn subscriptions_of(&self, t: usize) -> (Vec<Box<str>>, Vec<Box<str>>) {
+        self.conns.get(&t).map(|s| (s.channels.clone(), s.patterns.clone())).unwrap_or_default()
+    }
+
+    /// Every subscribed channel and pattern (to subscribe again after a reconnect).
+    pub fn all_subscriptions(&self) -> (Vec<Box<str>>, Vec<Box<str>>) {
+        (self.channels.keys().cloned().collect(), self.patterns.keys().cloned().collect())
+    }
+
     // ---- watches ----
 
     pub fn watch(&mut self, t: usize, keys: &[&str], patterns: &[&str], scope: Rc<Identity>) {

@@ -49,3 +49,30 @@ fn protected_mode() {
         assert!(check_protected_mode(false, true, host).is_ok());
     }
 }
+
+#[test]
+fn backend_addresses() {
+    assert_eq!(parse_backend("embedded"), Ok(Backend::Embedded));
+    let Backend::Redis(t) = parse_backend("redis://u:p%40ss@127.0.0.1:6380/3").unwrap() else { panic!() };
+    assert_eq!(t.addrs, vec![("127.0.0.1".to_string(), 6380)]);
+    assert_eq!((t.user.as_deref(), t.password.as_deref(), t.db, t.tls), (Some("u"), Some("p@ss"), 3, false));
+    assert_eq!(t.describe(), "redis://127.0.0.1:6380/3");
+    let Backend::Redis(t) = parse_backend("redis://:secret@[::1]:7000").unwrap() else { panic!() };
+    assert_eq!((t.user, t.password.as_deref(), t.addrs[0].0.as_str()), (None, Some("secret"), "::1"));
+    let Backend::Redis(t) = parse_backend("redis+sentinel://h1:26379,h2:26380/mymaster").unwrap() else { panic!() };
+    assert_eq!(t.addrs.len(), 2);
+    assert_eq!(t.sentinel_master.as_deref(), Some("mymaster"));
+    let Backend::Redis(t) = parse_backend("rediss://h:1").unwrap() else { panic!() };
+    assert!(t.tls);
+    for bad in
+        ["redis", "http://h:1", "redis://h:0", "redis://h:1/x", "redis://a:1,b:2", "redis+sentinel://h:1", "redis://:1"]
+    {
+        assert!(parse_backend(bad).is_err(), "{bad}");
+    }
+    let e = Config::try_parse_from(["dbx", "--backend", "redis://h:99999"]).unwrap_err().to_string();
+    assert!(e.contains("DBX_BACKEND") && e.contains("bad port"), "{e}");
+    let e = Config::try_parse_from(["dbx", "--backend-connections", "0"]).unwrap_err().to_string();
+    assert!(e.contains("DBX_BACKEND_CONNECTIONS"), "{e}");
+    let c = Config::try_parse_from(["dbx"]).unwrap();
+    assert_eq!((c.backend_connections, c.backend_max_inflight, c.backend_timeout_ms()), (2, 10_000, 5000));
+}

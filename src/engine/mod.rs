@@ -36,6 +36,7 @@ pub mod policy;
 pub use order::ReplyOrder;
 
 use crate::auth::{Authenticator, Identity};
+use crate::backend::{Gateway, Local};
 use crate::cmd::{self, Change, Ctx, Effect, ServerFacts};
 use crate::config::Config;
 use crate::persist::aof::OpLog;
@@ -121,6 +122,27 @@ pub struct Engine {
     log: OpLog,
     /// Replies completed after `handle` returned (always empty here).
     done: Vec<(usize, u64, Vec<u8>)>,
+    /// Gateway mode (`DBX_BACKEND=redis://…`): the data lives in Redis and requests
+    /// go there; the store above stays empty (it serves the gateway-side methods) and
+    /// the hub holds this process's subscriptions and watches. None: embedded.
+    gateway: Option<Box<Gateway>>,
+}
+
+/// Lend the gateway the engine's local state (disjoint fields, so `self.gateway` and
+/// these borrow at once).
+macro_rules! local {
+    ($s:ident) => {
+        Local {
+            store: &mut $s.store,
+            hub: &mut $s.hub,
+            facts: &mut $s.facts,
+            auth: &$s.auth,
+            fx: &mut $s.fx,
+            unix_ms: $s.unix_ms,
+            mono_ms: $s.mono_ms,
+            stamp: &$s.stamp,
+        }
+    };
 }
 
 impl Engine {
@@ -128,7 +150,8 @@ impl Engine {
     /// for epochs; `now_ms`: the wall clock. An error names the file and offset.
     pub fn open(cfg: &Config, auth: Rc<Authenticator>, seed: u64, now_ms: u64) -> Result<Engine, String> {
         let fresh = format!("{seed:016x}");
-        let (persist, store, epoch) = if cfg.persist {
+        let gateway_mode = cfg.backend != crate::config::Backend::Embedded;
+        let (persist, store, epoch) = if cfg.persist && !gateway_mode {
             let mut replayer = policy::Replayer::default();
             let o = Persist::open(cfg, &fresh, now_ms, &mut |s, now, m, p| replayer.apply(s, now, m, p))?;
             (o.persist, o.store, o.epoch)
@@ -137,7 +160,8 @@ impl Engine {
         };
         let facts = ServerFacts {
             version: env!("CARGO_PKG_VERSION"),
-            epoch,
+            // Gateway mode: the backend's epoch, learnt at connect.
+            epoch: if gateway_mode { String::new() } else { epoch },
             max_batch: cfg.max_batch,
             maxmemory: cfg.maxmemory,
             maxmemory_policy: cfg.maxmemory_policy,
@@ -161,7 +185,20 @@ impl Engine {
             fx: cmd::Outcome::default(),
             log: OpLog::default(),
             done: Vec::new(),
+            gateway: None,
         })
+    }
+
+    /// Gateway mode: requests go to the backend through `gw` from now on.
+    pub fn attach_gateway(&mut self, gw: Gateway) {
+        self.gateway = Some(Box::new(gw));
+    }
+
+    /// Readiness on a backend connection's token (see `backend::TOKEN_BASE`).
+    pub fn backend_event(&mut self, token: usize, readable: bool, writable: bool) {
+        if let Some(gw) = self.gateway.as_deref_mut() {
+            gw.on_event(&mut local!(self), token, readable, writable);
+        }
     }
 
     fn rand(&mut self) -> u64 {
@@ -216,6 +253,13 @@ impl Engine {
             e.retry_after_ms = Some(wait);
             envelope::error(out, id, &e, &self.stamp);
             return Outcome::refused(e.code);
+        }
+        if let Some(gw) = self.gateway.as_deref_mut() {
+            let o = gw.handle(&mut local!(self), s, id, &req.method, &req.params, out);
+            if o.error == Some(Code::Internal) {
+                log::error!("internal error for request id {}", id.unwrap_or("null"));
+            }
+            return o;
         }
         // A write is refused before it runs when its log record might not fit on disk.
         self.facts.writes_refused = self.persist.refusing_for(text.len());
@@ -310,19 +354,31 @@ impl Engine {
 
     /// Deliveries queued since the last call, in order: `(token, frame)`.
     pub fn events(&mut self) -> std::vec::Drain<'_, (usize, Rc<[u8]>)> {
-        self.hub.out.drain(..)
+        match self.gateway.as_deref_mut() {
+            // Held behind the replies of requests still waiting on the backend.
+            Some(gw) => gw.route_events(&mut self.hub.out),
+            None => self.hub.out.drain(..),
+        }
     }
 
     /// Replies that completed after `handle` returned [`Reply::Later`]:
     /// `(token, seq, reply)`. The embedded engine has none.
     pub fn completed(&mut self) -> std::vec::Drain<'_, (usize, u64, Vec<u8>)> {
-        // Nothing is ever pending here: `done` stays empty (and allocates nothing).
-        self.done.drain(..)
+        // Embedded: nothing is ever pending: `done` stays empty (and allocates nothing).
+        match self.gateway.as_deref_mut() {
+            Some(gw) => gw.done.drain(..),
+            None => self.done.drain(..),
+        }
     }
 
     /// Active expiry with a per-turn budget; anything left is picked up next turn (the
     /// wakeup is then 0 because the next expiry is already due). Events go to `events`.
     pub fn active_expire(&mut self) {
+        if let Some(gw) = self.gateway.as_deref_mut() {
+            // Gateway: reconnects, timeouts, `dbx_expire_due` (expiry happens in Redis).
+            gw.tick(&mut local!(self));
+            return;
+        }
         self.store.expire_cycle(self.unix_ms, EXPIRE_BUDGET);
         if self.store.has_gone() {
             self.publish_changes(&mut Vec::new());
@@ -345,11 +401,18 @@ impl Engine {
     /// `t` is gone or closing: drop its subscriptions and watches (no more events).
     pub fn disconnect(&mut self, t: usize) {
         self.hub.remove_conn(t);
+        if let Some(gw) = self.gateway.as_deref_mut() {
+            gw.disconnect(&self.hub, t);
+        }
     }
 
     /// Ms until the engine needs the loop without I/O: the next key expiry (against
     /// the wall clock `wall_ms`), persistence retries and the snapshot child.
     pub fn wakeup_ms(&self, wall_ms: u64) -> Option<u64> {
+        if self.gateway.is_some() {
+            // Expiry calls, reconnects and timeouts run on this tick.
+            return Some(10);
+        }
         let expiry = self.store.next_expiry().map(|at| at.saturating_sub(wall_ms));
         match (expiry, self.persist.wakeup_ms()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -372,27 +435,38 @@ impl Engine {
     }
 
     pub fn rev(&self) -> u64 {
-        self.store.rev()
+        match &self.gateway {
+            Some(gw) => gw.rev(),
+            None => self.store.rev(),
+        }
     }
 
-    /// Whether writes are refused (the log cannot be written): `/health` says 503.
+    /// Whether writes are refused (the log cannot be written; in gateway mode, the
+    /// backend is not serving): `/health` says 503.
     pub fn degraded(&self) -> bool {
-        self.persist.refusing().is_some()
+        match &self.gateway {
+            Some(gw) => !gw.ready(),
+            None => self.persist.refusing().is_some(),
+        }
     }
 
     /// The engine's fields of `/health`: keys, memory, persistence.
     pub fn describe(&self, j: &mut Json) {
+        if let Some(gw) = &self.gateway {
+            gw.describe(j);
+            return;
+        }
         j.u64("keys", self.store.len() as u64).u64("used_memory", self.store.used_memory() as u64);
         self.persist.describe(j);
     }
 
     pub fn gauges(&self) -> Gauges {
         Gauges {
+            rev: self.rev(),
             keys: self.store.len() as u64,
             used_memory: self.store.used_memory() as u64,
             expired: self.store.expired_total,
             evicted: self.store.evicted_total,
-            rev: self.store.rev(),
             subscriptions: self.hub.subscriptions() as u64,
             watchers: self.hub.watchers() as u64,
             deliveries: self.hub.deliveries_total,
@@ -401,6 +475,10 @@ impl Engine {
 
     /// Persistence series for `/metrics`.
     pub fn persist_metrics(&self) -> Vec<(&'static str, &'static str, f64)> {
-        self.persist.metrics(self.unix_ms)
+        match &self.gateway {
+            // Gateway mode: no persistence here; the backend's series instead.
+            Some(gw) => gw.metrics(),
+            None => self.persist.metrics(self.unix_ms),
+        }
     }
 }

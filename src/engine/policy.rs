@@ -3,6 +3,7 @@
 //! memory limit, one rev per executed write, logging, and the rules of `batch`.
 //! Single requests, batch operations and log replay all go through `run`.
 
+use crate::auth::Identity;
 use crate::cmd::{self, Command, Ctx, Outcome, ServerFacts, ALL_KEYS, DENYOOM, KEYLESS, NO_BATCH};
 use crate::config::MaxMemoryPolicy;
 use crate::persist::aof::OpLog;
@@ -65,14 +66,18 @@ fn unknown(method: &str) -> Error {
 /// Refuse a call the credential may not make: the role on the command's flags, the key
 /// scope on every key-naming parameter. A refused call changes nothing.
 fn check_access(ctx: &Ctx, cmd: &Command, params: &Params) -> Result<()> {
+    check_identity(&ctx.identity, cmd, params)
+}
+
+fn check_identity(identity: &Identity, cmd: &Command, params: &Params) -> Result<()> {
     let need = cmd.required_role();
-    if ctx.identity.role < need {
+    if identity.role < need {
         return Err(Error::new(
             Code::Forbidden,
-            format!("Role '{}' may not call '{}' (needs '{}')", ctx.identity.role.as_str(), cmd.name, need.as_str()),
+            format!("Role '{}' may not call '{}' (needs '{}')", identity.role.as_str(), cmd.name, need.as_str()),
         ));
     }
-    if ctx.identity.key_globs.is_none() {
+    if identity.key_globs.is_none() {
         return Ok(());
     }
     if cmd.flags & ALL_KEYS != 0 {
@@ -85,26 +90,51 @@ fn check_access(ctx: &Ctx, cmd: &Command, params: &Params) -> Result<()> {
         return Ok(());
     }
     let outside = |k: &str| Error::new(Code::Forbidden, format!("Key '{k}' is outside this credential's scope"));
+    match find_key(params, |k| !identity.key_allowed(k)) {
+        Some(k) => Err(outside(&k)),
+        None => Ok(()),
+    }
+}
+
+/// The first key named by `params` (every key-naming parameter) for which `bad` holds.
+fn find_key(params: &Params, bad: impl Fn(&str) -> bool) -> Option<String> {
     for name in cmd::KEY_PARAMS {
         if let Ok(Some(k)) = params.opt_str(name) {
-            if !ctx.key_allowed(&k) {
-                return Err(outside(&k));
+            if bad(&k) {
+                return Some(k.into_owned());
             }
         }
     }
     for name in cmd::KEY_LIST_PARAMS {
         if let Ok(keys) = params.str_list(name) {
-            if let Some(k) = keys.iter().find(|k| !ctx.key_allowed(k)) {
-                return Err(outside(k));
+            if let Some(k) = keys.iter().find(|k| bad(k)) {
+                return Some(k.to_string());
             }
         }
     }
     for name in cmd::KEY_OBJECT_PARAMS {
         if let Ok(pairs) = params.object(name) {
-            if let Some((k, _)) = pairs.iter().find(|(k, _)| !ctx.key_allowed(k)) {
-                return Err(outside(k));
+            if let Some((k, _)) = pairs.iter().find(|(k, _)| bad(k)) {
+                return Some(k.to_string());
             }
         }
+    }
+    None
+}
+
+/// Gateway mode (issue 16): the key prefix under which DBX keeps its own bookkeeping
+/// in Redis (docs/BACKEND.md). No client key may live under it.
+pub const RESERVED_PREFIX: &str = "__dbx:";
+
+/// Gateway mode: what `run` checks before a command body, for a command that will run
+/// inside Redis — unknown parameters, role, key scope — plus the reserved prefix.
+pub fn admit(identity: &Identity, cmd: &Command, params: &Params) -> Result<()> {
+    cmd::signature::check(cmd.name, params)?;
+    check_identity(identity, cmd, params)?;
+    if let Some(k) = find_key(params, |k| k.starts_with(RESERVED_PREFIX)) {
+        return Err(Error::invalid_params(format!(
+            "Key '{k}' is reserved: the prefix '{RESERVED_PREFIX}' belongs to DBX's own bookkeeping"
+        )));
     }
     Ok(())
 }

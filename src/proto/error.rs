@@ -13,6 +13,8 @@ pub enum Code {
     RateLimited,
     Oom,
     Unavailable,
+    /// Gateway mode: too many requests wait on the backend (`retry_after_ms` says when).
+    Overloaded,
     Unauthorized,
     Internal,
 }
@@ -30,12 +32,13 @@ impl Code {
             Code::RateLimited => "rate_limited",
             Code::Oom => "oom",
             Code::Unavailable => "unavailable",
+            Code::Overloaded => "overloaded",
             Code::Unauthorized => "unauthorized",
             Code::Internal => "internal",
         }
     }
 
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 13] = [
         Code::InvalidRequest,
         Code::MethodNotFound,
         Code::InvalidParams,
@@ -46,9 +49,15 @@ impl Code {
         Code::RateLimited,
         Code::Oom,
         Code::Unavailable,
+        Code::Overloaded,
         Code::Unauthorized,
         Code::Internal,
     ];
+
+    /// The code named `s` (an error the backend reported); None for an unknown name.
+    pub fn from_name(s: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 /// A request-level error: a code, a human message, and for `rate_limited` the time

@@ -36,6 +36,7 @@ pub mod wheel;
 mod ws;
 
 use crate::auth::Authenticator;
+use crate::backend::Gateway;
 use crate::config::Config;
 use crate::engine::{Engine, Reply, Session};
 use crate::proto::{envelope, Code};
@@ -164,8 +165,12 @@ impl Server {
         let now = sys::unix_ms_now();
         let auth = Rc::new(auth);
         // Persistence: the engine loads the data directory before serving (issue 7).
-        let engine =
+        let mut engine =
             Engine::open(&cfg, auth.clone(), rng, now).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let crate::config::Backend::Redis(t) = &cfg.backend {
+            // Gateway mode: the backend's sockets live on this Poll too.
+            engine.attach_gateway(Gateway::new(&cfg, t.clone(), poll.registry().try_clone()?));
+        }
         Ok(Server {
             engine,
             poll,
@@ -270,6 +275,11 @@ impl Server {
                         for s in pending {
                             self.on_signal(s);
                         }
+                    }
+                    Token(t) if Gateway::is_token(t) => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        self.engine.backend_event(t, readable, ev.is_writable());
+                        self.deliver();
                     }
                     Token(t) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -474,11 +484,12 @@ impl Server {
     /// Queue the engine's deliveries to their connections, and replies that
     /// completed after a round trip (none with the embedded engine).
     fn deliver(&mut self) {
-        for (t, payload) in self.engine.events() {
-            ws::push_frame(&mut self.conns, &mut self.dirty, t, &payload);
-        }
+        // Replies first: an event a request caused goes out after its reply.
         for (t, seq, reply) in self.engine.completed() {
             ws::complete_in_order(&mut self.conns, &mut self.dirty, t, seq, Some(&reply));
+        }
+        for (t, payload) in self.engine.events() {
+            ws::push_frame(&mut self.conns, &mut self.dirty, t, &payload);
         }
     }
 

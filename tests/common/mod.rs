@@ -16,6 +16,7 @@
 pub mod client;
 pub mod process;
 pub mod raw;
+pub mod redis;
 pub mod server;
 pub mod tokens;
 

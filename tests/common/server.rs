@@ -17,6 +17,8 @@ pub struct TestServer {
     /// Read timeout of the clients made by `client()` and friends.
     pub client_timeout: Duration,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    /// `DBX_TEST_BACKEND=redis`: the Redis this gateway fronts (stopped after it).
+    pub redis: Option<super::redis::Redis>,
 }
 
 impl TestServer {
@@ -26,6 +28,14 @@ impl TestServer {
     /// shutdown handle comes back through a channel, or the start-up error.
     pub fn start(mut cfg: Config) -> TestServer {
         cfg.host = "127.0.0.1".into();
+        // The suites run against a gateway too: DBX_TEST_BACKEND=redis gives each server
+        // a fresh redis-server of its own (.ci/run runs the data-type suites that way).
+        let mut redis = None;
+        if cfg.backend == dbx::config::Backend::Embedded && super::redis::suites_on_redis() {
+            let r = super::redis::Redis::start();
+            cfg.backend = dbx::config::parse_backend(&r.url()).expect("redis url");
+            redis = Some(r);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -50,7 +60,11 @@ impl TestServer {
             Ok(Err(e)) => panic!("server did not start: {e}"),
             Err(e) => panic!("server did not start: {e}"),
         };
-        TestServer { addr, handle, tid, client_timeout: IO_TIMEOUT, thread: Some(thread) }
+        let srv = TestServer { addr, handle, tid, client_timeout: IO_TIMEOUT, thread: Some(thread), redis };
+        if srv.redis.is_some() {
+            super::redis::wait_ready(&srv);
+        }
+        srv
     }
 
     /// Start with `Config::for_tests()` changed by `f`.

@@ -1,0 +1,277 @@
+//! One RESP connection to Redis, driven by the reactor's Poll: a non-blocking connect,
+//! an outbound buffer, an inbound buffer decoded with `redis-protocol`, and the FIFO of
+//! what each expected reply is for (Redis answers a connection's commands in order, so
+//! the queue is the pipeline). No thread, no blocking call: `connect` returns at once,
+//! readiness arrives as Poll events on the connection's token.
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+/// First reconnect delay; doubled after each failure up to `BACKOFF_MAX_MS`.
+const BACKOFF_MIN_MS: u64 = 50;
+const BACKOFF_MAX_MS: u64 = 1000;
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No socket; a new attempt at `retry_at` (monotonic ms).
+    Down { retry_at: u64 },
+    /// `connect` started; the first writable event says whether it worked.
+    Connecting,
+    /// Connected: commands flow.
+    Up,
+}
+
+/// A connection; `P` says what a pending reply is for.
+pub struct RespConn<P> {
+    pub token: Token,
+    pub state: State,
+    sock: Option<TcpStream>,
+    out: Vec<u8>,
+    out_pos: usize,
+    inb: Vec<u8>,
+    /// What each expected reply is for, and when it was sent (monotonic ms).
+    pending: VecDeque<(P, u64)>,
+    backoff_ms: u64,
+    /// Why the last attempt failed (logged once per outage, not per retry).
+    pub last_error: Option<String>,
+    /// Frames that arrived with nothing pending: pub/sub messages (the subscriber
+    /// connection sends its commands untracked, since one SUBSCRIBE of n channels is
+    /// answered n times).
+    pub push: Vec<OwnedFrame>,
+    scratch: Vec<u8>,
+}
+
+impl<P> RespConn<P> {
+    pub fn new(token: Token) -> RespConn<P> {
+        RespConn {
+            token,
+            state: State::Down { retry_at: 0 },
+            sock: None,
+            out: Vec::new(),
+            out_pos: 0,
+            inb: Vec::new(),
+            pending: VecDeque::new(),
+            backoff_ms: BACKOFF_MIN_MS,
+            last_error: None,
+            push: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == State::Up
+    }
+
+    /// Connected or connecting: commands may be queued (they go out once connected).
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Up | State::Connecting)
+    }
+
+    /// When the oldest unanswered command was sent.
+    pub fn oldest_sent(&self) -> Option<u64> {
+        self.pending.front().map(|p| p.1)
+    }
+
+    /// Due for a new attempt at `now`.
+    pub fn due(&self, now: u64) -> bool {
+        matches!(self.state, State::Down { retry_at } if retry_at <= now)
+    }
+
+    /// Down: try again at the next tick, without the backoff (the address changed).
+    pub fn retry_now(&mut self) {
+        if let State::Down { .. } = self.state {
+            self.state = State::Down { retry_at: 0 };
+        }
+    }
+
+    /// Start a non-blocking connect. On an immediate failure the connection stays down
+    /// (with backoff) and the error is returned.
+    pub fn connect(&mut self, registry: &Registry, addr: SocketAddr, now: u64) -> io::Result<()> {
+        self.reset_buffers();
+        self.pending.clear();
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                let _ = s.set_nodelay(true);
+                if let Err(e) = registry.register(&mut s, self.token, Interest::READABLE | Interest::WRITABLE) {
+                    self.state = State::Down { retry_at: now + self.backoff_ms };
+                    return Err(e);
+                }
+                self.sock = Some(s);
+                self.state = State::Connecting;
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Down { retry_at: now + self.backoff_ms };
+                self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+                Err(e)
+            }
+        }
+    }
+
+    fn reset_buffers(&mut self) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.inb.clear();
+    }
+
+    /// Queue one command (an array of bulk strings) and what its reply is for. Only
+    /// on an open connection (a down one would keep the tag across the reconnect and
+    /// pair it with another command's reply): otherwise the tag comes back.
+    pub fn try_send(&mut self, args: &[&[u8]], tag: P, now: u64) -> Result<(), P> {
+        if !self.is_open() {
+            return Err(tag);
+        }
+        if self.encode(args) {
+            self.pending.push_back((tag, now));
+            Ok(())
+        } else {
+            Err(tag)
+        }
+    }
+
+    /// `try_send` for commands whose reply nobody else waits for (setup, timers).
+    pub fn send(&mut self, args: &[&[u8]], tag: P, now: u64) {
+        let _ = self.try_send(args, tag, now);
+    }
+
+    /// Queue a command whose answers arrive in `push` (subscriber connection).
+    pub fn send_untracked(&mut self, args: &[&[u8]]) {
+        self.encode(args);
+    }
+
+    fn encode(&mut self, args: &[&[u8]]) -> bool {
+        let frames: Vec<BorrowedFrame> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+        let frame = BorrowedFrame::Array(&frames);
+        let len = frame.encode_len(false);
+        self.scratch.clear();
+        self.scratch.resize(len, 0);
+        match encode_borrowed(&mut self.scratch, &frame, false) {
+            Ok(n) => self.out.extend_from_slice(self.scratch.get(..n).unwrap_or_default()),
+            // Cannot happen with a buffer of `encode_len` bytes; never send half a command.
+            Err(e) => {
+                log::error!("RESP encode failed: {e}");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Write what is queued. Err: the connection broke (the caller calls `fail`).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.state != State::Up {
+            return Ok(());
+        }
+        let Some(sock) = self.sock.as_mut() else { return Ok(()) };
+        while self.out_pos < self.out.len() {
+            match sock.write(self.out.get(self.out_pos..).unwrap_or_default()) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > 1 << 20 {
+            // Keep the buffer from growing without end under a slow peer.
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// A writable event while connecting: did the connect succeed?
+    pub fn on_writable(&mut self) -> io::Result<()> {
+        if self.state == State::Connecting {
+            let Some(sock) = self.sock.as_ref() else { return Ok(()) };
+            if let Some(e) = sock.take_error()? {
+                return Err(e);
+            }
+            match sock.peer_addr() {
+                Ok(_) => {
+                    self.state = State::Up;
+                    self.backoff_ms = BACKOFF_MIN_MS;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.flush()
+    }
+
+    /// Read what arrived and decode every complete reply: `(tag, frame)` in order.
+    /// Err: the connection broke or Redis sent something unreadable (`fail` it).
+    pub fn on_readable(&mut self, done: &mut Vec<(P, OwnedFrame)>) -> io::Result<()> {
+        let Some(sock) = self.sock.as_mut() else { return Ok(()) };
+        let mut eof = false;
+        loop {
+            let start = self.inb.len();
+            self.inb.resize(start + READ_CHUNK, 0);
+            match sock.read(self.inb.get_mut(start..).unwrap_or_default()) {
+                Ok(0) => {
+                    self.inb.truncate(start);
+                    eof = true;
+                    break;
+                }
+                Ok(n) => self.inb.truncate(start + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.inb.truncate(start);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.inb.truncate(start),
+                Err(e) => {
+                    self.inb.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        let mut pos = 0;
+        while pos < self.inb.len() {
+            match decode(self.inb.get(pos..).unwrap_or_default()) {
+                Ok(Some((frame, used))) => {
+                    pos += used;
+                    match self.pending.pop_front() {
+                        Some((tag, _)) => done.push((tag, frame)),
+                        // Push messages (pub/sub) are handled by the caller's
+                        // `on_push`: they have no pending entry.
+                        None => self.push.push(frame),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.inb.clear();
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad RESP from Redis: {e:?}")));
+                }
+            }
+        }
+        self.inb.drain(..pos);
+        if eof {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "Redis closed the connection"));
+        }
+        Ok(())
+    }
+
+    /// The connection broke (or timed out): close it, retry after the backoff, and
+    /// hand back every command still waiting for a reply (the caller fails them).
+    pub fn fail(&mut self, registry: &Registry, now: u64, why: String) -> Vec<P> {
+        if let Some(mut s) = self.sock.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.reset_buffers();
+        self.push.clear();
+        self.state = State::Down { retry_at: now + self.backoff_ms };
+        self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        self.last_error = Some(why);
+        self.pending.drain(..).map(|p| p.0).collect()
+    }
+}
