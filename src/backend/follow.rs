@@ -113,7 +113,7 @@ impl Gateway {
             }
             l.hub.changed(None, event, rev, &l.facts.epoch, at);
         } else {
-            l.hub.changed(key.map(Into::into), event, rev, &l.facts.epoch, at);
+            l.hub.changed(key.map(|k| crate::store::Key::from(k.as_str())), event, rev, &l.facts.epoch, at);
         }
     }
 
