@@ -6,7 +6,8 @@
 //! `Outcome` changes and expiries). Results whose order is a hash order (set members,
 //! hash fields) are compared sorted.
 //!
-//! Needs `redis-server` (7.0+) on PATH; without it the tests say so and pass.
+//! Needs `redis-server` (7.0+) on PATH; without it every test fails saying so (CI
+//! installs it: `.ci/run`).
 mod common;
 use common::{free_port, TempDir};
 use dbx::cmd::{Ctx, Outcome, ServerFacts};
@@ -73,12 +74,13 @@ impl Drop for Redis {
     }
 }
 
-fn have_redis() -> bool {
+/// Fails the test, saying why, when Redis is missing: a skipped test would check nothing.
+fn require_redis() {
     let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("redis-server not found on PATH: backend_lua tests skipped");
-    }
-    ok
+    assert!(
+        ok,
+        "redis-server not found on PATH: these tests need Redis 7+ (apt-get install redis-server; .ci/run does)"
+    );
 }
 
 impl Redis {
@@ -324,19 +326,11 @@ impl Pair {
     }
 }
 
-macro_rules! skip_without_redis {
-    () => {
-        if !have_redis() {
-            return;
-        }
-    };
-}
-
 // ---------------------------------------------------------------------------------------
 
 #[test]
 fn strings_and_keys_match_the_embedded_store() {
-    skip_without_redis!();
+    require_redis();
     let mut p = Pair::new();
     p.op("string.get", json!({"key": "a"}));
     p.op("string.set", json!({"key": "a", "value": "hello"}));
@@ -484,7 +478,7 @@ fn strings_and_keys_match_the_embedded_store() {
 
 #[test]
 fn collections_match_the_embedded_store() {
-    skip_without_redis!();
+    require_redis();
     let mut p = Pair::new();
     // hashes
     p.op("hash.set", json!({"key": "h", "field": "a", "value": "1"}));
@@ -763,7 +757,7 @@ fn collections_match_the_embedded_store() {
 
 #[test]
 fn binary_safe_keys_and_values() {
-    skip_without_redis!();
+    require_redis();
     let mut p = Pair::new();
     let odd = "cr\r lf\n nul\u{0} tab\t quote\" back\\ slash/ del\u{7f} é ☃ 😀 \u{1}\u{1f}";
     p.op("string.set", json!({"key": odd, "value": odd}));
@@ -800,7 +794,7 @@ fn binary_safe_keys_and_values() {
 
 #[test]
 fn batches_are_one_call_and_errors_do_not_stop_them() {
-    skip_without_redis!();
+    require_redis();
     let mut r = Redis::start();
     let now = now_ms();
     let v = r.exec(
@@ -847,7 +841,7 @@ fn batches_are_one_call_and_errors_do_not_stop_them() {
 
 #[test]
 fn expire_due_records_each_expiry_once_with_its_rev() {
-    skip_without_redis!();
+    require_redis();
     let mut p = Pair::new();
     for i in 0..30 {
         p.op("string.set", json!({"key": format!("k{i}"), "value": "v", "ttl": 1 + (i % 3)}));
@@ -895,7 +889,7 @@ fn expire_due_records_each_expiry_once_with_its_rev() {
 
 #[test]
 fn flush_scan_watch_read_info_and_init() {
-    skip_without_redis!();
+    require_redis();
     let mut p = Pair::new();
     for i in 0..50 {
         p.op("string.set", json!({"key": format!("s{i}"), "value": "v"}));
@@ -1025,7 +1019,7 @@ fn flush_scan_watch_read_info_and_init() {
 
 #[test]
 fn the_change_stream_is_capped_and_oom_is_redis_s_error() {
-    skip_without_redis!();
+    require_redis();
     let mut r = Redis::start();
     let now = now_ms();
     for i in 0..300 {
