@@ -964,6 +964,9 @@ fn flush_scan_watch_read_info_and_init() {
     assert_eq!(info["rev"], rev);
     assert_eq!(info["keys"], 55);
     assert_eq!(info["lib"], "1");
+    assert!(info["used_memory"].as_u64().is_some_and(|m| m > 0), "{info}");
+    assert_eq!(info["maxmemory"], 0);
+    assert_eq!(info["maxmemory_policy"], "noeviction");
     let epoch = info["epoch"].as_str().unwrap().to_string();
     assert_eq!(epoch.len(), 16);
     assert!(epoch.bytes().all(|b| b.is_ascii_hexdigit()));

@@ -2213,10 +2213,30 @@ local function build()
     return #due
   end
 
+  -- rev, epoch, client keys, library version, and Redis's memory figures (from INFO
+  -- memory) for the gateway's server.info.
   local function dbx_info()
     local rev = rcall('GET', K_REV) or '0'
     local epoch = rcall('GET', K_EPOCH) or ''
-    return '{"rev":' .. rev .. ',"epoch":' .. jstr(epoch) .. ',"keys":' .. int(client_keys()) .. ',"lib":' .. jstr(LIB_VERSION) .. '}'
+    local mem = rcall('INFO', 'memory')
+    local used = mem:match('used_memory:(%d+)') or '0'
+    local max = mem:match('maxmemory:(%d+)') or '0'
+    local policy = mem:match('maxmemory_policy:([%w%-]+)') or ''
+    return '{"rev":'
+      .. rev
+      .. ',"epoch":'
+      .. jstr(epoch)
+      .. ',"keys":'
+      .. int(client_keys())
+      .. ',"lib":'
+      .. jstr(LIB_VERSION)
+      .. ',"used_memory":'
+      .. used
+      .. ',"maxmemory":'
+      .. max
+      .. ',"maxmemory_policy":'
+      .. jstr(policy)
+      .. '}'
   end
 
   -- dbx_init backlog [delivered_rev delivered_epoch]: called by a gateway at every
