@@ -1107,7 +1107,7 @@ local function build()
     local key = p_str(p, 'key')
     local value = p_value(p, 'value')
     live(key)
-    string_get_value(key) -- wrong_type check
+    check_type(key, 'string')
     local len = rcall('APPEND', key, value)
     if value ~= '' or len == 0 then
       touched(key)
