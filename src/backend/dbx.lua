@@ -2239,17 +2239,18 @@ local function build()
       .. '}'
   end
 
-  -- dbx_init backlog [delivered_rev delivered_epoch]: called by a gateway at every
+  -- dbx_init backlog [delivered_rev [delivered_epoch]]: called by a gateway at every
   -- (re)connect. Creates the epoch and rev when missing. Starts a new epoch when the
   -- history is behind what was already seen: the rev below the stream's last entry
-  -- (XADD would fail), or below `delivered_rev`, the last rev this gateway delivered in
-  -- `delivered_epoch` (a failover to a replica that had not received everything). The rev
-  -- is then raised past both (revs never go back) and an `epoch` change with the new
-  -- epoch (field ep) is recorded, so every gateway following the stream switches.
+  -- (XADD would fail), or below `delivered_rev`, the last rev this gateway delivered (a
+  -- failover to a replica that had not received everything, a Redis restarted without
+  -- its data). The rev is then raised past both (revs never go back) and an `epoch`
+  -- change with the new epoch (field ep) is recorded, so every gateway following the
+  -- stream switches. (`delivered_epoch` is accepted for the record; the rule does not
+  -- need it.)
   local function dbx_init(_, args)
     local backlog = parse_int_arg(args[1] or '0', 'backlog')
     local delivered = args[2] and parse_int_arg(args[2], 'delivered_rev') or 0
-    local delivered_epoch = args[3]
     local t = rcall('TIME')
     begin_call(tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000), backlog)
     local had_rev = rcall('EXISTS', K_REV) == 1
@@ -2259,7 +2260,10 @@ local function build()
     if last[1] then
       last_rev = tonumber((last[1][1]):match('^(%d+)')) or 0
     end
-    local behind = S.rev < last_rev or (epoch ~= nil and epoch == delivered_epoch and S.rev < delivered)
+    -- Whatever epoch the caller delivered it in: a rev below it means the history it
+    -- delivered is not here (also: Redis restarted empty), and raising the rev past it
+    -- keeps every gateway's stream position valid (their next entry is the `epoch` one).
+    local behind = S.rev < last_rev or S.rev < delivered
     if behind then
       S.rev = math.max(S.rev, last_rev, delivered) + 1
       S.epoch = new_epoch(epoch)
