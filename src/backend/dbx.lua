@@ -240,6 +240,8 @@ local function build()
   -- params (their field order matters: mset, hash.set). Returns nil otherwise.
   local cjson_null = cjson.null
   local from_cjson
+  -- Objects from cjson are only ops and their params, whose field order is never read.
+  local NO_NAMES = {}
 
   -- Object fields converted in place (the table cjson made becomes the map).
   local function cjson_object(v, depth)
@@ -258,7 +260,7 @@ local function build()
         v[k] = x
       end
     end
-    return { obj = true, names = {}, map = v }
+    return { obj = true, names = NO_NAMES, map = v }
   end
 
   from_cjson = function(v, depth)
@@ -292,7 +294,7 @@ local function build()
   -- The ops array: cjson (C, ~8x faster) when it loses nothing, else the reader above.
   -- A surrogate escape goes to the reader (cjson lets a lone one through).
   local function decode_ops(s)
-    if not find(s, '\\u[dD][89a-fA-F]') then
+    if not find(s, '\\u', 1, true) or not find(s, '\\u[dD][89a-fA-F]') then
       local ok, v = pcall(cjson.decode, s)
       if ok and type(v) == 'table' and v[1] ~= nil then
         local r = from_cjson(v, 0)
