@@ -1058,3 +1058,151 @@ fn the_change_stream_is_capped_and_oom_is_redis_s_error() {
     assert_eq!(v["results"][1]["result"]["deleted"], 1);
     r.cmds(&["CONFIG", "SET", "maxmemory", "0"]);
 }
+
+/// Random operations with random parameter values (every accepted name, values of every
+/// JSON type, edge numbers) on a few keys of every type: the library and the embedded
+/// store must agree on every result and error, whichever parameter is wrong first.
+/// `DBX_FUZZ_SEED=n` runs another sequence.
+#[test]
+fn random_operations_match_the_embedded_store() {
+    skip_without_redis!();
+    let table: Value = serde_json::from_str(include_str!("../clients/methods.json")).unwrap();
+    let mut methods: Vec<(String, Vec<String>)> = Vec::new();
+    for (m, def) in table["methods"].as_object().unwrap() {
+        // set.pop picks at random; key.scan cursors are Redis's; the rest is the gateway's
+        if m == "set.pop" || m == "key.scan" || m == "server.flush" {
+            continue;
+        }
+        if m.starts_with("pubsub.") || m.starts_with("auth.") || m == "key.watch" || m == "key.unwatch" {
+            continue;
+        }
+        if m == "server.info" || m == "server.save" {
+            continue;
+        }
+        let mut names = Vec::new();
+        for a in def["args"].as_array().into_iter().flatten() {
+            let spec = a.as_str().unwrap().split(':').next().unwrap().trim_end_matches('?');
+            names.extend(spec.split('|').map(str::to_string));
+        }
+        for o in def["opts"].as_object().into_iter().flatten() {
+            names.push(o.0.clone());
+        }
+        methods.push((m.clone(), names));
+    }
+    let values: Vec<&str> = vec![
+        r#""k1""#,
+        r#""k2""#,
+        r#""k3""#,
+        r#""a""#,
+        r#""""#,
+        r#""3""#,
+        r#""-2""#,
+        r#""+inf""#,
+        r#""-inf""#,
+        r#""(1""#,
+        r#""nan""#,
+        r#""left""#,
+        r#""right""#,
+        r#""x y""#,
+        "0",
+        "1",
+        "-1",
+        "2",
+        "7",
+        "1.5",
+        "-0.5",
+        "1e3",
+        "1e400",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551616",
+        "true",
+        "false",
+        "null",
+        "[]",
+        r#"["k1"]"#,
+        r#"["k1","k2","k3"]"#,
+        r#"["a","b"]"#,
+        "[1]",
+        "[true]",
+        "{}",
+        r#"{"a":"1"}"#,
+        r#"{"k1":"v","k2":2}"#,
+        r#"{"a":null}"#,
+        r#"{"member":"a","score":1}"#,
+        r#"[{"member":"a","score":2},{"member":"b","score":"-inf"}]"#,
+        r#"[{"member":"a"}]"#,
+        r#"["a",{"member":"b","score":1}]"#,
+    ];
+    let mut p = Pair::new();
+    // some data of every type under the keys the values name
+    for (m, params) in [
+        ("string.set", json!({"key": "k1", "value": "5"})),
+        ("hash.set", json!({"key": "k2", "fields": {"a": "1", "b": "x"}})),
+        ("zset.add", json!({"key": "k3", "members": [{"member": "a", "score": 1}, {"member": "b", "score": 2}]})),
+        ("list.push", json!({"key": "a", "values": ["1", "2", "3"]})),
+        ("set.add", json!({"key": "x y", "members": ["a", "b"]})),
+    ] {
+        p.op(m, params);
+    }
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    let mut seed: u64 =
+        std::env::var("DBX_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x9E37_79B9_7F4A_7C15);
+    let mut next = move |n: usize| -> usize {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for round in 0..4000 {
+        let (m, names) = &methods[next(methods.len())];
+        let mut fields = Vec::new();
+        for name in names {
+            // each accepted parameter: absent half of the time
+            if next(2) == 0 {
+                continue;
+            }
+            // mostly a value of the type the parameter takes, sometimes anything
+            let typed: &[&str] = match name.as_str() {
+                "key" | "new_key" => &[r#""k1""#, r#""k2""#, r#""k3""#, r#""a""#, r#""x y""#, r#""new""#],
+                "value" => &[r#""v""#, r#""5""#, "12", "-3", "1.50", r#""""#],
+                "field" | "member" => &[r#""a""#, r#""b""#, r#""c""#],
+                "ttl" => &["1", "0.5", "100", "0", "-1", "2.5"],
+                "by" => &["1", "-1", "0", "5", "9223372036854775807"],
+                "score" => &["1", "2.5", r#""+inf""#, "-3", "0.1"],
+                "min" | "max" => &["0", "1", r#""(1""#, r#""-inf""#, r#""+inf""#, "2.5"],
+                "start" | "stop" | "index" => &["0", "1", "-1", "2", "-2", "100"],
+                "count" | "offset" | "limit" => &["0", "1", "2", "10"],
+                "side" => &[r#""left""#, r#""right""#],
+                "nx" | "xx" | "get" | "rev" => &["true", "false"],
+                "keys" => &[r#"["k1"]"#, r#"["k1","k2"]"#, r#"["x y","a","zz"]"#, r#"["k3","new"]"#],
+                "members" | "fields" | "values" => {
+                    &[r#"["a","b"]"#, r#"["c"]"#, r#"[{"member":"a","score":3}]"#, r#"{"a":"1","c":"2"}"#]
+                }
+                "pairs" => &[r#"{"k1":"v","new":"2"}"#, r#"{"a":"x"}"#],
+                _ => &[],
+            };
+            let v =
+                if !typed.is_empty() && next(4) > 0 { typed[next(typed.len())] } else { values[next(values.len())] };
+            fields.push(format!("{}:{v}", json!(name)));
+        }
+        let params = format!("{{{}}}", fields.join(","));
+        let r = p.op_text(m, &params);
+        *outcomes
+            .entry(if r.get("error").is_some() {
+                r["error"]["code"].as_str().unwrap().to_string()
+            } else {
+                "ok".into()
+            })
+            .or_insert(0) += 1;
+        if round % 100 == 99 {
+            p.advance(700); // let short TTLs pass now and then
+        }
+    }
+    println!("outcomes: {outcomes:?}");
+    assert!(p.checked > 4000);
+    // the mix is broad: successes and each kind of refusal
+    for code in ["ok", "invalid_params", "not_found", "wrong_type"] {
+        assert!(outcomes.get(code).is_some_and(|n| *n > 5), "{code}: {outcomes:?}");
+    }
+}

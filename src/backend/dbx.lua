@@ -1507,15 +1507,15 @@ local function build()
     return '"count":' .. rc('SCARD', key)
   end)
 
-  -- The sets named by `keys`, expired and type-checked all at once (a missing key is an
-  -- empty set), then combined by Redis.
+  -- The sets named by `keys`, expired and type-checked (a missing key is an empty set),
+  -- then combined by Redis.
   local function set_algebra(cmd)
     return function(p)
       local keys = p_str_list(p, 'keys')
+      -- One key after the other, as the embedded store: a wrong type stops before the
+      -- keys after it are (lazily) expired.
       for _, k in ipairs(keys) do
         live(k)
-      end
-      for _, k in ipairs(keys) do
         check_type(k, 'set')
       end
       if #keys <= CHUNK then
