@@ -1059,110 +1059,102 @@ fn the_change_stream_is_capped_and_oom_is_redis_s_error() {
     r.cmds(&["CONFIG", "SET", "maxmemory", "0"]);
 }
 
-/// Random operations with random parameter values (every accepted name, values of every
-/// JSON type, edge numbers) on a few keys of every type: the library and the embedded
-/// store must agree on every result and error, whichever parameter is wrong first.
-/// `DBX_FUZZ_SEED=n` runs another sequence.
-#[test]
-fn random_operations_match_the_embedded_store() {
-    skip_without_redis!();
-    let table: Value = serde_json::from_str(include_str!("../clients/methods.json")).unwrap();
-    let mut methods: Vec<(String, Vec<String>)> = Vec::new();
-    for (m, def) in table["methods"].as_object().unwrap() {
-        // set.pop picks at random; key.scan cursors are Redis's; the rest is the gateway's
-        if m == "set.pop" || m == "key.scan" || m == "server.flush" {
-            continue;
-        }
-        if m.starts_with("pubsub.") || m.starts_with("auth.") || m == "key.watch" || m == "key.unwatch" {
-            continue;
-        }
-        if m == "server.info" || m == "server.save" {
-            continue;
-        }
-        let mut names = Vec::new();
-        for a in def["args"].as_array().into_iter().flatten() {
-            let spec = a.as_str().unwrap().split(':').next().unwrap().trim_end_matches('?');
-            names.extend(spec.split('|').map(str::to_string));
-        }
-        for o in def["opts"].as_object().into_iter().flatten() {
-            names.push(o.0.clone());
-        }
-        methods.push((m.clone(), names));
-    }
-    let values: Vec<&str> = vec![
-        r#""k1""#,
-        r#""k2""#,
-        r#""k3""#,
-        r#""a""#,
-        r#""""#,
-        r#""3""#,
-        r#""-2""#,
-        r#""+inf""#,
-        r#""-inf""#,
-        r#""(1""#,
-        r#""nan""#,
-        r#""left""#,
-        r#""right""#,
-        r#""x y""#,
-        "0",
-        "1",
-        "-1",
-        "2",
-        "7",
-        "1.5",
-        "-0.5",
-        "1e3",
-        "1e400",
-        "9223372036854775807",
-        "-9223372036854775808",
-        "18446744073709551616",
-        "true",
-        "false",
-        "null",
-        "[]",
-        r#"["k1"]"#,
-        r#"["k1","k2","k3"]"#,
-        r#"["a","b"]"#,
-        "[1]",
-        "[true]",
-        "{}",
-        r#"{"a":"1"}"#,
-        r#"{"k1":"v","k2":2}"#,
-        r#"{"a":null}"#,
-        r#"{"member":"a","score":1}"#,
-        r#"[{"member":"a","score":2},{"member":"b","score":"-inf"}]"#,
-        r#"[{"member":"a"}]"#,
-        r#"["a",{"member":"b","score":1}]"#,
-    ];
-    let mut p = Pair::new();
-    // some data of every type under the keys the values name
-    for (m, params) in [
-        ("string.set", json!({"key": "k1", "value": "5"})),
-        ("hash.set", json!({"key": "k2", "fields": {"a": "1", "b": "x"}})),
-        ("zset.add", json!({"key": "k3", "members": [{"member": "a", "score": 1}, {"member": "b", "score": 2}]})),
-        ("list.push", json!({"key": "a", "values": ["1", "2", "3"]})),
-        ("set.add", json!({"key": "x y", "members": ["a", "b"]})),
-    ] {
-        p.op(m, params);
-    }
-    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
-    let mut seed: u64 =
-        std::env::var("DBX_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x9E37_79B9_7F4A_7C15);
-    let mut next = move |n: usize| -> usize {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
-    for round in 0..4000 {
-        let (m, names) = &methods[next(methods.len())];
-        let mut fields = Vec::new();
-        for name in names {
-            // each accepted parameter: absent half of the time
-            if next(2) == 0 {
+/// Random operations: every accepted parameter name of a method present half of the time,
+/// mostly with a value of the type it takes, sometimes with any JSON value (edge numbers,
+/// wrong types, empty containers); keys from a few names holding every type.
+struct Fuzz {
+    methods: Vec<(String, Vec<String>)>,
+    seed: u64,
+}
+
+const ANY_VALUES: [&str; 43] = [
+    r#""k1""#,
+    r#""k2""#,
+    r#""k3""#,
+    r#""a""#,
+    r#""""#,
+    r#""3""#,
+    r#""-2""#,
+    r#""+inf""#,
+    r#""-inf""#,
+    r#""(1""#,
+    r#""nan""#,
+    r#""left""#,
+    r#""right""#,
+    r#""x y""#,
+    "0",
+    "1",
+    "-1",
+    "2",
+    "7",
+    "1.5",
+    "-0.5",
+    "1e3",
+    "1e400",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551616",
+    "true",
+    "false",
+    "null",
+    "[]",
+    r#"["k1"]"#,
+    r#"["k1","k2","k3"]"#,
+    r#"["a","b"]"#,
+    "[1]",
+    "[true]",
+    "{}",
+    r#"{"a":"1"}"#,
+    r#"{"k1":"v","k2":2}"#,
+    r#"{"a":null}"#,
+    r#"{"member":"a","score":1}"#,
+    r#"[{"member":"a","score":2},{"member":"b","score":"-inf"}]"#,
+    r#"[{"member":"a"}]"#,
+    r#"["a",{"member":"b","score":1}]"#,
+];
+
+impl Fuzz {
+    fn new(default_seed: u64) -> Fuzz {
+        let table: Value = serde_json::from_str(include_str!("../clients/methods.json")).unwrap();
+        let mut methods = Vec::new();
+        for (m, def) in table["methods"].as_object().unwrap() {
+            // set.pop picks at random and key.scan cursors are Redis's; the others are
+            // answered by the gateway (or flush everything)
+            let skip =
+                ["set.pop", "key.scan", "server.flush", "server.info", "server.save", "key.watch", "key.unwatch"];
+            if skip.contains(&m.as_str()) || m.starts_with("pubsub.") || m.starts_with("auth.") {
                 continue;
             }
-            // mostly a value of the type the parameter takes, sometimes anything
+            let mut names = Vec::new();
+            for a in def["args"].as_array().into_iter().flatten() {
+                let spec = a.as_str().unwrap().split(':').next().unwrap().trim_end_matches('?');
+                names.extend(spec.split('|').map(str::to_string));
+            }
+            for o in def["opts"].as_object().into_iter().flatten() {
+                names.push(o.0.clone());
+            }
+            methods.push((m.clone(), names));
+        }
+        let seed = std::env::var("DBX_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed);
+        Fuzz { methods, seed }
+    }
+
+    fn next(&mut self, n: usize) -> usize {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        (self.seed % n as u64) as usize
+    }
+
+    /// (method, params text)
+    fn op(&mut self) -> (String, String) {
+        let i = self.next(self.methods.len());
+        let (m, names) = self.methods[i].clone();
+        let mut fields = Vec::new();
+        for name in &names {
+            if self.next(2) == 0 {
+                continue;
+            }
             let typed: &[&str] = match name.as_str() {
                 "key" | "new_key" => &[r#""k1""#, r#""k2""#, r#""k3""#, r#""a""#, r#""x y""#, r#""new""#],
                 "value" => &[r#""v""#, r#""5""#, "12", "-3", "1.50", r#""""#],
@@ -1182,27 +1174,109 @@ fn random_operations_match_the_embedded_store() {
                 "pairs" => &[r#"{"k1":"v","new":"2"}"#, r#"{"a":"x"}"#],
                 _ => &[],
             };
-            let v =
-                if !typed.is_empty() && next(4) > 0 { typed[next(typed.len())] } else { values[next(values.len())] };
+            let v = if !typed.is_empty() && self.next(4) > 0 {
+                typed[self.next(typed.len())]
+            } else {
+                ANY_VALUES[self.next(ANY_VALUES.len())]
+            };
             fields.push(format!("{}:{v}", json!(name)));
         }
-        let params = format!("{{{}}}", fields.join(","));
-        let r = p.op_text(m, &params);
-        *outcomes
-            .entry(if r.get("error").is_some() {
-                r["error"]["code"].as_str().unwrap().to_string()
-            } else {
-                "ok".into()
-            })
-            .or_insert(0) += 1;
+        (m, format!("{{{}}}", fields.join(",")))
+    }
+}
+
+fn seed_data(p: &mut Pair) {
+    for (m, params) in [
+        ("string.set", json!({"key": "k1", "value": "5"})),
+        ("hash.set", json!({"key": "k2", "fields": {"a": "1", "b": "x"}})),
+        ("zset.add", json!({"key": "k3", "members": [{"member": "a", "score": 1}, {"member": "b", "score": 2}]})),
+        ("list.push", json!({"key": "a", "values": ["1", "2", "3"]})),
+        ("set.add", json!({"key": "x y", "members": ["a", "b"]})),
+    ] {
+        p.op(m, params);
+    }
+}
+
+/// Random operations one at a time: the library and the embedded store must agree on
+/// every result and error (whichever parameter is wrong first), rev and change.
+/// `DBX_FUZZ_SEED=n` runs another sequence.
+#[test]
+fn random_operations_match_the_embedded_store() {
+    skip_without_redis!();
+    let mut f = Fuzz::new(0x9E37_79B9_7F4A_7C15);
+    let mut p = Pair::new();
+    seed_data(&mut p);
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..4000 {
+        let (m, params) = f.op();
+        let r = p.op_text(&m, &params);
+        let code = r.get("error").map_or("ok".to_string(), |e| e["code"].as_str().unwrap().to_string());
+        *outcomes.entry(code).or_insert(0) += 1;
         if round % 100 == 99 {
             p.advance(700); // let short TTLs pass now and then
         }
     }
     println!("outcomes: {outcomes:?}");
-    assert!(p.checked > 4000);
     // the mix is broad: successes and each kind of refusal
     for code in ["ok", "invalid_params", "not_found", "wrong_type"] {
         assert!(outcomes.get(code).is_some_and(|n| *n > 5), "{code}: {outcomes:?}");
+    }
+}
+
+/// The same in batches of 1 to 8 operations, each batch one `dbx_exec` call: the state a
+/// call keeps between its operations (deadlines seen, rev, changes) must not drift from
+/// the embedded store running them one after the other.
+#[test]
+fn random_batches_match_the_embedded_store() {
+    skip_without_redis!();
+    let mut f = Fuzz::new(0x2545_F491_4F6C_DD1D);
+    let mut p = Pair::new();
+    seed_data(&mut p);
+    for round in 0..600 {
+        let n = 1 + f.next(8);
+        let ops: Vec<(String, String)> = (0..n).map(|_| f.op()).collect();
+        let text: Vec<String> =
+            ops.iter().map(|(m, params)| format!("{{\"method\":{},\"params\":{params}}}", json!(m))).collect();
+        let ops_json = format!("[{}]", text.join(","));
+        let r = p.redis.cmd(&[
+            b"FCALL",
+            b"dbx_exec",
+            b"0",
+            p.now.to_string().as_bytes(),
+            BACKLOG.as_bytes(),
+            ops_json.as_bytes(),
+        ]);
+        #[derive(serde::Deserialize)]
+        struct Reply<'a> {
+            rev: u64,
+            #[serde(borrow)]
+            results: Vec<&'a serde_json::value::RawValue>,
+        }
+        let body = r.text();
+        let reply: Reply = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(reply.results.len(), n);
+        let mut emb_changes = Vec::new();
+        for (i, (m, params)) in ops.iter().enumerate() {
+            let (emb, _, changes) = p.emb.run(p.now, m, params);
+            emb_changes.extend(changes);
+            let lua = reply.results[i].get();
+            let what = format!("op {i} of {ops_json}");
+            if UNORDERED.contains(&m.as_str()) || m == "hash.get" {
+                assert_eq!(normalize(m, lua), normalize(m, &emb), "{what}");
+            } else {
+                assert_eq!(lua, emb, "{what}");
+            }
+        }
+        assert_eq!(reply.rev, p.emb.store.rev(), "rev after {ops_json}");
+        let lua_changes: Vec<(u64, String, String)> =
+            p.redis.changes_after(&p.last_id).into_iter().map(|(rev, _, k, e)| (rev, k, e)).collect();
+        if let Some(last) = lua_changes.last() {
+            let seq = lua_changes.iter().filter(|c| c.0 == last.0).count();
+            p.last_id = format!("{}-{seq}", last.0);
+        }
+        assert_eq!(lua_changes, emb_changes, "changes of {ops_json}");
+        if round % 20 == 19 {
+            p.advance(700);
+        }
     }
 }
