@@ -846,8 +846,8 @@ impl Gateway {
                         .str("epoch", &info.epoch)
                         .u64("expired_keys", info.expired_keys.unwrap_or(0))
                         .u64("evicted_keys", 0)
-                        .u64("maxmemory", 0)
-                        .str("maxmemory_policy", "noeviction")
+                        .u64("maxmemory", info.maxmemory.unwrap_or(0))
+                        .str("maxmemory_policy", info.maxmemory_policy.as_deref().unwrap_or("noeviction"))
                         .str("backend", &self.target.describe())
                         .str("backend_library", &info.lib);
                     Ok(())
@@ -1417,6 +1417,11 @@ struct InfoReply {
     used_memory: Option<u64>,
     #[serde(default)]
     expired_keys: Option<u64>,
+    /// Redis's own limit and policy (INFO memory).
+    #[serde(default)]
+    maxmemory: Option<u64>,
+    #[serde(default)]
+    maxmemory_policy: Option<String>,
 }
 
 /// key.watch's parameters, checked as the embedded command checks them.
