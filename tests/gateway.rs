@@ -546,3 +546,34 @@ fn an_empty_redis_after_a_restart_is_a_new_epoch_for_watchers() {
     assert_eq!((e["event"].as_str(), e["rev"].as_u64()), (Some("string.set"), Some(rev)), "{e}");
     assert!(rev > last, "revs never go back: {last} then {rev}");
 }
+
+#[test]
+fn redis_auth_and_database_from_the_url() {
+    let r = Redis::start_with(&["--maxmemory-policy", "noeviction", "--requirepass", "s3cr%t"]);
+    let bad = Opts::memory().env("DBX_BACKEND", &format!("redis://:wrong@127.0.0.1:{}", r.port));
+    let mut d = Dbx::spawn(&bad);
+    let st = d.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(st.code(), Some(2));
+    let err = d.stderr();
+    assert!(err.contains("DBX_BACKEND") && err.contains("AUTH"), "{err}");
+    assert!(!err.contains("wrong"), "the password must not be printed: {err}");
+    // %25 is '%': the password is percent-decoded; /3 selects database 3.
+    let good = Opts::memory()
+        .env("DBX_BACKEND", &format!("redis://default:s3cr%25t@127.0.0.1:{}/3", r.port))
+        .env("DBX_WS_RATE_LIMIT", "0");
+    let d = Dbx::start(&good);
+    let mut c = poll_until(Duration::from_secs(10), "gateway ready", || {
+        let mut c = d.client();
+        c.call("server.dbsize", json!({})).get("result").is_some().then_some(c)
+    });
+    c.ok("string.set", json!({"key": "in3", "value": "x"}));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"AUTH s3cr%t\r\nSELECT 3\r\nGET in3\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.ends_with("$1\r\nx\r\n"), "{text:?}");
+    assert!(!d.stderr().contains("s3cr"), "the password must not be logged");
+}
