@@ -399,8 +399,12 @@ fn bad_backend_settings_are_start_up_errors() {
         ("DBX_BACKEND_CONNECTIONS", "0", "1 to 64"),
         ("DBX_BACKEND_TIMEOUT", "-1", "seconds"),
         ("DBX_BACKEND_MAX_INFLIGHT", "0", "at least 1"),
+        ("DBX_BACKEND_TLS_CA", "/nonexistent/ca.pem", "cannot read"),
     ] {
-        let mut d = Dbx::spawn(&Opts::memory().env(k, v));
+        let mut d =
+            Dbx::spawn(&Opts::memory().env(k, v).envs(
+                &(if k == "DBX_BACKEND_TLS_CA" { vec![("DBX_BACKEND", "rediss://127.0.0.1:1")] } else { vec![] }),
+            ));
         let st = d.wait_exit(Duration::from_secs(10)).expect("exits");
         assert_eq!(st.code(), Some(2), "{k}={v}");
         let err = d.stderr();
@@ -576,4 +580,79 @@ fn redis_auth_and_database_from_the_url() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.ends_with("$1\r\nx\r\n"), "{text:?}");
     assert!(!d.stderr().contains("s3cr"), "the password must not be logged");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (rcgen): `dir`/ca.pem,
+/// cert.pem, key.pem.
+fn tls_files(dir: &std::path::Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "gateway test CA");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca = p.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(p, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut l = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    l.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = l.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// `rediss://`: TLS to a redis-server listening on its TLS port too, the CA from
+/// DBX_BACKEND_TLS_CA; a CA that did not sign Redis's certificate never serves.
+#[test]
+fn rediss_speaks_tls_to_redis() {
+    let certs = TempDir::new("rediss-certs");
+    tls_files(certs.path());
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let tls_port = free_port().to_string();
+    let (cert, key, ca) = (p("cert.pem"), p("key.pem"), p("ca.pem"));
+    let r = Redis::start_with(&[
+        "--maxmemory-policy",
+        "noeviction",
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let g = TestServer::with(|c| {
+        c.backend = dbx::config::parse_backend(&url).unwrap();
+        c.backend_tls_ca = Some(ca.clone().into());
+        c.ws_rate_limit = 0;
+    })
+    .timeout(Duration::from_secs(10));
+    wait_ready(&g);
+    let mut w = g.client();
+    w.ok("key.watch", json!({"keys": ["t"]}));
+    let mut c = g.client();
+    let big = "z".repeat(300_000);
+    let rev = c.ok("string.set", json!({"key": "t", "value": big}))["rev"].as_u64().unwrap();
+    assert_eq!(c.string_value("t"), json!(big));
+    assert_eq!(w.event()["rev"], json!(rev));
+    // The plaintext port holds the same data: it went through TLS to this Redis.
+    assert_eq!(r.cmd(&["STRLEN", "t"]).unwrap().trim(), ":300000");
+    let other = TempDir::new("rediss-other");
+    tls_files(other.path());
+    let g2 = TestServer::with(|c| {
+        c.backend = dbx::config::parse_backend(&url).unwrap();
+        c.backend_tls_ca = Some(other.path().join("ca.pem"));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c2 = g2.client();
+    let e = c2.err("string.get", json!({"key": "t"}));
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("TLS") || e["message"].as_str().unwrap().contains("certificate"),
+        "{e}"
+    );
 }

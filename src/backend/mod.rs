@@ -264,17 +264,27 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: &Config, target: RedisTarget, registry: Registry) -> Gateway {
+    pub fn new(cfg: &Config, target: RedisTarget, registry: Registry) -> Result<Gateway, String> {
         let addr = resolve(&target);
         let n = cfg.backend_connections.clamp(1, 64);
-        Gateway {
+        let tls = tls_to(cfg, &target)?;
+        let conn = |t: usize| {
+            let mut c = RespConn::new(Token(t));
+            c.tls_to.clone_from(&tls);
+            c
+        };
+        Ok(Gateway {
             addr,
             registry,
-            data: (0..n).map(|i| RespConn::new(Token(TOKEN_BASE + i))).collect(),
+            data: (0..n).map(|i| conn(TOKEN_BASE + i)).collect(),
             groups: Vec::new(),
             orphans: Vec::new(),
-            follow: RespConn::new(Token(FOLLOW)),
-            sub: RespConn::new(Token(SUB)),
+            follow: conn(FOLLOW),
+            sub: {
+                let mut c = RespConn::new(Token(SUB));
+                c.tls_to.clone_from(&tls);
+                c
+            },
             sentinel: RespConn::new(Token(SENTINEL)),
             sentinel_at: 0,
             next_sentinel_ask: 0,
@@ -307,7 +317,7 @@ impl Gateway {
             unavailable_total: 0,
             logged_down: false,
             target,
-        }
+        })
     }
 
     pub fn is_token(t: usize) -> bool {
@@ -1305,6 +1315,26 @@ impl Gateway {
             self.sub_resubscribe = true;
         }
     }
+}
+
+/// `rediss://`: the TLS client settings (DBX_BACKEND_TLS_CA or the system's CAs) and
+/// the name the certificate must carry (the host of the URL). An error names the setting.
+pub fn tls_to(cfg: &Config, t: &RedisTarget) -> Result<Option<resp::TlsTo>, String> {
+    if !t.tls {
+        return Ok(None);
+    }
+    let trust = match &cfg.backend_tls_ca {
+        Some(p) => crate::tls_client::Trust::CaFile(p.clone()),
+        None => crate::tls_client::Trust::System,
+    };
+    let config = crate::tls_client::client_config(&trust).map_err(|e| format!("DBX_BACKEND_TLS_CA: {e}"))?;
+    // Redis speaks no ALPN.
+    let mut config = (*config).clone();
+    config.alpn_protocols.clear();
+    let host = t.addrs.first().map(|a| a.0.clone()).unwrap_or_default();
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| format!("DBX_BACKEND: '{host}' is not a name a TLS certificate can carry"))?;
+    Ok(Some(resp::TlsTo { config: std::sync::Arc::new(config), name }))
 }
 
 /// `allkeys-*` and `volatile-*` evict keys.
