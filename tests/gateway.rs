@@ -19,6 +19,12 @@ fn strings_through_a_gateway() {
     let e = c.err("string.get", json!({"key": "nope"}));
     assert_error(&e, "not_found");
     assert_eq!(c.ok("server.ping", json!({}))["pong"], json!(true));
+    let e = c.err("server.save", json!({}));
+    assert_error(&e, "unavailable");
+    assert!(e["message"].as_str().unwrap().contains("Redis persists"), "{e}");
+    let info = c.ok("server.info", json!({}));
+    assert_eq!(info["backend"], json!(r.url() + "/0"), "{info}");
+    assert!(info["used_memory"].as_u64().unwrap() > 0, "{info}");
 }
 
 fn health(srv: &TestServer) -> u16 {

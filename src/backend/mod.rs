@@ -407,7 +407,18 @@ impl Gateway {
             // Answered here, exactly as the embedded store answers them (its commands
             // run against the empty local store and the hub).
             "server.ping" | "server.time" | "auth.refresh" | "pubsub.subscribe" | "pubsub.unsubscribe"
-            | "key.unwatch" | "server.save" => return self.local(l, s, id, method, params, out),
+            | "key.unwatch" => return self.local(l, s, id, method, params, out),
+            "server.save" => {
+                // Not a snapshot of ours to take: say where durability lives instead.
+                let e = policy::admit(s.identity, command, params).err().unwrap_or_else(|| {
+                    Error::new(
+                        Code::Unavailable,
+                        "Gateway mode: Redis persists the data (its appendonly / save settings); \
+                         there is no DBX snapshot to take",
+                    )
+                });
+                return now_reply(out, e, Some(name));
+            }
             _ => {}
         }
         if let Err(e) = policy::admit(s.identity, command, params) {
