@@ -662,3 +662,57 @@ fn rediss_speaks_tls_to_redis() {
         "{e}"
     );
 }
+
+/// A gateway that stopped reading the change stream for longer than the backlog covers
+/// (SIGSTOP here) tells its watchers on waking instead of skipping the hole.
+#[test]
+fn a_stream_trimmed_past_a_stopped_gateway_is_a_resync_not_a_hole() {
+    let r = Redis::start();
+    let opts = Opts::memory().env("DBX_BACKEND", &r.url()).env("DBX_WS_RATE_LIMIT", "0").env("DBX_WATCH_BACKLOG", "10");
+    let a = Dbx::start(&opts);
+    let mut w = poll_until(Duration::from_secs(10), "gateway A ready", || {
+        let mut c = a.client();
+        c.call("server.dbsize", json!({})).get("result").is_some().then_some(c)
+    });
+    w.ok("key.watch", json!({"patterns": ["k*"]}));
+    let b = r.gateway(|c| c.watch_backlog = 10);
+    wait_ready(&b);
+    let mut c = b.client();
+    c.ok("string.set", json!({"key": "k0", "value": "0"}));
+    assert_eq!(w.event()["key"], "k0");
+    a.signal(libc::SIGSTOP);
+    let mut last = 0;
+    for i in 0..600 {
+        last = c.ok("string.set", json!({"key": format!("k{}", i % 7), "value": i}))["rev"].as_u64().unwrap();
+    }
+    // The stream holds only the last ~100 (MAXLEN ~ 10 trims by whole nodes).
+    let first = r.cmd(&["XRANGE", "__dbx:changes", "-", "+", "COUNT", "1"]).unwrap();
+    a.signal(libc::SIGCONT);
+    // What A had already received stays in order; then the hole is announced (key null,
+    // event epoch) before the changes still in the stream, up to the last one.
+    let (mut revs, mut resync_at) = (Vec::new(), None);
+    loop {
+        let e = w.event();
+        if e["event"] == "epoch" {
+            assert_eq!(e["key"], Value::Null, "{e}");
+            resync_at = Some(revs.len());
+            continue;
+        }
+        let rev = e["rev"].as_u64().unwrap();
+        revs.push(rev);
+        if rev == last {
+            break;
+        }
+    }
+    let at = resync_at.unwrap_or_else(|| panic!("no resync event; stream starts {first}, revs {revs:?}"));
+    assert!(revs.windows(2).all(|p| p[0] < p[1]), "{revs:?}");
+    let before = revs.get(at.wrapping_sub(1)).copied().unwrap_or(1);
+    let after = revs[at];
+    assert!(after > before + 1, "the resync marks a real hole: {before} -> {after}");
+    // Everywhere else the revs are contiguous: no silent hole.
+    for (i, p) in revs.windows(2).enumerate() {
+        if i + 1 != at {
+            assert_eq!(p[1], p[0] + 1, "silent hole at {i}: {revs:?}");
+        }
+    }
+}
