@@ -43,7 +43,7 @@ export DBX_LOG=${DBX_LOG:-warn}
 TLS=${TLS:-0}
 GATEWAY=${GATEWAY:-0}
 if [ "$GATEWAY" = 1 ]; then
-  [ "$TLS" = 1 ] && die "GATEWAY=1 with TLS=1 is not supported (rediss:// is not implemented)"
+  [ "$TLS" = 1 ] && die "GATEWAY=1 with TLS=1 is not supported by this script"
   export DBX_BACKEND=redis://127.0.0.1:$REDIS_PORT
 fi
 

@@ -191,6 +191,10 @@ pub struct Config {
     /// Seconds before a backend request is answered `unavailable`
     #[arg(long, env = "DBX_BACKEND_TIMEOUT", default_value = "5", value_parser = parse_positive_secs, value_name = "DBX_BACKEND_TIMEOUT")]
     pub backend_timeout: f64,
+    /// `rediss://`: PEM file of the CAs that sign Redis's certificate (default: the
+    /// system's CA store)
+    #[arg(long, env = "DBX_BACKEND_TLS_CA", value_name = "DBX_BACKEND_TLS_CA")]
+    pub backend_tls_ca: Option<PathBuf>,
     /// Start even against a Redis whose maxmemory-policy evicts keys (watchers never
     /// hear of an eviction)
     #[arg(long, env = "DBX_BACKEND_ALLOW_EVICTION", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set, value_name = "DBX_BACKEND_ALLOW_EVICTION")]

@@ -19,6 +19,12 @@ fn strings_through_a_gateway() {
     let e = c.err("string.get", json!({"key": "nope"}));
     assert_error(&e, "not_found");
     assert_eq!(c.ok("server.ping", json!({}))["pong"], json!(true));
+    let e = c.err("server.save", json!({}));
+    assert_error(&e, "unavailable");
+    assert!(e["message"].as_str().unwrap().contains("Redis persists"), "{e}");
+    let info = c.ok("server.info", json!({}));
+    assert_eq!(info["backend"], json!(r.url() + "/0"), "{info}");
+    assert!(info["used_memory"].as_u64().unwrap() > 0, "{info}");
 }
 
 fn health(srv: &TestServer) -> u16 {
@@ -399,8 +405,12 @@ fn bad_backend_settings_are_start_up_errors() {
         ("DBX_BACKEND_CONNECTIONS", "0", "1 to 64"),
         ("DBX_BACKEND_TIMEOUT", "-1", "seconds"),
         ("DBX_BACKEND_MAX_INFLIGHT", "0", "at least 1"),
+        ("DBX_BACKEND_TLS_CA", "/nonexistent/ca.pem", "cannot read"),
     ] {
-        let mut d = Dbx::spawn(&Opts::memory().env(k, v));
+        let mut d =
+            Dbx::spawn(&Opts::memory().env(k, v).envs(
+                &(if k == "DBX_BACKEND_TLS_CA" { vec![("DBX_BACKEND", "rediss://127.0.0.1:1")] } else { vec![] }),
+            ));
         let st = d.wait_exit(Duration::from_secs(10)).expect("exits");
         assert_eq!(st.code(), Some(2), "{k}={v}");
         let err = d.stderr();
@@ -544,5 +554,165 @@ fn an_empty_redis_after_a_restart_is_a_new_epoch_for_watchers() {
         e = w.event(); // the library may record its own epoch change too
     }
     assert_eq!((e["event"].as_str(), e["rev"].as_u64()), (Some("string.set"), Some(rev)), "{e}");
-    println!("rev before the restart {last}, after {rev}");
+    assert!(rev > last, "revs never go back: {last} then {rev}");
+}
+
+#[test]
+fn redis_auth_and_database_from_the_url() {
+    let r = Redis::start_with(&["--maxmemory-policy", "noeviction", "--requirepass", "s3cr%t"]);
+    let bad = Opts::memory().env("DBX_BACKEND", &format!("redis://:wrong@127.0.0.1:{}", r.port));
+    let mut d = Dbx::spawn(&bad);
+    let st = d.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(st.code(), Some(2));
+    let err = d.stderr();
+    assert!(err.contains("DBX_BACKEND") && err.contains("AUTH"), "{err}");
+    assert!(!err.contains("wrong"), "the password must not be printed: {err}");
+    // %25 is '%': the password is percent-decoded; /3 selects database 3.
+    let good = Opts::memory()
+        .env("DBX_BACKEND", &format!("redis://default:s3cr%25t@127.0.0.1:{}/3", r.port))
+        .env("DBX_WS_RATE_LIMIT", "0");
+    let d = Dbx::start(&good);
+    let mut c = poll_until(Duration::from_secs(10), "gateway ready", || {
+        let mut c = d.client();
+        c.call("server.dbsize", json!({})).get("result").is_some().then_some(c)
+    });
+    c.ok("string.set", json!({"key": "in3", "value": "x"}));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"AUTH s3cr%t\r\nSELECT 3\r\nGET in3\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.ends_with("$1\r\nx\r\n"), "{text:?}");
+    assert!(!d.stderr().contains("s3cr"), "the password must not be logged");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (rcgen): `dir`/ca.pem,
+/// cert.pem, key.pem.
+fn tls_files(dir: &std::path::Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "gateway test CA");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca = p.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(p, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut l = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    l.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = l.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// `rediss://`: TLS to a redis-server listening on its TLS port too, the CA from
+/// DBX_BACKEND_TLS_CA; a CA that did not sign Redis's certificate never serves.
+#[test]
+fn rediss_speaks_tls_to_redis() {
+    let certs = TempDir::new("rediss-certs");
+    tls_files(certs.path());
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let tls_port = free_port().to_string();
+    let (cert, key, ca) = (p("cert.pem"), p("key.pem"), p("ca.pem"));
+    let r = Redis::start_with(&[
+        "--maxmemory-policy",
+        "noeviction",
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let g = TestServer::with(|c| {
+        c.backend = dbx::config::parse_backend(&url).unwrap();
+        c.backend_tls_ca = Some(ca.clone().into());
+        c.ws_rate_limit = 0;
+    })
+    .timeout(Duration::from_secs(10));
+    wait_ready(&g);
+    let mut w = g.client();
+    w.ok("key.watch", json!({"keys": ["t"]}));
+    let mut c = g.client();
+    let big = "z".repeat(300_000);
+    let rev = c.ok("string.set", json!({"key": "t", "value": big}))["rev"].as_u64().unwrap();
+    assert_eq!(c.string_value("t"), json!(big));
+    assert_eq!(w.event()["rev"], json!(rev));
+    // The plaintext port holds the same data: it went through TLS to this Redis.
+    assert_eq!(r.cmd(&["STRLEN", "t"]).unwrap().trim(), ":300000");
+    let other = TempDir::new("rediss-other");
+    tls_files(other.path());
+    let g2 = TestServer::with(|c| {
+        c.backend = dbx::config::parse_backend(&url).unwrap();
+        c.backend_tls_ca = Some(other.path().join("ca.pem"));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c2 = g2.client();
+    let e = c2.err("string.get", json!({"key": "t"}));
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("TLS") || e["message"].as_str().unwrap().contains("certificate"),
+        "{e}"
+    );
+}
+
+/// A gateway that stopped reading the change stream for longer than the backlog covers
+/// (SIGSTOP here) tells its watchers on waking instead of skipping the hole.
+#[test]
+fn a_stream_trimmed_past_a_stopped_gateway_is_a_resync_not_a_hole() {
+    let r = Redis::start();
+    let opts = Opts::memory().env("DBX_BACKEND", &r.url()).env("DBX_WS_RATE_LIMIT", "0").env("DBX_WATCH_BACKLOG", "10");
+    let a = Dbx::start(&opts);
+    let mut w = poll_until(Duration::from_secs(10), "gateway A ready", || {
+        let mut c = a.client();
+        c.call("server.dbsize", json!({})).get("result").is_some().then_some(c)
+    });
+    w.ok("key.watch", json!({"patterns": ["k*"]}));
+    let b = r.gateway(|c| c.watch_backlog = 10);
+    wait_ready(&b);
+    let mut c = b.client();
+    c.ok("string.set", json!({"key": "k0", "value": "0"}));
+    assert_eq!(w.event()["key"], "k0");
+    a.signal(libc::SIGSTOP);
+    let mut last = 0;
+    for i in 0..600 {
+        last = c.ok("string.set", json!({"key": format!("k{}", i % 7), "value": i}))["rev"].as_u64().unwrap();
+    }
+    // The stream holds only the last ~100 (MAXLEN ~ 10 trims by whole nodes).
+    let first = r.cmd(&["XRANGE", "__dbx:changes", "-", "+", "COUNT", "1"]).unwrap();
+    a.signal(libc::SIGCONT);
+    // What A had already received stays in order; then the hole is announced (key null,
+    // event epoch) before the changes still in the stream, up to the last one.
+    let (mut revs, mut resync_at) = (Vec::new(), None);
+    loop {
+        let e = w.event();
+        if e["event"] == "epoch" {
+            assert_eq!(e["key"], Value::Null, "{e}");
+            resync_at = Some(revs.len());
+            continue;
+        }
+        let rev = e["rev"].as_u64().unwrap();
+        revs.push(rev);
+        if rev == last {
+            break;
+        }
+    }
+    let at = resync_at.unwrap_or_else(|| panic!("no resync event; stream starts {first}, revs {revs:?}"));
+    assert!(revs.windows(2).all(|p| p[0] < p[1]), "{revs:?}");
+    let before = revs.get(at.wrapping_sub(1)).copied().unwrap_or(1);
+    let after = revs[at];
+    assert!(after > before + 1, "the resync marks a real hole: {before} -> {after}");
+    // Everywhere else the revs are contiguous: no silent hole.
+    for (i, p) in revs.windows(2).enumerate() {
+        if i + 1 != at {
+            assert_eq!(p[1], p[0] + 1, "silent hole at {i}: {revs:?}");
+        }
+    }
 }

@@ -240,6 +240,8 @@ local function build()
   -- params (their field order matters: mset, hash.set). Returns nil otherwise.
   local cjson_null = cjson.null
   local from_cjson
+  -- Objects from cjson are only ops and their params, whose field order is never read.
+  local NO_NAMES = {}
 
   -- Object fields converted in place (the table cjson made becomes the map).
   local function cjson_object(v, depth)
@@ -258,7 +260,7 @@ local function build()
         v[k] = x
       end
     end
-    return { obj = true, names = {}, map = v }
+    return { obj = true, names = NO_NAMES, map = v }
   end
 
   from_cjson = function(v, depth)
@@ -292,7 +294,7 @@ local function build()
   -- The ops array: cjson (C, ~8x faster) when it loses nothing, else the reader above.
   -- A surrogate escape goes to the reader (cjson lets a lone one through).
   local function decode_ops(s)
-    if not find(s, '\\u[dD][89a-fA-F]') then
+    if not find(s, '\\u', 1, true) or not find(s, '\\u[dD][89a-fA-F]') then
       local ok, v = pcall(cjson.decode, s)
       if ok and type(v) == 'table' and v[1] ~= nil then
         local r = from_cjson(v, 0)
@@ -1107,7 +1109,7 @@ local function build()
     local key = p_str(p, 'key')
     local value = p_value(p, 'value')
     live(key)
-    string_get_value(key) -- wrong_type check
+    check_type(key, 'string')
     local len = rcall('APPEND', key, value)
     if value ~= '' or len == 0 then
       touched(key)
@@ -1505,15 +1507,15 @@ local function build()
     return '"count":' .. rc('SCARD', key)
   end)
 
-  -- The sets named by `keys`, expired and type-checked all at once (a missing key is an
-  -- empty set), then combined by Redis.
+  -- The sets named by `keys`, expired and type-checked (a missing key is an empty set),
+  -- then combined by Redis.
   local function set_algebra(cmd)
     return function(p)
       local keys = p_str_list(p, 'keys')
+      -- One key after the other, as the embedded store: a wrong type stops before the
+      -- keys after it are (lazily) expired.
       for _, k in ipairs(keys) do
         live(k)
-      end
-      for _, k in ipairs(keys) do
         check_type(k, 'set')
       end
       if #keys <= CHUNK then
@@ -2213,23 +2215,44 @@ local function build()
     return #due
   end
 
+  -- rev, epoch, client keys, library version, and Redis's memory figures (from INFO
+  -- memory) for the gateway's server.info.
   local function dbx_info()
     local rev = rcall('GET', K_REV) or '0'
     local epoch = rcall('GET', K_EPOCH) or ''
-    return '{"rev":' .. rev .. ',"epoch":' .. jstr(epoch) .. ',"keys":' .. int(client_keys()) .. ',"lib":' .. jstr(LIB_VERSION) .. '}'
+    local mem = rcall('INFO', 'memory')
+    local used = mem:match('used_memory:(%d+)') or '0'
+    local max = mem:match('maxmemory:(%d+)') or '0'
+    local policy = mem:match('maxmemory_policy:([%w%-]+)') or ''
+    return '{"rev":'
+      .. rev
+      .. ',"epoch":'
+      .. jstr(epoch)
+      .. ',"keys":'
+      .. int(client_keys())
+      .. ',"lib":'
+      .. jstr(LIB_VERSION)
+      .. ',"used_memory":'
+      .. used
+      .. ',"maxmemory":'
+      .. max
+      .. ',"maxmemory_policy":'
+      .. jstr(policy)
+      .. '}'
   end
 
-  -- dbx_init backlog [delivered_rev delivered_epoch]: called by a gateway at every
+  -- dbx_init backlog [delivered_rev [delivered_epoch]]: called by a gateway at every
   -- (re)connect. Creates the epoch and rev when missing. Starts a new epoch when the
   -- history is behind what was already seen: the rev below the stream's last entry
-  -- (XADD would fail), or below `delivered_rev`, the last rev this gateway delivered in
-  -- `delivered_epoch` (a failover to a replica that had not received everything). The rev
-  -- is then raised past both (revs never go back) and an `epoch` change with the new
-  -- epoch (field ep) is recorded, so every gateway following the stream switches.
+  -- (XADD would fail), or below `delivered_rev`, the last rev this gateway delivered (a
+  -- failover to a replica that had not received everything, a Redis restarted without
+  -- its data). The rev is then raised past both (revs never go back) and an `epoch`
+  -- change with the new epoch (field ep) is recorded, so every gateway following the
+  -- stream switches. (`delivered_epoch` is accepted for the record; the rule does not
+  -- need it.)
   local function dbx_init(_, args)
     local backlog = parse_int_arg(args[1] or '0', 'backlog')
     local delivered = args[2] and parse_int_arg(args[2], 'delivered_rev') or 0
-    local delivered_epoch = args[3]
     local t = rcall('TIME')
     begin_call(tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000), backlog)
     local had_rev = rcall('EXISTS', K_REV) == 1
@@ -2239,7 +2262,10 @@ local function build()
     if last[1] then
       last_rev = tonumber((last[1][1]):match('^(%d+)')) or 0
     end
-    local behind = S.rev < last_rev or (epoch ~= nil and epoch == delivered_epoch and S.rev < delivered)
+    -- Whatever epoch the caller delivered it in: a rev below it means the history it
+    -- delivered is not here (also: Redis restarted empty), and raising the rev past it
+    -- keeps every gateway's stream position valid (their next entry is the `epoch` one).
+    local behind = S.rev < last_rev or S.rev < delivered
     if behind then
       S.rev = math.max(S.rev, last_rev, delivered) + 1
       S.epoch = new_epoch(epoch)

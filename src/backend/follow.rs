@@ -91,8 +91,22 @@ impl Gateway {
             }
         }
         if self.delivered == 0 && rev > 1 && !self.follow_started {
-            // The stream's oldest entry: history before it is not available here.
-            l.hub.reset_history(rev - 1);
+            // The stream's oldest entry: history before it is not available here (nor
+            // the first entries of its own operation when trimming cut into it).
+            l.hub.reset_history(if n > 1 { rev } else { rev - 1 });
+        }
+        let restart = event == "epoch" || event == "server.flush";
+        if self.delivered > 0 && rev > self.delivered + 1 && !restart {
+            // Every rev has an entry: a jump means entries were trimmed while this
+            // gateway was not reading (a long outage of its stream connection). Its
+            // watchers missed changes: tell them as a flush would (history before this
+            // is gone; a resume from before it gets a gap), never a silent hole.
+            log::warn!(
+                "change stream: revs {}..{} were trimmed before this gateway read them: watchers resync",
+                self.delivered + 1,
+                rev - 1
+            );
+            l.hub.changed(None, "epoch", rev - 1, &l.facts.epoch, at);
         }
         self.follow_started = true;
         self.follow_from = id;

@@ -264,17 +264,27 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: &Config, target: RedisTarget, registry: Registry) -> Gateway {
+    pub fn new(cfg: &Config, target: RedisTarget, registry: Registry) -> Result<Gateway, String> {
         let addr = resolve(&target);
         let n = cfg.backend_connections.clamp(1, 64);
-        Gateway {
+        let tls = tls_to(cfg, &target)?;
+        let conn = |t: usize| {
+            let mut c = RespConn::new(Token(t));
+            c.tls_to.clone_from(&tls);
+            c
+        };
+        Ok(Gateway {
             addr,
             registry,
-            data: (0..n).map(|i| RespConn::new(Token(TOKEN_BASE + i))).collect(),
+            data: (0..n).map(|i| conn(TOKEN_BASE + i)).collect(),
             groups: Vec::new(),
             orphans: Vec::new(),
-            follow: RespConn::new(Token(FOLLOW)),
-            sub: RespConn::new(Token(SUB)),
+            follow: conn(FOLLOW),
+            sub: {
+                let mut c = RespConn::new(Token(SUB));
+                c.tls_to.clone_from(&tls);
+                c
+            },
             sentinel: RespConn::new(Token(SENTINEL)),
             sentinel_at: 0,
             next_sentinel_ask: 0,
@@ -307,7 +317,7 @@ impl Gateway {
             unavailable_total: 0,
             logged_down: false,
             target,
-        }
+        })
     }
 
     pub fn is_token(t: usize) -> bool {
@@ -397,7 +407,18 @@ impl Gateway {
             // Answered here, exactly as the embedded store answers them (its commands
             // run against the empty local store and the hub).
             "server.ping" | "server.time" | "auth.refresh" | "pubsub.subscribe" | "pubsub.unsubscribe"
-            | "key.unwatch" | "server.save" => return self.local(l, s, id, method, params, out),
+            | "key.unwatch" => return self.local(l, s, id, method, params, out),
+            "server.save" => {
+                // Not a snapshot of ours to take: say where durability lives instead.
+                let e = policy::admit(s.identity, command, params).err().unwrap_or_else(|| {
+                    Error::new(
+                        Code::Unavailable,
+                        "Gateway mode: Redis persists the data (its appendonly / save settings); \
+                         there is no DBX snapshot to take",
+                    )
+                });
+                return now_reply(out, e, Some(name));
+            }
             _ => {}
         }
         if let Err(e) = policy::admit(s.identity, command, params) {
@@ -846,8 +867,8 @@ impl Gateway {
                         .str("epoch", &info.epoch)
                         .u64("expired_keys", info.expired_keys.unwrap_or(0))
                         .u64("evicted_keys", 0)
-                        .u64("maxmemory", 0)
-                        .str("maxmemory_policy", "noeviction")
+                        .u64("maxmemory", info.maxmemory.unwrap_or(0))
+                        .str("maxmemory_policy", info.maxmemory_policy.as_deref().unwrap_or("noeviction"))
                         .str("backend", &self.target.describe())
                         .str("backend_library", &info.lib);
                     Ok(())
@@ -1307,6 +1328,26 @@ impl Gateway {
     }
 }
 
+/// `rediss://`: the TLS client settings (DBX_BACKEND_TLS_CA or the system's CAs) and
+/// the name the certificate must carry (the host of the URL). An error names the setting.
+pub fn tls_to(cfg: &Config, t: &RedisTarget) -> Result<Option<resp::TlsTo>, String> {
+    if !t.tls {
+        return Ok(None);
+    }
+    let trust = match &cfg.backend_tls_ca {
+        Some(p) => crate::tls_client::Trust::CaFile(p.clone()),
+        None => crate::tls_client::Trust::System,
+    };
+    let config = crate::tls_client::client_config(&trust).map_err(|e| format!("DBX_BACKEND_TLS_CA: {e}"))?;
+    // Redis speaks no ALPN.
+    let mut config = (*config).clone();
+    config.alpn_protocols.clear();
+    let host = t.addrs.first().map(|a| a.0.clone()).unwrap_or_default();
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| format!("DBX_BACKEND: '{host}' is not a name a TLS certificate can carry"))?;
+    Ok(Some(resp::TlsTo { config: std::sync::Arc::new(config), name }))
+}
+
 /// `allkeys-*` and `volatile-*` evict keys.
 fn evicts(policy: &str) -> bool {
     policy.starts_with("allkeys-") || policy.starts_with("volatile-")
@@ -1417,6 +1458,11 @@ struct InfoReply {
     used_memory: Option<u64>,
     #[serde(default)]
     expired_keys: Option<u64>,
+    /// Redis's own limit and policy (INFO memory).
+    #[serde(default)]
+    maxmemory: Option<u64>,
+    #[serde(default)]
+    maxmemory_policy: Option<String>,
 }
 
 /// key.watch's parameters, checked as the embedded command checks them.

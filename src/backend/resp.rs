@@ -12,6 +12,14 @@ use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// `rediss://`: TLS to Redis, driven sans-IO (rustls) on the non-blocking socket.
+#[derive(Clone)]
+pub struct TlsTo {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
 
 /// First reconnect delay; doubled after each failure up to `BACKOFF_MAX_MS`.
 const BACKOFF_MIN_MS: u64 = 50;
@@ -47,6 +55,9 @@ pub struct RespConn<P> {
     /// answered n times).
     pub push: Vec<OwnedFrame>,
     scratch: Vec<u8>,
+    /// `rediss://`: the TLS settings, and the session of the current socket.
+    pub tls_to: Option<TlsTo>,
+    tls: Option<rustls::ClientConnection>,
 }
 
 impl<P> RespConn<P> {
@@ -63,6 +74,8 @@ impl<P> RespConn<P> {
             last_error: None,
             push: Vec::new(),
             scratch: Vec::new(),
+            tls_to: None,
+            tls: None,
         }
     }
 
@@ -104,6 +117,17 @@ impl<P> RespConn<P> {
                     self.state = State::Down { retry_at: now + self.backoff_ms };
                     return Err(e);
                 }
+                self.tls = match &self.tls_to {
+                    None => None,
+                    Some(t) => match rustls::ClientConnection::new(t.config.clone(), t.name.clone()) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            let _ = registry.deregister(&mut s);
+                            self.state = State::Down { retry_at: now + self.backoff_ms };
+                            return Err(io::Error::other(format!("TLS: {e}")));
+                        }
+                    },
+                };
                 self.sock = Some(s);
                 self.state = State::Connecting;
                 Ok(())
@@ -170,13 +194,34 @@ impl<P> RespConn<P> {
             return Ok(());
         }
         let Some(sock) = self.sock.as_mut() else { return Ok(()) };
-        while self.out_pos < self.out.len() {
-            match sock.write(self.out.get(self.out_pos..).unwrap_or_default()) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        if let Some(tls) = self.tls.as_mut() {
+            // Plaintext into the session (it buffers what the handshake holds back),
+            // then records onto the socket.
+            while self.out_pos < self.out.len() {
+                let n = tls.writer().write(self.out.get(self.out_pos..).unwrap_or_default())?;
+                if n == 0 {
+                    break;
+                }
+                self.out_pos += n;
+            }
+            while tls.wants_write() {
+                match tls.write_tls(sock) {
+                    Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            while self.out_pos < self.out.len() {
+                match sock.write(self.out.get(self.out_pos..).unwrap_or_default()) {
+                    Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+                    Ok(n) => self.out_pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         if self.out_pos == self.out.len() {
@@ -214,6 +259,35 @@ impl<P> RespConn<P> {
     pub fn on_readable(&mut self, done: &mut Vec<(P, OwnedFrame)>) -> io::Result<()> {
         let Some(sock) = self.sock.as_mut() else { return Ok(()) };
         let mut eof = false;
+        if let Some(tls) = self.tls.as_mut() {
+            loop {
+                match tls.read_tls(sock) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                let state = tls.process_new_packets().map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+                let mut want = state.plaintext_bytes_to_read();
+                while want > 0 {
+                    let start = self.inb.len();
+                    self.inb.resize(start + want, 0);
+                    let n = tls.reader().read(self.inb.get_mut(start..).unwrap_or_default()).unwrap_or(0);
+                    self.inb.truncate(start + n);
+                    if n == 0 {
+                        break;
+                    }
+                    want -= n.min(want);
+                }
+            }
+            // The handshake (and key updates) may have records to send back.
+            self.flush()?;
+            return self.decode_and_finish(done, eof);
+        }
         loop {
             let start = self.inb.len();
             self.inb.resize(start + READ_CHUNK, 0);
@@ -235,6 +309,10 @@ impl<P> RespConn<P> {
                 }
             }
         }
+        self.decode_and_finish(done, eof)
+    }
+
+    fn decode_and_finish(&mut self, done: &mut Vec<(P, OwnedFrame)>, eof: bool) -> io::Result<()> {
         let mut pos = 0;
         while pos < self.inb.len() {
             match decode(self.inb.get(pos..).unwrap_or_default()) {
@@ -267,6 +345,7 @@ impl<P> RespConn<P> {
         if let Some(mut s) = self.sock.take() {
             let _ = registry.deregister(&mut s);
         }
+        self.tls = None;
         self.reset_buffers();
         self.push.clear();
         self.state = State::Down { retry_at: now + self.backoff_ms };

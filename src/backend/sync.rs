@@ -52,9 +52,10 @@ fn ask_sentinel(at: std::net::SocketAddr, master: &str) -> Option<std::net::Sock
 /// (logged: the gateway starts degraded).
 pub fn startup_check(cfg: &Config, t: &RedisTarget) -> Result<(), String> {
     if t.tls {
-        return Err("DBX_BACKEND: rediss:// (TLS to Redis) is not supported by this build yet; \
-                    use redis:// over a trusted network or a TLS tunnel"
-            .into());
+        // The TLS settings are checked now (a bad CA file is a start-up error); the
+        // policy is checked at each connect, in the loop (an evicting one refuses).
+        super::tls_to(cfg, t)?;
+        return Ok(());
     }
     let mut addrs = Vec::new();
     for (h, p) in &t.addrs {

@@ -169,7 +169,9 @@ impl Server {
             Engine::open(&cfg, auth.clone(), rng, now).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if let crate::config::Backend::Redis(t) = &cfg.backend {
             // Gateway mode: the backend's sockets live on this Poll too.
-            engine.attach_gateway(Gateway::new(&cfg, t.clone(), poll.registry().try_clone()?));
+            let gw = Gateway::new(&cfg, t.clone(), poll.registry().try_clone()?)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            engine.attach_gateway(gw);
         }
         Ok(Server {
             engine,

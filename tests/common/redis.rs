@@ -69,7 +69,7 @@ impl Redis {
         self.child = Some(c.spawn().expect("spawn redis-server"));
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
-            if self.cmd(&["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+            if self.cmd(&["PING"]).is_ok_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH")) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
