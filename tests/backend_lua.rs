@@ -1196,7 +1196,7 @@ fn seed_data(p: &mut Pair) {
 /// `DBX_FUZZ_SEED=n` runs another sequence.
 #[test]
 fn random_operations_match_the_embedded_store() {
-    skip_without_redis!();
+    require_redis();
     let mut f = Fuzz::new(0x9E37_79B9_7F4A_7C15);
     let mut p = Pair::new();
     seed_data(&mut p);
@@ -1222,7 +1222,7 @@ fn random_operations_match_the_embedded_store() {
 /// the embedded store running them one after the other.
 #[test]
 fn random_batches_match_the_embedded_store() {
-    skip_without_redis!();
+    require_redis();
     let mut f = Fuzz::new(0x2545_F491_4F6C_DD1D);
     let mut p = Pair::new();
     seed_data(&mut p);
