@@ -521,9 +521,16 @@ fn slow_subscriber_is_cut_off_fast_one_gets_everything() {
     let mut fast = srv.client();
     fast.ok("pubsub.subscribe", json!({"channels": ["firehose"]}));
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    // What the fast one has received so far: the publisher waits for it before each
+    // round, so the fast one never has more than a round (50 KiB, under the 64 KiB
+    // limit) outstanding even when its thread gets no CPU for a while on a loaded
+    // machine — only the slow one, which never reads, can cross the limit.
+    let fast_got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let got_by_reader = fast_got.clone();
     let reader = std::thread::spawn(move || {
         let mut got = 0u64;
         let mut expected_total = None;
+        let mut progress = Instant::now();
         loop {
             if let Ok(n) = rx.try_recv() {
                 expected_total = Some(n);
@@ -532,9 +539,17 @@ fn slow_subscriber_is_cut_off_fast_one_gets_everything() {
                 // Hand the client back: it stays connected for the count below.
                 return (got, fast);
             }
-            let e = fast.next_event(Duration::from_secs(10)).expect("fast subscriber starved");
-            assert_eq!(e["data"]["i"], got, "fast subscriber: out of order");
-            got += 1;
+            // Short waits: the total may arrive after the last event (a long blocking
+            // read here would then wait for an event that never comes).
+            match fast.next_event(Duration::from_millis(50)) {
+                Some(e) => {
+                    assert_eq!(e["data"]["i"], got, "fast subscriber: out of order");
+                    got += 1;
+                    got_by_reader.store(got, std::sync::atomic::Ordering::Release);
+                    progress = Instant::now();
+                }
+                None => assert!(progress.elapsed() < Duration::from_secs(10), "fast subscriber starved at {got}"),
+            }
         }
     });
 
@@ -545,10 +560,15 @@ fn slow_subscriber_is_cut_off_fast_one_gets_everything() {
     let mut published = 0u64;
     let mut cut_at = None;
     let t0 = Instant::now();
-    // ~1000 messages of 1 KiB, in pipelined rounds; keep going (bounded) until the
+    // Messages of 1 KiB, in pipelined rounds of 50; keep going (bounded) until the
     // slow subscriber is gone, since kernel buffers absorb part of the output.
     while published < 40_000 {
-        let ids: Vec<u64> = (0..250)
+        let wait = Instant::now() + Duration::from_secs(10);
+        while fast_got.load(std::sync::atomic::Ordering::Acquire) < published {
+            assert!(Instant::now() < wait, "the fast subscriber fell a round behind for 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let ids: Vec<u64> = (0..50)
             .map(|j| {
                 publ.write("pubsub.publish", json!({"channel": "firehose", "data": {"i": published + j, "pad": pad}}))
             })
