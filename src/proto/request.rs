@@ -46,7 +46,7 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
     let mut method: Option<Raw> = None;
     let mut kind: Option<Raw> = None;
     // Some(None): present but not an object (null counts as `{}`).
-    let mut params: Option<Option<Fields>> = None;
+    let mut params: Option<Option<(Fields, Raw)>> = None;
     let scanned = s.object(|k, s| {
         let slot = match &*key_text(k, s)? {
             "id" => &mut id,
@@ -57,10 +57,12 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
                     return Err(s.error_here("duplicate field 'params'"));
                 }
                 params = Some(if s.next_byte() == Some(b'{') {
-                    Some(scan_fields(s)?)
+                    let start = s.pos();
+                    let fields = scan_fields(s)?;
+                    Some((fields, Raw(s.span(start))))
                 } else {
                     let v = s.value()?;
-                    (v == "null").then(Vec::new)
+                    (v == "null").then(|| (Vec::new(), Raw("{}")))
                 });
                 return Ok(());
             }
@@ -108,13 +110,16 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
         }
     };
     // Refused like a duplicate envelope field (which value was meant?), with the id.
-    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| first_duplicate(f.iter().map(|(k, _)| &**k)))
+    if let Some(k) =
+        params.as_ref().and_then(|p| p.as_ref()).and_then(|(f, _)| first_duplicate(f.iter().map(|(k, _)| &**k)))
     {
         return Incoming::Invalid { id, message: format!("Invalid JSON: duplicate field '{k}' in 'params'") };
     }
     match params {
         None => Incoming::Request(Request { id, method, params: Params::default() }),
-        Some(Some(fields)) => Incoming::Request(Request { id, method, params: Params { fields } }),
+        Some(Some((fields, json))) => {
+            Incoming::Request(Request { id, method, params: Params { fields, json: Some(json) } })
+        }
         Some(None) => Incoming::Invalid { id, message: "'params' must be an object".into() },
     }
 }
