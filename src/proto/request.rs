@@ -46,7 +46,9 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
     let mut method: Option<Raw> = None;
     let mut kind: Option<Raw> = None;
     // Some(None): present but not an object (null counts as `{}`).
-    let mut params: Option<Option<(Fields, Raw)>> = None;
+    let mut params: Option<Option<Fields>> = None;
+    // The text of the params object (written to the log as it is: `Params::write_json`).
+    let mut params_json = Raw("{}");
     let scanned = s.object(|k, s| {
         let slot = match &*key_text(k, s)? {
             "id" => &mut id,
@@ -59,10 +61,11 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
                 params = Some(if s.next_byte() == Some(b'{') {
                     let start = s.pos();
                     let fields = scan_fields(s)?;
-                    Some((fields, Raw(s.span(start))))
+                    params_json = Raw(s.span(start));
+                    Some(fields)
                 } else {
                     let v = s.value()?;
-                    (v == "null").then(|| (Vec::new(), Raw("{}")))
+                    (v == "null").then(Vec::new)
                 });
                 return Ok(());
             }
@@ -110,15 +113,14 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
         }
     };
     // Refused like a duplicate envelope field (which value was meant?), with the id.
-    if let Some(k) =
-        params.as_ref().and_then(|p| p.as_ref()).and_then(|(f, _)| first_duplicate(f.iter().map(|(k, _)| &**k)))
+    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| first_duplicate(f.iter().map(|(k, _)| &**k)))
     {
         return Incoming::Invalid { id, message: format!("Invalid JSON: duplicate field '{k}' in 'params'") };
     }
     match params {
         None => Incoming::Request(Request { id, method, params: Params::default() }),
-        Some(Some((fields, json))) => {
-            Incoming::Request(Request { id, method, params: Params { fields, json: Some(json) } })
+        Some(Some(fields)) => {
+            Incoming::Request(Request { id, method, params: Params { fields, json: Some(params_json) } })
         }
         Some(None) => Incoming::Invalid { id, message: "'params' must be an object".into() },
     }
