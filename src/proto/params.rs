@@ -83,6 +83,9 @@ pub fn first_duplicate<'x>(names: impl Iterator<Item = &'x str> + Clone) -> Opti
 #[derive(Debug, Default)]
 pub struct Params<'a> {
     pub(super) fields: Vec<(Cow<'a, str>, Raw<'a>)>,
+    /// The object's own text, when it was parsed from one: `write_json` copies it
+    /// instead of writing the fields back out.
+    pub(super) json: Option<Raw<'a>>,
 }
 
 /// A JSON object's fields as (key, raw value) pairs; None if `raw` is not an object.
@@ -120,14 +123,14 @@ impl<'a> Params<'a> {
         match object_fields(raw) {
             Some(fields) => match first_duplicate(fields.iter().map(|(k, _)| &**k)) {
                 Some(k) => Err(format!("Invalid JSON: duplicate field '{k}' in 'params'")),
-                None => Ok(Params { fields }),
+                None => Ok(Params { fields, json: Some(raw) }),
             },
             None => Err("'params' must be an object".into()),
         }
     }
 
     pub fn from_fields(fields: Vec<(Cow<'a, str>, Raw<'a>)>) -> Params<'a> {
-        Params { fields }
+        Params { fields, json: None }
     }
 
     /// The parameter names, in document order.
@@ -138,6 +141,14 @@ impl<'a> Params<'a> {
     /// The parameters back as a JSON object (values copied verbatim): how the
     /// append-only log records an operation (see `persist`).
     pub fn write_json(&self, buf: &mut Vec<u8>) {
+        // The text the request came with is that object already (validated, no
+        // duplicate names): copying it saves re-escaping every name, on every logged
+        // write under persistence. It may differ from the rebuilt form only in
+        // whitespace and in how names are escaped, which replay reads the same.
+        if let Some(raw) = self.json {
+            buf.extend_from_slice(raw.get().as_bytes());
+            return;
+        }
         buf.push(b'{');
         for (i, (k, v)) in self.fields.iter().enumerate() {
             if i > 0 {

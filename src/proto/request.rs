@@ -47,6 +47,8 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
     let mut kind: Option<Raw> = None;
     // Some(None): present but not an object (null counts as `{}`).
     let mut params: Option<Option<Fields>> = None;
+    // The text of the params object (written to the log as it is: `Params::write_json`).
+    let mut params_json = Raw("{}");
     let scanned = s.object(|k, s| {
         let slot = match &*key_text(k, s)? {
             "id" => &mut id,
@@ -57,7 +59,10 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
                     return Err(s.error_here("duplicate field 'params'"));
                 }
                 params = Some(if s.next_byte() == Some(b'{') {
-                    Some(scan_fields(s)?)
+                    let start = s.pos();
+                    let fields = scan_fields(s)?;
+                    params_json = Raw(s.span(start));
+                    Some(fields)
                 } else {
                     let v = s.value()?;
                     (v == "null").then(Vec::new)
@@ -114,7 +119,9 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
     }
     match params {
         None => Incoming::Request(Request { id, method, params: Params::default() }),
-        Some(Some(fields)) => Incoming::Request(Request { id, method, params: Params { fields } }),
+        Some(Some(fields)) => {
+            Incoming::Request(Request { id, method, params: Params { fields, json: Some(params_json) } })
+        }
         Some(None) => Incoming::Invalid { id, message: "'params' must be an object".into() },
     }
 }

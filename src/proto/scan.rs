@@ -73,7 +73,13 @@ impl<'a> Scanner<'a> {
         SyntaxError { at: self.pos, what }
     }
 
-    fn span(&self, start: usize) -> &'a str {
+    /// The current offset in the text (for `span`).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The text from `start` to the current position.
+    pub fn span(&self, start: usize) -> &'a str {
         self.text.get(start..self.pos).unwrap_or("")
     }
 

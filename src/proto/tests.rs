@@ -134,3 +134,24 @@ fn params_past_the_inline_fields_keep_their_order_and_duplicates_are_found() {
         }
     }
 }
+
+#[test]
+fn params_are_written_back_as_the_request_sent_them_and_read_back_the_same() {
+    let text = "{\"method\":\"m\",\"params\": { \"k\\u0065y\" : \"a\\nb\" ,\"n\":[1, 2] } }";
+    let r = req(text);
+    let mut buf = Vec::new();
+    r.params.write_json(&mut buf);
+    let logged = String::from_utf8(buf).unwrap();
+    assert_eq!(logged, "{ \"k\\u0065y\" : \"a\\nb\" ,\"n\":[1, 2] }");
+    // What replay reads from it is what the request held.
+    let back = Params::parse(Raw::parse(&logged)).unwrap();
+    assert_eq!(back.names().collect::<Vec<_>>(), ["key", "n"]);
+    assert_eq!(back.str("key").unwrap(), "a\nb");
+    assert_eq!(back.raw("n").unwrap().get(), "[1, 2]");
+    // No params, or null: an empty object.
+    for text in [r#"{"method":"m"}"#, r#"{"method":"m","params":null}"#] {
+        let mut buf = Vec::new();
+        req(text).params.write_json(&mut buf);
+        assert_eq!(buf, b"{}");
+    }
+}

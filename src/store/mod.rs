@@ -77,18 +77,15 @@ impl Default for Store {
     }
 }
 
-/// Copy `value` into `old`, which has its length, keeping `old`'s allocation. Safe code
-/// only: the bytes go through `Box<[u8]>` and back through a UTF-8 check (cheap next to
-/// an allocation; it cannot fail, as `value` is a whole `&str`).
+/// Copy `value` into `old`, which has its length, keeping `old`'s allocation: as a
+/// `String` of that capacity, cleared and refilled, so it never reallocates. Nothing
+/// reads the old bytes back (an earlier version re-checked them as UTF-8, and that read
+/// waited on the cold cache line the write had just missed).
 fn overwrite(old: &mut Box<str>, value: &str) {
-    let mut bytes = std::mem::take(old).into_boxed_bytes();
-    for (d, s) in bytes.iter_mut().zip(value.as_bytes()) {
-        *d = *s;
-    }
-    *old = match String::from_utf8(bytes.into_vec()) {
-        Ok(s) => s.into_boxed_str(),
-        Err(_) => value.into(),
-    };
+    let mut s = String::from(std::mem::take(old));
+    s.clear();
+    s.push_str(value);
+    *old = s.into_boxed_str();
 }
 
 fn lru_clock(now_ms: u64) -> u32 {

@@ -143,6 +143,16 @@ fn set_str_overwrites_in_place_with_the_same_accounting_as_set() {
         assert!(matches!(a.get(key, 0).map(|i| &i.value), Some(Value::Str(v)) if &**v == value));
         assert_eq!(a.ttl_ms(key, 0), b.ttl_ms(key, 0));
     }
+    // The same length reuses the allocation.
+    let ptr = |st: &mut Store| match st.get("k", 0).map(|i| &i.value) {
+        Some(Value::Str(v)) => Some(v.as_ptr() as usize),
+        _ => None,
+    };
+    a.set_str("k", "same-length-1", 0, 0);
+    let before = ptr(&mut a);
+    a.set_str("k", "same-length-2", 0, 0);
+    assert_eq!(ptr(&mut a), before);
+    b.set("k", s("same-length-2"), 0, 0);
     // A key of another type is replaced by the string, as `set` does.
     for st in [&mut a, &mut b] {
         let mut h = HashValue::default();
