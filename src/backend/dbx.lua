@@ -1247,10 +1247,39 @@ local function build()
   local MAX_SCAN_COUNT = 100000
   local SCAN_TYPES = { string = true, hash = true, set = true, zset = true, list = true }
 
+  -- Cursors this library hands out are Redis's SCAN cursor followed by SCAN_CHECK_LEN
+  -- check digits (a digest of the cursor). Why: Redis's SCAN accepts any number as a
+  -- position — it masks the cursor to its table size — so a cursor the library never issued
+  -- (a made-up "99999999", one from another store) would silently resume somewhere in the
+  -- table and return keys, where the embedded store answers a cursor past its table as done
+  -- (`"cursor":"0","keys":[]`). With the check, a cursor whose digits do not match is
+  -- recognised as not ours and answered as done, like the embedded store; a cursor we did
+  -- issue decodes to exactly Redis's cursor, so Redis's guarantee (every key present for the
+  -- whole scan is returned at least once) is untouched. "0" stays "0" both ways (start /
+  -- done). The digest is not a secret: a forged cursor that passes can only restart the scan
+  -- at some position of the same table, which any client can do with "0". The check is
+  -- deterministic (no per-store salt), so a cursor stays valid across gateways, restarts
+  -- and failovers of the same data, as Redis's own cursor does. Four digits keep the issued
+  -- cursor within a u64 for any Redis cursor below 10^15 (a table of 2^49 buckets), so
+  -- the cursor stays a decimal u64 string as in docs/PROTOCOL.md.
+  local SCAN_CHECK_LEN = 4
+  local function scan_check(c)
+    return fmt('%04d', tonumber(sub(redis.sha1hex('dbx-scan:' .. c), 1, 7), 16) % 10000)
+  end
+
   method('key.scan', false, function(p)
-    local cursor = p_opt_str(p, 'cursor') or '0'
-    if not find(cursor, '^%d+$') or not digits_le(gsub(cursor, '^0+(%d)', '%1'), '18446744073709551615') then
+    local given = p_opt_str(p, 'cursor') or '0'
+    if not find(given, '^%d+$') or not digits_le(gsub(given, '^0+(%d)', '%1'), '18446744073709551615') then
       invalid("Parameter 'cursor' is not a cursor returned by key.scan")
+    end
+    given = gsub(given, '^0+(%d)', '%1')
+    local cursor = '0'
+    local ours = true
+    if given ~= '0' then
+      cursor = sub(given, 1, #given - SCAN_CHECK_LEN)
+      -- Too short to carry a check, or a check that does not match: not a cursor of
+      -- ours. (`given` has no leading zero, so neither has `cursor`.)
+      ours = cursor ~= '' and scan_check(cursor) == sub(given, -SCAN_CHECK_LEN)
     end
     local count = p_opt_usize(p, 'count') or 10
     if count < 1 then
@@ -1262,6 +1291,11 @@ local function build()
     local kind = p_opt_str(p, 'type')
     if kind ~= nil and not SCAN_TYPES[kind] then
       invalid("Parameter 'type' must be one of string, hash, set, zset, list")
+    end
+    if not ours then
+      -- Done, as embedded for a cursor past its table (after the other parameters are
+      -- checked, as embedded checks them whatever the cursor).
+      return '"cursor":"0","keys":[]'
     end
     local args = { 'SCAN', cursor, 'COUNT', count }
     if pattern then
@@ -1284,7 +1318,8 @@ local function build()
         end
       end
     end
-    return '"cursor":' .. jstr(r[1]) .. ',"keys":[' .. concat(out, ',') .. ']'
+    local issued = r[1] == '0' and '0' or r[1] .. scan_check(r[1])
+    return '"cursor":' .. jstr(issued) .. ',"keys":[' .. concat(out, ',') .. ']'
   end)
 
   -- hash.*
