@@ -1,0 +1,199 @@
+//! The read fast path: `string.get` as native Redis commands instead of `FCALL dbx_exec`
+//! (the library's per-call Lua cost — JSON parsing, bookkeeping reads — is most of a
+//! plain read's cost in Redis). The answer is built here exactly as the library builds it
+//! (docs/BACKEND.md, section 2):
+//!
+//! One turn's gets on one data connection go out as one transaction, three commands per
+//! get, so each get's value and deadline are read at one instant:
+//! `MULTI`, then per get `GET k`, `PEXPIRETIME k`, `HGET __dbx:deadlines:exact k`, `EXEC`.
+//! - the deadline: the library sets a native expiry at every deadline it records
+//!   (`native_at`: exact up to 2^62 ms, clamped to 2^62 past it), so `PEXPIRETIME` is the
+//!   deadline; from 2^53 on the exact one is the text in `__dbx:deadlines:exact`, as the
+//!   library's `exact_deadline` reads it;
+//! - a deadline at or before the gateway's clock is expired, as the library's `live`
+//!   decides with the same clock (Redis's own clock may be behind); the library would
+//!   also record the `expired` change right then — here `dbx_expire_due` records it on its
+//!   next run (within `EXPIRE_EVERY_MS`), which is what happens to any key nobody reads;
+//! - `WRONGTYPE` on a live key → `wrong_type`; nil → `not_found`;
+//! - the value's bytes are made JSON text as the library's `jstr` does (bytes that are
+//!   not UTF-8 — only written by something other than DBX — become U+FFFD one byte at a
+//!   time, which differs from `String::from_utf8_lossy`).
+//!
+//! The transaction sits in the client's connection order like any command (the group of
+//! library calls before it is flushed first), so a get after a set on one client
+//! connection sees the set.
+
+use super::{redis_error, Gateway, Kind, Local, Tag, Waiting};
+use crate::proto::{envelope, Code, Error};
+use redis_protocol::resp2::types::OwnedFrame;
+
+/// Where `PEXPIRETIME` stops being the exact deadline (see the module comment).
+const MAX_EXACT: i64 = 1 << 53;
+const K_BIG: &[u8] = b"__dbx:deadlines:exact";
+/// Most gets in one transaction.
+const FAST_MAX: usize = 256;
+
+/// Gets gathered in one loop turn for one data connection.
+#[derive(Default)]
+pub(super) struct FastGroup {
+    waits: Vec<Waiting>,
+}
+
+impl Gateway {
+    /// A `string.get` (admitted by policy) joins this turn's transaction on its client's
+    /// data connection, behind whatever that connection already has queued.
+    pub(super) fn fast_get(&mut self, w: Waiting, now: u64) {
+        let Some(i) = self.pick(w.conn) else { return self.no_connection(w) };
+        // The library calls gathered before it go first (the client's order).
+        self.flush_lua_group(i, now);
+        if self.fast.get(i).and_then(Option::as_ref).is_some_and(|g| g.waits.len() >= FAST_MAX) {
+            self.flush_fast(i, now);
+        }
+        if self.fast.len() < self.data.len() {
+            self.fast.resize_with(self.data.len(), || None);
+        }
+        let Some(slot) = self.fast.get_mut(i) else { return self.no_connection(w) };
+        slot.get_or_insert_with(FastGroup::default).waits.push(w);
+        self.inflight += 1;
+    }
+
+    /// Send the transaction gathered on data connection `i`, if any. Its replies: `+OK`
+    /// and one `+QUEUED` per command (`Tag::Queued`, ignored: a refused command makes
+    /// EXEC fail as a whole), then EXEC's array (`Tag::Fast`).
+    pub(super) fn flush_fast(&mut self, i: usize, now: u64) {
+        let Some(g) = self.fast.get_mut(i).and_then(Option::take) else { return };
+        if g.waits.is_empty() {
+            return;
+        }
+        let Some(c) = self.data.get_mut(i) else { return };
+        let mut ok = c.try_send(&[b"MULTI"], Tag::Queued, now).is_ok();
+        for w in &g.waits {
+            let Kind::Get { key, .. } = &w.kind else { continue };
+            let k = key.as_bytes();
+            ok = ok
+                && c.try_send(&[b"GET", k], Tag::Queued, now).is_ok()
+                && c.try_send(&[b"PEXPIRETIME", k], Tag::Queued, now).is_ok()
+                && c.try_send(&[b"HGET", K_BIG, k], Tag::Queued, now).is_ok();
+        }
+        let tag = Tag::Fast(g.waits);
+        if !ok {
+            // Only on a connection that is not open (nothing was queued then).
+            self.orphans.push(tag);
+        } else if let Err(tag) = c.try_send(&[b"EXEC"], tag, now) {
+            self.orphans.push(tag);
+        }
+    }
+
+    /// EXEC's answer (None: the connection failed first): one reply per get.
+    pub(super) fn complete_fast(&mut self, l: &mut Local, waits: Vec<Waiting>, frame: Option<OwnedFrame>) {
+        self.inflight = self.inflight.saturating_sub(waits.len());
+        let whole: Option<Error> = match &frame {
+            None => {
+                self.unavailable_total += waits.len() as u64;
+                Some(Error::new(Code::Unavailable, "The backend connection failed or timed out before answering"))
+            }
+            Some(OwnedFrame::Error(msg)) => Some(redis_error(msg)),
+            Some(OwnedFrame::Array(a)) if a.len() == waits.len() * 3 => None,
+            Some(_) => Some(Error::new(Code::Internal, "The backend answered a transaction with something unreadable")),
+        };
+        let items: &[OwnedFrame] = match &frame {
+            Some(OwnedFrame::Array(a)) if whole.is_none() => a,
+            _ => &[],
+        };
+        for (k, w) in waits.into_iter().enumerate() {
+            let mut b = Vec::new();
+            let answer = match &whole {
+                Some(e) => Err(e.clone()),
+                None => get_answer(&w, items.get(3 * k..3 * k + 3).unwrap_or_default()),
+            };
+            match answer {
+                Ok((value, ttl)) => {
+                    let _ = envelope::reply(&mut b, w.id.as_deref(), l.stamp, |j| {
+                        j.str("value", &value).opt_i64("ttl", ttl);
+                        Ok(())
+                    });
+                }
+                Err(e) => envelope::error(&mut b, w.id.as_deref(), &e, l.stamp),
+            }
+            self.reply_to(&w, b);
+        }
+    }
+}
+
+/// One get's answer from its three replies (`GET`, `PEXPIRETIME`, `HGET`).
+fn get_answer(w: &Waiting, r: &[OwnedFrame]) -> Result<(String, Option<i64>), Error> {
+    let Kind::Get { key, now_ms } = &w.kind else { return Err(unreadable()) };
+    let [value, pexp, big] = r else { return Err(unreadable()) };
+    let deadline: Option<u64> = match pexp {
+        // -1: no expiry; -2: no key.
+        OwnedFrame::Integer(t) if *t < 0 => None,
+        OwnedFrame::Integer(t) if *t >= MAX_EXACT => Some(match big {
+            OwnedFrame::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(*t as u64),
+            _ => *t as u64,
+        }),
+        OwnedFrame::Integer(t) => Some(*t as u64),
+        _ => return Err(unreadable()),
+    };
+    if deadline.is_some_and(|d| d <= *now_ms) {
+        return Err(Error::key_not_found(key));
+    }
+    let bytes = match value {
+        OwnedFrame::BulkString(b) => b,
+        OwnedFrame::Null => return Err(Error::key_not_found(key)),
+        OwnedFrame::Error(msg) if msg.starts_with("WRONGTYPE") => return Err(Error::wrong_type()),
+        OwnedFrame::Error(msg) => return Err(redis_error(msg)),
+        _ => return Err(unreadable()),
+    };
+    let ttl = deadline.map(|d| crate::cmd::ms_to_ttl_secs(d.saturating_sub(*now_ms)));
+    Ok((lua_text(bytes), ttl))
+}
+
+fn unreadable() -> Error {
+    Error::new(Code::Internal, "The backend answered a transaction with something unreadable")
+}
+
+/// Bytes as JSON-able text, exactly as the library's `fix_utf8`: a byte that does not
+/// start a well-formed UTF-8 sequence (Unicode's table 3-7) becomes one U+FFFD and the
+/// scan goes on at the next byte.
+pub(super) fn lua_text(b: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(b) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(b.len() + 8);
+    let mut i = 0;
+    while i < b.len() {
+        // The longest valid prefix at `i` is copied whole.
+        let rest = b.get(i..).unwrap_or_default();
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                break;
+            }
+            Err(e) => {
+                let good = e.valid_up_to();
+                out.push_str(std::str::from_utf8(rest.get(..good).unwrap_or_default()).unwrap_or_default());
+                // The byte at i + good starts no valid sequence: one U+FFFD for it alone.
+                out.push('\u{FFFD}');
+                i += good + 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lua_text;
+
+    #[test]
+    fn invalid_bytes_become_one_replacement_each() {
+        assert_eq!(lua_text(b"abc"), "abc");
+        assert_eq!(lua_text("é\n\0".as_bytes()), "é\n\0");
+        // A truncated 3-byte sequence: the library replaces each byte (lossy would
+        // replace the maximal subpart E2 82 with one).
+        assert_eq!(lua_text(b"\xE2\x82A"), "\u{FFFD}\u{FFFD}A");
+        assert_eq!(lua_text(b"\xFF\xC0\x80x"), "\u{FFFD}\u{FFFD}\u{FFFD}x");
+        assert_eq!(lua_text(b"\xED\xA0\x80"), "\u{FFFD}\u{FFFD}\u{FFFD}");
+        assert_eq!(lua_text(b"a\xF0\x9F\x98\x80\x80"), "a\u{1F600}\u{FFFD}");
+    }
+}
