@@ -720,15 +720,20 @@ fn a_stream_trimmed_past_a_stopped_gateway_is_a_resync_not_a_hole() {
 /// What the function library answers for `string.get key` right now (the reference the
 /// gateway's native fast path must match byte for byte).
 fn library_get(r: &Redis, key: &str) -> Value {
+    library_call(r, "string.get", json!({ "key": key }))
+}
+
+fn library_call(r: &Redis, method: &str, params: Value) -> Value {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis().to_string();
-    let ops = json!([{"method": "string.get", "params": {"key": key}}]).to_string();
+    let ops = json!([{"method": method, "params": params}]).to_string();
     let text = r.cmd(&["FCALL", "dbx_exec", "0", &now, "100000", &ops]).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     v["results"][0].clone()
 }
 
-/// `string.get` runs as native GET/PEXPIRETIME/HGET in one MULTI (src/backend/fast.rs):
-/// each of its edges answers exactly what the library answers.
+/// `string.get` runs as native GET/PEXPIRETIME/HGET in one MULTI (src/backend/fast.rs),
+/// `hash.get` of a field as HGET/PEXPIRETIME/EXISTS: each of their edges answers exactly
+/// what the library answers.
 #[test]
 fn fast_get_answers_exactly_as_the_library() {
     let r = Redis::start();
@@ -765,6 +770,27 @@ fn fast_get_answers_exactly_as_the_library() {
     assert_eq!(fast(&mut c, "missing"), json!({"error": {"code": "not_found", "message": "Key 'missing' not found"}}));
     assert_error(&c.err("string.get", json!({"key": 5})), "invalid_params");
     assert_error(&c.err("string.get", json!({"key": "k", "extra": 1})), "invalid_params");
+
+    // hash.get of one field runs as HGET/PEXPIRETIME/EXISTS: the same edges.
+    c.ok("hash.set", json!({"key": "ht", "field": "f", "value": "v"}));
+    c.ok("key.expire", json!({"key": "ht", "ttl": 100}));
+    r.cmd(&["EVAL", "return redis.call('HSET', KEYS[1], 'f', 'a\\255\\0\\r\\n')", "1", "hraw"]).unwrap();
+    for (k, f) in
+        [("h", "f"), ("h", "nope"), ("ht", "f"), ("missing", "f"), ("bytes", "f"), ("hraw", "f"), ("h", "\u{0}\n")]
+    {
+        let got = c.call("hash.get", json!({"key": k, "field": f}));
+        let got = match (got.get("result"), got.get("error")) {
+            (Some(res), _) => json!({ "result": res }),
+            (_, Some(e)) => json!({ "error": e }),
+            _ => panic!("{got}"),
+        };
+        assert_eq!(got, library_call(&r, "hash.get", json!({"key": k, "field": f})), "{k:?} {f:?}");
+    }
+    assert_eq!(c.ok("hash.get", json!({"key": "h", "field": "f"}))["value"], json!("1"));
+    assert_eq!(
+        c.err("hash.get", json!({"key": "h", "field": "nope"}))["message"],
+        "Field 'nope' not found in hash 'h'"
+    );
 }
 
 /// A key read right after its deadline is gone (the gateway's clock decides, as the

@@ -33,7 +33,7 @@ const K_BIG: &[u8] = b"__dbx:deadlines:exact";
 /// Most gets in one transaction.
 const FAST_MAX: usize = 256;
 
-/// Gets gathered in one loop turn for one data connection.
+/// Gets (and `hash.get` of one field) gathered in one loop turn for one data connection.
 #[derive(Default)]
 pub(super) struct FastGroup {
     waits: Vec<Waiting>,
@@ -68,12 +68,17 @@ impl Gateway {
         let Some(c) = self.data.get_mut(i) else { return };
         let mut ok = c.try_send(&[b"MULTI"], Tag::Queued, now).is_ok();
         for w in &g.waits {
-            let Kind::Get { key, .. } = &w.kind else { continue };
+            let Kind::Get { key, field, .. } = &w.kind else { continue };
             let k = key.as_bytes();
-            ok = ok
-                && c.try_send(&[b"GET", k], Tag::Queued, now).is_ok()
-                && c.try_send(&[b"PEXPIRETIME", k], Tag::Queued, now).is_ok()
-                && c.try_send(&[b"HGET", K_BIG, k], Tag::Queued, now).is_ok();
+            ok =
+                ok && match field {
+                    None => c.try_send(&[b"GET", k], Tag::Queued, now).is_ok(),
+                    Some(f) => c.try_send(&[b"HGET", k, f.as_bytes()], Tag::Queued, now).is_ok(),
+                } && c.try_send(&[b"PEXPIRETIME", k], Tag::Queued, now).is_ok()
+                    && match field {
+                        None => c.try_send(&[b"HGET", K_BIG, k], Tag::Queued, now).is_ok(),
+                        Some(_) => c.try_send(&[b"EXISTS", k], Tag::Queued, now).is_ok(),
+                    };
         }
         let tag = Tag::Fast(g.waits);
         if !ok {
@@ -106,10 +111,14 @@ impl Gateway {
                 Some(e) => Err(e.clone()),
                 None => get_answer(&w, items.get(3 * k..3 * k + 3).unwrap_or_default()),
             };
+            let is_hash = matches!(&w.kind, Kind::Get { field: Some(_), .. });
             match answer {
                 Ok((value, ttl)) => {
                     let _ = envelope::reply(&mut b, w.id.as_deref(), l.stamp, |j| {
-                        j.str("value", &value).opt_i64("ttl", ttl);
+                        j.str("value", &value);
+                        if !is_hash {
+                            j.opt_i64("ttl", ttl);
+                        }
                         Ok(())
                     });
                 }
@@ -120,10 +129,12 @@ impl Gateway {
     }
 }
 
-/// One get's answer from its three replies (`GET`, `PEXPIRETIME`, `HGET`).
+/// One get's answer from its three replies: `GET`, `PEXPIRETIME`, `HGET` of the exact
+/// deadline for `string.get`; `HGET`, `PEXPIRETIME`, `EXISTS` for `hash.get` of a field.
 fn get_answer(w: &Waiting, r: &[OwnedFrame]) -> Result<(String, Option<i64>), Error> {
-    let Kind::Get { key, now_ms } = &w.kind else { return Err(unreadable()) };
+    let Kind::Get { key, field, now_ms } = &w.kind else { return Err(unreadable()) };
     let [value, pexp, big] = r else { return Err(unreadable()) };
+    let big = if field.is_some() { &OwnedFrame::Null } else { big };
     let deadline: Option<u64> = match pexp {
         // -1: no expiry; -2: no key.
         OwnedFrame::Integer(t) if *t < 0 => None,
@@ -139,7 +150,13 @@ fn get_answer(w: &Waiting, r: &[OwnedFrame]) -> Result<(String, Option<i64>), Er
     }
     let bytes = match value {
         OwnedFrame::BulkString(b) => b,
-        OwnedFrame::Null => return Err(Error::key_not_found(key)),
+        OwnedFrame::Null => match (field, r.get(2)) {
+            // The library: a missing field of an existing hash is its own not_found.
+            (Some(f), Some(OwnedFrame::Integer(1))) => {
+                return Err(Error::new(Code::NotFound, format!("Field '{f}' not found in hash '{key}'")))
+            }
+            _ => return Err(Error::key_not_found(key)),
+        },
         OwnedFrame::Error(msg) if msg.starts_with("WRONGTYPE") => return Err(Error::wrong_type()),
         OwnedFrame::Error(msg) => return Err(redis_error(msg)),
         _ => return Err(unreadable()),

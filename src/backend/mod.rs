@@ -2,8 +2,9 @@
 //! this process is one of several gateways in front of it. Policy stays here (roles,
 //! key scopes, parameter names, rate limits, `DBX_MAX_BATCH`, the reserved prefix);
 //! data methods run inside Redis through the `dbx` function library (`dbx.lua`,
-//! docs/BACKEND.md), one `FCALL dbx_exec` per request (a batch is one call, so it is
-//! atomic there). `server.ping`/`time`, `auth.refresh`, `pubsub.*` and
+//! docs/BACKEND.md), one `FCALL dbx_exec` per loop turn and backend connection (a batch
+//! is one call, so it is atomic there), except the plain reads `string.get` and
+//! `hash.get` of a field, which run as native commands (`fast.rs`). `server.ping`/`time`, `auth.refresh`, `pubsub.*` and
 //! `key.watch`/`unwatch` are answered here.
 //!
 //! Connections (all on the reactor's Poll, tokens from `TOKEN_BASE`, far above any
@@ -112,7 +113,8 @@ enum Kind {
     Watch(Box<WatchAsk>),
     /// `string.get` on the fast path (`fast.rs`): the key, and the gateway's clock
     /// (unix ms) that decides expiry, as the library's `now_ms`.
-    Get { key: Box<str>, now_ms: u64 },
+    /// `hash.get` of one field: the field too.
+    Get { key: Box<str>, field: Option<Box<str>>, now_ms: u64 },
 }
 
 #[derive(Default)]
@@ -473,7 +475,14 @@ impl Gateway {
                 // Native commands instead of the library (fast.rs). A key that is not a
                 // string goes to the library, which words that error.
                 let key: Box<str> = params.str("key").map(|k| k.as_ref().into()).unwrap_or_default();
-                let w = self.waiting(s, id, Kind::Get { key, now_ms: l.unix_ms });
+                let w = self.waiting(s, id, Kind::Get { key, field: None, now_ms: l.unix_ms });
+                self.fast_get(w, now);
+            }
+            "hash.get" if params.str("key").is_ok() && params.str("field").is_ok() => {
+                // One field: native HGET (fast.rs); the whole hash goes to the library.
+                let key: Box<str> = params.str("key").map(|k| k.as_ref().into()).unwrap_or_default();
+                let field: Box<str> = params.str("field").map(|k| k.as_ref().into()).unwrap_or_default();
+                let w = self.waiting(s, id, Kind::Get { key, field: Some(field), now_ms: l.unix_ms });
                 self.fast_get(w, now);
             }
             _ => {
