@@ -732,7 +732,8 @@ fn library_call(r: &Redis, method: &str, params: Value) -> Value {
 }
 
 /// `string.get` runs as native GET/PEXPIRETIME/HGET in one MULTI (src/backend/fast.rs),
-/// `hash.get` of a field as HGET/PEXPIRETIME/EXISTS: each of their edges answers exactly
+/// `hash.get` of a field as HGET/PEXPIRETIME/EXISTS, `string.mget` as MGET and
+/// PEXPIRETIMEs: each of their edges answers exactly
 /// what the library answers.
 #[test]
 fn fast_get_answers_exactly_as_the_library() {
@@ -791,6 +792,17 @@ fn fast_get_answers_exactly_as_the_library() {
         c.err("hash.get", json!({"key": "h", "field": "nope"}))["message"],
         "Field 'nope' not found in hash 'h'"
     );
+
+    // string.mget: MGET plus each key's PEXPIRETIME; a key past its deadline is null.
+    c.ok("string.set", json!({"key": "short", "value": "x", "ttl": 0.05}));
+    std::thread::sleep(Duration::from_millis(60));
+    let keys = json!(["bytes", "missing", "h", "ttl", "raw", "bytes", "farthest", "short", "num"]);
+    let got = c.ok("string.mget", json!({ "keys": keys }));
+    assert_eq!(json!({ "result": got }), library_call(&r, "string.mget", json!({ "keys": keys })));
+    assert_eq!(got["values"][1], Value::Null);
+    assert_eq!(got["values"][7], Value::Null);
+    assert_eq!(got["values"][8], json!("1.5"));
+    assert_error(&c.err("string.mget", json!({"keys": []})), "invalid_params");
 }
 
 /// A key read right after its deadline is gone (the gateway's clock decides, as the

@@ -1,4 +1,4 @@
-//! The read fast path: `string.get` as native Redis commands instead of `FCALL dbx_exec`
+//! The read fast path: `string.get`, `string.mget` and `hash.get` of a field as native Redis commands instead of `FCALL dbx_exec`
 //! (the library's per-call Lua cost — JSON parsing, bookkeeping reads — is most of a
 //! plain read's cost in Redis). The answer is built here exactly as the library builds it
 //! (docs/BACKEND.md, section 2):
@@ -18,6 +18,10 @@
 //! - the value's bytes are made JSON text as the library's `jstr` does (bytes that are
 //!   not UTF-8 — only written by something other than DBX — become U+FFFD one byte at a
 //!   time, which differs from `String::from_utf8_lossy`).
+//!
+//! `hash.get` of one field is `HGET k f`, `PEXPIRETIME k`, `EXISTS k` (a missing field of
+//! an existing hash has its own not_found); `string.mget` is `MGET k…` and one
+//! `PEXPIRETIME` per key (null for a key missing, not a string or past its deadline).
 //!
 //! The transaction sits in the client's connection order like any command (the group of
 //! library calls before it is flushed first), so a get after a set on one client
@@ -68,6 +72,17 @@ impl Gateway {
         let Some(c) = self.data.get_mut(i) else { return };
         let mut ok = c.try_send(&[b"MULTI"], Tag::Queued, now).is_ok();
         for w in &g.waits {
+            if let Kind::MGet { keys, .. } = &w.kind {
+                // MGET, then each key's deadline.
+                let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
+                args.push(b"MGET");
+                args.extend(keys.iter().map(|k| k.as_bytes()));
+                ok = ok && c.try_send(&args, Tag::Queued, now).is_ok();
+                for k in keys {
+                    ok = ok && c.try_send(&[b"PEXPIRETIME", k.as_bytes()], Tag::Queued, now).is_ok();
+                }
+                continue;
+            }
             let Kind::Get { key, field, .. } = &w.kind else { continue };
             let k = key.as_bytes();
             ok =
@@ -98,18 +113,42 @@ impl Gateway {
                 Some(Error::new(Code::Unavailable, "The backend connection failed or timed out before answering"))
             }
             Some(OwnedFrame::Error(msg)) => Some(redis_error(msg)),
-            Some(OwnedFrame::Array(a)) if a.len() == waits.len() * 3 => None,
+            Some(OwnedFrame::Array(a)) if a.len() == waits.iter().map(replies).sum::<usize>() => None,
             Some(_) => Some(Error::new(Code::Internal, "The backend answered a transaction with something unreadable")),
         };
         let items: &[OwnedFrame] = match &frame {
             Some(OwnedFrame::Array(a)) if whole.is_none() => a,
             _ => &[],
         };
-        for (k, w) in waits.into_iter().enumerate() {
+        let mut at = 0;
+        for w in waits {
             let mut b = Vec::new();
+            let n = replies(&w);
+            let mine = items.get(at..at + n).unwrap_or_default();
+            at += n;
+            if let Kind::MGet { now_ms, .. } = &w.kind {
+                match &whole {
+                    Some(e) => envelope::error(&mut b, w.id.as_deref(), e, l.stamp),
+                    None => match mget_values(mine, *now_ms) {
+                        Ok(values) => {
+                            let _ = envelope::reply(&mut b, w.id.as_deref(), l.stamp, |j| {
+                                j.arr("values", |a| {
+                                    for v in &values {
+                                        a.opt_str(v.as_deref());
+                                    }
+                                });
+                                Ok(())
+                            });
+                        }
+                        Err(e) => envelope::error(&mut b, w.id.as_deref(), &e, l.stamp),
+                    },
+                }
+                self.reply_to(&w, b);
+                continue;
+            }
             let answer = match &whole {
                 Some(e) => Err(e.clone()),
-                None => get_answer(&w, items.get(3 * k..3 * k + 3).unwrap_or_default()),
+                None => get_answer(&w, mine),
             };
             let is_hash = matches!(&w.kind, Kind::Get { field: Some(_), .. });
             match answer {
@@ -127,6 +166,38 @@ impl Gateway {
             self.reply_to(&w, b);
         }
     }
+}
+
+/// How many replies inside EXEC belong to `w`.
+fn replies(w: &Waiting) -> usize {
+    match &w.kind {
+        Kind::MGet { keys, .. } => 1 + keys.len(),
+        _ => 3,
+    }
+}
+
+/// `string.mget`'s values from MGET's array and each key's `PEXPIRETIME`: null for a key
+/// that is missing, not a string (MGET's nil, as in the library) or past its deadline.
+fn mget_values(r: &[OwnedFrame], now_ms: u64) -> Result<Vec<Option<String>>, Error> {
+    let Some((OwnedFrame::Array(vals), pexps)) = r.split_first() else { return Err(unreadable()) };
+    if vals.len() != pexps.len() {
+        return Err(unreadable());
+    }
+    vals.iter()
+        .zip(pexps)
+        .map(|(v, p)| {
+            let expired = match p {
+                OwnedFrame::Integer(t) => *t >= 0 && (*t as u64) <= now_ms,
+                _ => return Err(unreadable()),
+            };
+            match v {
+                _ if expired => Ok(None),
+                OwnedFrame::BulkString(b) => Ok(Some(lua_text(b))),
+                OwnedFrame::Null => Ok(None),
+                _ => Err(unreadable()),
+            }
+        })
+        .collect()
 }
 
 /// One get's answer from its three replies: `GET`, `PEXPIRETIME`, `HGET` of the exact

@@ -3,8 +3,8 @@
 //! key scopes, parameter names, rate limits, `DBX_MAX_BATCH`, the reserved prefix);
 //! data methods run inside Redis through the `dbx` function library (`dbx.lua`,
 //! docs/BACKEND.md), one `FCALL dbx_exec` per loop turn and backend connection (a batch
-//! is one call, so it is atomic there), except the plain reads `string.get` and
-//! `hash.get` of a field, which run as native commands (`fast.rs`). `server.ping`/`time`, `auth.refresh`, `pubsub.*` and
+//! is one call, so it is atomic there), except the plain reads `string.get`,
+//! `string.mget` and `hash.get` of a field, which run as native commands (`fast.rs`). `server.ping`/`time`, `auth.refresh`, `pubsub.*` and
 //! `key.watch`/`unwatch` are answered here.
 //!
 //! Connections (all on the reactor's Poll, tokens from `TOKEN_BASE`, far above any
@@ -115,6 +115,8 @@ enum Kind {
     /// (unix ms) that decides expiry, as the library's `now_ms`.
     /// `hash.get` of one field: the field too.
     Get { key: Box<str>, field: Option<Box<str>>, now_ms: u64 },
+    /// `string.mget` on the fast path.
+    MGet { keys: Vec<Box<str>>, now_ms: u64 },
 }
 
 #[derive(Default)]
@@ -476,6 +478,12 @@ impl Gateway {
                 // string goes to the library, which words that error.
                 let key: Box<str> = params.str("key").map(|k| k.as_ref().into()).unwrap_or_default();
                 let w = self.waiting(s, id, Kind::Get { key, field: None, now_ms: l.unix_ms });
+                self.fast_get(w, now);
+            }
+            "string.mget" if params.str_list("keys").is_ok() => {
+                let keys: Vec<Box<str>> =
+                    params.str_list("keys").unwrap_or_default().iter().map(|k| k.as_ref().into()).collect();
+                let w = self.waiting(s, id, Kind::MGet { keys, now_ms: l.unix_ms });
                 self.fast_get(w, now);
             }
             "hash.get" if params.str("key").is_ok() && params.str("field").is_ok() => {
@@ -932,7 +940,7 @@ impl Gateway {
                 }
             }
             // Fast-path gets are answered by `complete_fast`, never as a `Req`.
-            Kind::Get { .. } => self.answer_error(w, &bad_reply("EXEC"), l.stamp),
+            Kind::Get { .. } | Kind::MGet { .. } => self.answer_error(w, &bad_reply("EXEC"), l.stamp),
             Kind::Watch(_) => {
                 let text = bulk_text(&frame).unwrap_or("");
                 let Ok(read) = serde_json::from_str::<WatchRead>(text) else {
