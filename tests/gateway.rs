@@ -716,3 +716,153 @@ fn a_stream_trimmed_past_a_stopped_gateway_is_a_resync_not_a_hole() {
         }
     }
 }
+
+/// What the function library answers for `string.get key` right now (the reference the
+/// gateway's native fast path must match byte for byte).
+fn library_get(r: &Redis, key: &str) -> Value {
+    library_call(r, "string.get", json!({ "key": key }))
+}
+
+fn library_call(r: &Redis, method: &str, params: Value) -> Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis().to_string();
+    let ops = json!([{"method": method, "params": params}]).to_string();
+    let text = r.cmd(&["FCALL", "dbx_exec", "0", &now, "100000", &ops]).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    v["results"][0].clone()
+}
+
+/// `string.get` runs as native GET/PEXPIRETIME/HGET in one MULTI (src/backend/fast.rs),
+/// `hash.get` of a field as HGET/PEXPIRETIME/EXISTS, `string.mget` as MGET and
+/// PEXPIRETIMEs: each of their edges answers exactly
+/// what the library answers.
+#[test]
+fn fast_get_answers_exactly_as_the_library() {
+    let r = Redis::start();
+    let g = r.gateway(|_| {});
+    wait_ready(&g);
+    let mut c = g.client();
+    let fast = |c: &mut Client, k: &str| {
+        let v = c.call("string.get", json!({ "key": k }));
+        match (v.get("result"), v.get("error")) {
+            (Some(res), _) => json!({ "result": res }),
+            (_, Some(e)) => json!({ "error": e }),
+            _ => panic!("{v}"),
+        }
+    };
+    c.ok("string.set", json!({"key": "bytes", "value": "a\r\nb\u{0}c é漢🦀 \"\\ \u{1f}\u{7f}"}));
+    c.ok("string.set", json!({"key": "num", "value": 1.50}));
+    c.ok("string.set", json!({"key": "ttl", "value": "x", "ttl": 100}));
+    // Deadlines past 2^53 ms (exact text in __dbx:deadlines:exact) and past 2^62 ms
+    // (the native expiry is clamped there).
+    c.ok("string.set", json!({"key": "far", "value": "x", "ttl": 1.0e13}));
+    c.ok("string.set", json!({"key": "farther", "value": "x", "ttl": 5.0e15}));
+    c.ok("string.set", json!({"key": "farthest", "value": "x", "ttl": 1.0e300}));
+    c.ok("hash.set", json!({"key": "h", "field": "f", "value": "1"}));
+    c.ok("list.push", json!({"key": "l", "values": ["1"]}));
+    // Not UTF-8 (only something other than DBX can write it): each bad byte is U+FFFD.
+    r.cmd(&["EVAL", "return redis.call('SET', KEYS[1], 'a\\226\\130A\\255\\237\\160\\128z')", "1", "raw"]).unwrap();
+    for k in ["bytes", "num", "ttl", "far", "farther", "farthest", "h", "l", "raw", "missing", "nul\u{0}\r\nkey"] {
+        let got = fast(&mut c, k);
+        assert_eq!(got, library_get(&r, k), "{k:?}");
+    }
+    assert_eq!(fast(&mut c, "raw")["result"]["value"], json!("a\u{FFFD}\u{FFFD}A\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}z"));
+    assert_eq!(fast(&mut c, "far")["result"]["ttl"], json!(10_000_000_000_000u64));
+    assert_error(&c.err("string.get", json!({"key": "h"})), "wrong_type");
+    assert_eq!(fast(&mut c, "missing"), json!({"error": {"code": "not_found", "message": "Key 'missing' not found"}}));
+    assert_error(&c.err("string.get", json!({"key": 5})), "invalid_params");
+    assert_error(&c.err("string.get", json!({"key": "k", "extra": 1})), "invalid_params");
+
+    // hash.get of one field runs as HGET/PEXPIRETIME/EXISTS: the same edges.
+    c.ok("hash.set", json!({"key": "ht", "field": "f", "value": "v"}));
+    c.ok("key.expire", json!({"key": "ht", "ttl": 100}));
+    r.cmd(&["EVAL", "return redis.call('HSET', KEYS[1], 'f', 'a\\255\\0\\r\\n')", "1", "hraw"]).unwrap();
+    for (k, f) in
+        [("h", "f"), ("h", "nope"), ("ht", "f"), ("missing", "f"), ("bytes", "f"), ("hraw", "f"), ("h", "\u{0}\n")]
+    {
+        let got = c.call("hash.get", json!({"key": k, "field": f}));
+        let got = match (got.get("result"), got.get("error")) {
+            (Some(res), _) => json!({ "result": res }),
+            (_, Some(e)) => json!({ "error": e }),
+            _ => panic!("{got}"),
+        };
+        assert_eq!(got, library_call(&r, "hash.get", json!({"key": k, "field": f})), "{k:?} {f:?}");
+    }
+    assert_eq!(c.ok("hash.get", json!({"key": "h", "field": "f"}))["value"], json!("1"));
+    assert_eq!(
+        c.err("hash.get", json!({"key": "h", "field": "nope"}))["message"],
+        "Field 'nope' not found in hash 'h'"
+    );
+
+    // string.mget: MGET plus each key's PEXPIRETIME; a key past its deadline is null.
+    c.ok("string.set", json!({"key": "short", "value": "x", "ttl": 0.05}));
+    std::thread::sleep(Duration::from_millis(60));
+    let keys = json!(["bytes", "missing", "h", "ttl", "raw", "bytes", "farthest", "short", "num"]);
+    let got = c.ok("string.mget", json!({ "keys": keys }));
+    assert_eq!(json!({ "result": got }), library_call(&r, "string.mget", json!({ "keys": keys })));
+    assert_eq!(got["values"][1], Value::Null);
+    assert_eq!(got["values"][7], Value::Null);
+    assert_eq!(got["values"][8], json!("1.5"));
+    assert_error(&c.err("string.mget", json!({"keys": []})), "invalid_params");
+}
+
+/// A key read right after its deadline is gone (the gateway's clock decides, as the
+/// library's), and its `expired` change is still recorded once, with a rev.
+#[test]
+fn fast_get_past_the_deadline_is_not_found_and_expiry_is_still_recorded() {
+    let r = Redis::start();
+    let g = r.gateway(|_| {});
+    wait_ready(&g);
+    let mut w = g.client();
+    w.ok("key.watch", json!({"keys": ["t"]}));
+    let mut c = g.client();
+    let set_rev = c.ok("string.set", json!({"key": "t", "value": "v", "ttl": 0.05}))["rev"].as_u64().unwrap();
+    assert_eq!(c.ok("string.get", json!({"key": "t"}))["ttl"], json!(1));
+    std::thread::sleep(Duration::from_millis(52));
+    assert_error(&c.err("string.get", json!({"key": "t"})), "not_found");
+    let e = w.event();
+    assert_eq!((e["event"].as_str(), e["rev"].as_u64()), (Some("string.set"), Some(set_rev)), "{e}");
+    let e = w.event();
+    assert_eq!((e["event"].as_str(), e["rev"].as_u64()), (Some("expired"), Some(set_rev + 1)), "{e}");
+    w.no_event(Duration::from_millis(300));
+}
+
+/// Pipelined on one connection: every get sees the set sent before it, mixed with
+/// library calls and batches (which still run whole in one FCALL).
+#[test]
+fn fast_gets_keep_the_connection_order() {
+    let r = Redis::start();
+    let g = r.gateway(|_| {});
+    wait_ready(&g);
+    let mut c = connect_path(g.addr, "/ws");
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(("set", i, c.write("string.set", json!({"key": "k", "value": i}))));
+        ids.push(("get", i, c.write("string.get", json!({"key": "k"}))));
+        ids.push(("get", i, c.write("string.get", json!({"key": "k"}))));
+        if i % 7 == 0 {
+            ids.push((
+                "batch",
+                i,
+                c.write(
+                    "batch",
+                    json!({"operations": [{"method": "string.set", "params": {"key": "k", "value": i + 1000}},
+                                          {"method": "string.get", "params": {"key": "k"}},
+                                          {"method": "string.set", "params": {"key": "k", "value": i}}]}),
+                ),
+            ));
+            ids.push(("get", i, c.write("string.get", json!({"key": "k"}))));
+        }
+        ids.push(("del", i, c.write("key.del", json!({"keys": ["k"]}))));
+        ids.push(("gone", i, c.write("string.get", json!({"key": "k"}))));
+    }
+    c.flush();
+    for (what, i, id) in ids {
+        let v = c.reply(id);
+        match what {
+            "get" => assert_eq!(v["result"]["value"], json!(i.to_string()), "{v}"),
+            "batch" => assert_eq!(v["result"]["results"][1]["result"]["value"], json!((i + 1000).to_string()), "{v}"),
+            "gone" => assert_eq!(v["error"]["code"], "not_found", "{v}"),
+            _ => assert!(v.get("result").is_some(), "{v}"),
+        }
+    }
+}

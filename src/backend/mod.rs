@@ -2,8 +2,9 @@
 //! this process is one of several gateways in front of it. Policy stays here (roles,
 //! key scopes, parameter names, rate limits, `DBX_MAX_BATCH`, the reserved prefix);
 //! data methods run inside Redis through the `dbx` function library (`dbx.lua`,
-//! docs/BACKEND.md), one `FCALL dbx_exec` per request (a batch is one call, so it is
-//! atomic there). `server.ping`/`time`, `auth.refresh`, `pubsub.*` and
+//! docs/BACKEND.md), one `FCALL dbx_exec` per loop turn and backend connection (a batch
+//! is one call, so it is atomic there), except the plain reads `string.get`,
+//! `string.mget` and `hash.get` of a field, which run as native commands (`fast.rs`). `server.ping`/`time`, `auth.refresh`, `pubsub.*` and
 //! `key.watch`/`unwatch` are answered here.
 //!
 //! Connections (all on the reactor's Poll, tokens from `TOKEN_BASE`, far above any
@@ -20,6 +21,7 @@
 //! DBX_BACKEND_TIMEOUT passes (the connection is then dropped and reopened: a RESP
 //! connection cannot skip a reply), `overloaded` above DBX_BACKEND_MAX_INFLIGHT.
 
+mod fast;
 mod follow;
 mod resp;
 mod sentinel;
@@ -109,6 +111,12 @@ enum Kind {
     Info,
     /// `dbx_watch_read` for `key.watch`.
     Watch(Box<WatchAsk>),
+    /// `string.get` on the fast path (`fast.rs`): the key, and the gateway's clock
+    /// (unix ms) that decides expiry, as the library's `now_ms`.
+    /// `hash.get` of one field: the field too.
+    Get { key: Box<str>, field: Option<Box<str>>, now_ms: u64 },
+    /// `string.mget` on the fast path.
+    MGet { keys: Vec<Box<str>>, now_ms: u64 },
 }
 
 #[derive(Default)]
@@ -162,6 +170,10 @@ enum Tag {
     /// `SENTINEL get-master-addr-by-name`.
     Master,
     Req(Waiting),
+    /// `MULTI` and the commands queued in it (`+OK` / `+QUEUED`): nothing to do.
+    Queued,
+    /// The `EXEC` of a fast-path transaction (`fast.rs`).
+    Fast(Vec<Waiting>),
 }
 
 #[derive(Deserialize)]
@@ -208,6 +220,8 @@ pub struct Gateway {
     data: Vec<RespConn<Tag>>,
     /// Per data connection: the single-method requests of this turn (`add_to_group`).
     groups: Vec<Option<Group>>,
+    /// Per data connection: the fast-path gets of this turn (`fast.rs`).
+    fast: Vec<Option<fast::FastGroup>>,
     /// Requests whose connection closed before they were sent (see `fail_orphans`).
     orphans: Vec<Tag>,
     follow: RespConn<Tag>,
@@ -278,6 +292,7 @@ impl Gateway {
             registry,
             data: (0..n).map(|i| conn(TOKEN_BASE + i)).collect(),
             groups: Vec::new(),
+            fast: Vec::new(),
             orphans: Vec::new(),
             follow: conn(FOLLOW),
             sub: {
@@ -458,6 +473,26 @@ impl Gateway {
                 }
                 Err(e) => return now_reply(out, e, Some(name)),
             },
+            "string.get" if params.str("key").is_ok() => {
+                // Native commands instead of the library (fast.rs). A key that is not a
+                // string goes to the library, which words that error.
+                let key: Box<str> = params.str("key").map(|k| k.as_ref().into()).unwrap_or_default();
+                let w = self.waiting(s, id, Kind::Get { key, field: None, now_ms: l.unix_ms });
+                self.fast_get(w, now);
+            }
+            "string.mget" if params.str_list("keys").is_ok() => {
+                let keys: Vec<Box<str>> =
+                    params.str_list("keys").unwrap_or_default().iter().map(|k| k.as_ref().into()).collect();
+                let w = self.waiting(s, id, Kind::MGet { keys, now_ms: l.unix_ms });
+                self.fast_get(w, now);
+            }
+            "hash.get" if params.str("key").is_ok() && params.str("field").is_ok() => {
+                // One field: native HGET (fast.rs); the whole hash goes to the library.
+                let key: Box<str> = params.str("key").map(|k| k.as_ref().into()).unwrap_or_default();
+                let field: Box<str> = params.str("field").map(|k| k.as_ref().into()).unwrap_or_default();
+                let w = self.waiting(s, id, Kind::Get { key, field: Some(field), now_ms: l.unix_ms });
+                self.fast_get(w, now);
+            }
             _ => {
                 let w = self.waiting(s, id, Kind::Single(scan_filter(name, s.identity)));
                 self.add_to_group(name, params, command.flags & DENYOOM != 0, w, l.unix_ms, now);
@@ -684,6 +719,8 @@ impl Gateway {
     /// rev, and its place in its connection's order.
     fn add_to_group(&mut self, method: &str, params: &Params, denyoom: bool, w: Waiting, unix_ms: u64, now: u64) {
         let Some(i) = self.pick(w.conn) else { return self.no_connection(w) };
+        // A fast-path transaction gathered before it goes first (the client's order).
+        self.flush_fast(i, now);
         let full =
             self.groups.get(i).and_then(Option::as_ref).is_some_and(|g| {
                 g.denyoom != denyoom || g.waits.len() >= GROUP_MAX_OPS || g.ops.len() >= GROUP_MAX_BYTES
@@ -710,8 +747,15 @@ impl Gateway {
         self.inflight += 1;
     }
 
-    /// Send the group gathered on data connection `i`, if any.
+    /// Send what was gathered on data connection `i` this turn (at most one of the two
+    /// is non-empty: each flushes the other before it gathers).
     fn flush_group(&mut self, i: usize, now: u64) {
+        self.flush_lua_group(i, now);
+        self.flush_fast(i, now);
+    }
+
+    /// Send the group of library calls gathered on data connection `i`, if any.
+    fn flush_lua_group(&mut self, i: usize, now: u64) {
         let Some(mut g) = self.groups.get_mut(i).and_then(Option::take) else { return };
         if g.waits.is_empty() {
             return;
@@ -742,6 +786,7 @@ impl Gateway {
             match tag {
                 Tag::Req(w) => self.complete(l, w, None),
                 Tag::Group(ws) => self.complete_group(l, ws, None),
+                Tag::Fast(ws) => self.complete_fast(l, ws, None),
                 _ => {}
             }
         }
@@ -894,6 +939,8 @@ impl Gateway {
                     self.finish_batch(w, &r.results, l.stamp);
                 }
             }
+            // Fast-path gets are answered by `complete_fast`, never as a `Req`.
+            Kind::Get { .. } | Kind::MGet { .. } => self.answer_error(w, &bad_reply("EXEC"), l.stamp),
             Kind::Watch(_) => {
                 let text = bulk_text(&frame).unwrap_or("");
                 let Ok(read) = serde_json::from_str::<WatchRead>(text) else {
@@ -1089,6 +1136,8 @@ impl Gateway {
         match tag {
             Tag::Req(w) => self.complete(l, w, f),
             Tag::Group(ws) => self.complete_group(l, ws, f),
+            Tag::Fast(ws) => self.complete_fast(l, ws, f),
+            Tag::Queued => {}
             Tag::Setup => {
                 if let Some(OwnedFrame::Error(e)) = f {
                     self.refusal_or_fail(l, token, format!("Redis refused the connection setup: {e}"));
@@ -1203,6 +1252,7 @@ impl Gateway {
             match tag {
                 Tag::Req(w) => self.complete(l, w, None),
                 Tag::Group(ws) => self.complete_group(l, ws, None),
+                Tag::Fast(ws) => self.complete_fast(l, ws, None),
                 Tag::Expire => self.expire_outstanding = false,
                 _ => {}
             }
