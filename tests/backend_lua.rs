@@ -972,7 +972,7 @@ fn flush_scan_watch_read_info_and_init() {
     let info: Value = serde_json::from_str(&p.redis.cmds(&["FCALL_RO", "dbx_info", "0"]).text()).unwrap();
     assert_eq!(info["rev"], rev);
     assert_eq!(info["keys"], 55);
-    assert_eq!(info["lib"], "1");
+    assert_eq!(info["lib"], "2");
     assert!(info["used_memory"].as_u64().is_some_and(|m| m > 0), "{info}");
     assert_eq!(info["maxmemory"], 0);
     assert_eq!(info["maxmemory_policy"], "noeviction");
@@ -988,7 +988,7 @@ fn flush_scan_watch_read_info_and_init() {
     assert_ne!(info["epoch"], epoch);
     assert_eq!(info["keys"], 0);
     assert_eq!(p.redis.changes_after("0-0").len(), before + 2);
-    assert_eq!(p.redis.cmds(&["GET", "__dbx:lib"]).text(), "1");
+    assert_eq!(p.redis.cmds(&["GET", "__dbx:lib"]).text(), "2");
     assert_eq!(p.redis.cmds(&["EXISTS", "__dbx:deadlines"]).int(), 0);
     // init: idempotent; a rev behind the stream (a failover to a lagging replica that
     // kept an older rev key) is raised to the stream's last rev with a new epoch

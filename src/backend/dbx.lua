@@ -11,7 +11,7 @@
 
 -- The version the gateway compares with the one it embeds (keep it on this line: the
 -- gateway may read it from the file text).
-local LIB_VERSION = '1'
+local LIB_VERSION = '2'
 
 -- Redis 7.0 runs a library's top level with nothing but `redis` in scope (no string,
 -- table, math …): everything is built on the first call, inside `build`.
