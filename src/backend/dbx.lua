@@ -924,6 +924,16 @@ local function build()
     return unpack(t, i, j)
   end
 
+  -- `cmd key args…` in calls of at most CHUNK arguments: the sum of their integer replies
+  -- (HDEL, SADD, SREM, ZREM: how many were removed or added).
+  local function chunked_sum(cmd, key, args)
+    local n = 0
+    for i = 1, #args, CHUNK do
+      n = n + rcall(cmd, key, unpack_range(args, i, math.min(i + CHUNK - 1, #args)))
+    end
+    return n
+  end
+
   ---------------------------------------------------------------------------------------
   -- Methods. Each returns the fields of its result object as JSON text (without braces).
 
@@ -1413,9 +1423,7 @@ local function build()
     live(key)
     local n = 0
     if check_type(key, 'hash') then
-      for i = 1, #fields, CHUNK do
-        n = n + rcall('HDEL', key, unpack_range(fields, i, math.min(i + CHUNK - 1, #fields)))
-      end
+      n = chunked_sum('HDEL', key, fields)
     end
     if n > 0 then
       touched(key)
@@ -1496,10 +1504,7 @@ local function build()
     local members = p_one_or_many(p, 'member', 'members')
     live(key)
     check_type(key, 'set')
-    local n = 0
-    for i = 1, #members, CHUNK do
-      n = n + rcall('SADD', key, unpack_range(members, i, math.min(i + CHUNK - 1, #members)))
-    end
+    local n = chunked_sum('SADD', key, members)
     if n > 0 then
       touched(key)
     end
@@ -1512,9 +1517,7 @@ local function build()
     live(key)
     local n = 0
     if check_type(key, 'set') then
-      for i = 1, #members, CHUNK do
-        n = n + rcall('SREM', key, unpack_range(members, i, math.min(i + CHUNK - 1, #members)))
-      end
+      n = chunked_sum('SREM', key, members)
     end
     if n > 0 then
       touched(key)
@@ -1786,9 +1789,7 @@ local function build()
     live(key)
     local n = 0
     if check_type(key, 'zset') then
-      for i = 1, #members, CHUNK do
-        n = n + rcall('ZREM', key, unpack_range(members, i, math.min(i + CHUNK - 1, #members)))
-      end
+      n = chunked_sum('ZREM', key, members)
     end
     if n > 0 then
       touched(key)

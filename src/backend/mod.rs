@@ -1044,26 +1044,9 @@ impl Gateway {
         let epoch = l.facts.epoch.clone();
         let values = p.values.get();
         envelope::reply(&mut b, p.w.id.as_deref(), l.stamp, |out| {
-            out.arr("watching", |a| {
-                for n in keys.iter().chain(pats.iter()) {
-                    a.str(n);
-                }
-            });
-            if let Some((since, ep)) = &p.ask.since {
-                let replay = if **ep == *epoch && *since <= current {
-                    l.hub.replay(*since, &keys, &pats, &p.ask.scope)
-                } else {
-                    None
-                };
-                if let Some(events) = replay {
-                    out.u64("rev", current).arr("replay", |a| {
-                        for e in &events {
-                            a.raw(e);
-                        }
-                    });
-                    return Ok(());
-                }
-                out.bool("gap", true).str("epoch", &epoch);
+            let resume = p.ask.since.as_ref().map(|(since, ep)| (*since, **ep == *epoch));
+            if cmd::watch_head(out, l.hub, &keys, &pats, &p.ask.scope, resume, current, &epoch) {
+                return Ok(());
             }
             out.u64("rev", p.rev);
             let buf = &mut *out.buf;

@@ -15,6 +15,9 @@ pub mod signature;
 mod strings;
 mod zset;
 
+/// The start of a `key.watch` result, shared with the gateway (`backend`).
+pub use realtime::watch_head;
+
 use crate::auth::{Authenticator, Identity, Role};
 use crate::config::MaxMemoryPolicy;
 use crate::proto::{Json, Params, Result};

@@ -2,6 +2,7 @@
 //! with the hub. Deliveries are queued in the hub; the reactor sends them after the reply.
 
 use super::{Command, Ctx, Outcome, KEYLESS, PUBLISH, READ};
+use crate::auth::Identity;
 use crate::proto::{write_str, Code, Error, Json, Params, Result};
 use crate::pubsub::Hub;
 use crate::store::Value;
@@ -131,6 +132,42 @@ pub fn write_value(buf: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// The start of a `key.watch` result, the same for the embedded store and a gateway:
+/// `watching`, then for a resume (`since`, and whether the client's epoch is the current
+/// one) either the replay of the changes after `since` — true: the result is complete —
+/// or `gap` with the current epoch, after which the caller writes `rev` and the values
+/// to start again from.
+#[allow(clippy::too_many_arguments)]
+pub fn watch_head(
+    out: &mut Json,
+    hub: &Hub,
+    keys: &[&str],
+    patterns: &[&str],
+    scope: &Identity,
+    resume: Option<(u64, bool)>,
+    rev: u64,
+    epoch: &str,
+) -> bool {
+    out.arr("watching", |a| {
+        for n in keys.iter().chain(patterns.iter()) {
+            a.str(n);
+        }
+    });
+    let Some((since, same_epoch)) = resume else { return false };
+    let replay = if same_epoch && since <= rev { hub.replay(since, keys, patterns, scope) } else { None };
+    if let Some(events) = replay {
+        out.u64("rev", rev).arr("replay", |a| {
+            for e in &events {
+                a.raw(e);
+            }
+        });
+        return true;
+    }
+    // History is gone: say so, and hand over the current state to start again from.
+    out.bool("gap", true).str("epoch", epoch);
+    false
+}
+
 fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
     let keys = opt_list(p, "keys")?;
     let patterns = opt_list(p, "patterns")?;
@@ -153,24 +190,9 @@ fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<(
     let h = hub(ctx)?;
     // Register first: nothing that happens after this reply can be missed.
     h.watch(conn, &k, &pt, scope.clone());
-    out.arr("watching", |a| {
-        for n in k.iter().chain(pt.iter()) {
-            a.str(n);
-        }
-    });
-    if let Some(since) = since {
-        let same_epoch = epoch.as_deref() == Some(current_epoch.as_str());
-        let replay = if same_epoch && since <= rev { h.replay(since, &k, &pt, &scope) } else { None };
-        if let Some(events) = replay {
-            out.u64("rev", rev).arr("replay", |a| {
-                for e in &events {
-                    a.raw(e);
-                }
-            });
-            return Ok(());
-        }
-        // History is gone: say so, and hand over the current state to start again from.
-        out.bool("gap", true).str("epoch", &current_epoch);
+    let resume = since.map(|s| (s, epoch.as_deref() == Some(current_epoch.as_str())));
+    if watch_head(out, h, &k, &pt, &scope, resume, rev, &current_epoch) {
+        return Ok(());
     }
     out.u64("rev", rev);
     let now = ctx.now_ms;
