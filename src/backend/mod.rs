@@ -1500,29 +1500,14 @@ struct InfoReply {
 
 /// key.watch's parameters, checked as the embedded command checks them.
 fn watch_ask(identity: &Rc<Identity>, p: &Params) -> Result<WatchAsk, Error> {
-    let list = |name: &str| -> Result<Vec<Box<str>>, Error> {
-        if p.has(name) {
-            Ok(p.str_list(name)?.into_iter().map(|s| s.as_ref().into()).collect())
-        } else {
-            Ok(Vec::new())
-        }
-    };
-    let keys = list("keys")?;
-    let patterns = list("patterns")?;
-    if keys.is_empty() && patterns.is_empty() {
-        return Err(Error::invalid_params("Missing parameter 'keys' or 'patterns'"));
-    }
-    let since = match p.raw("since") {
-        None => None,
-        Some(_) => Some(p.opt_usize("since")?.unwrap_or(0) as u64),
-    };
-    let epoch = p.opt_str("epoch")?;
-    let since = match (since, epoch) {
-        (Some(_), None) => return Err(Error::invalid_params("Parameter 'epoch' is required with 'since'")),
-        (Some(s), Some(e)) => Some((s, e.as_ref().into())),
-        (None, _) => None,
-    };
-    Ok(WatchAsk { keys, patterns, since, scope: identity.clone() })
+    let w = cmd::WatchParams::parse(p)?;
+    let owned = |v: Vec<std::borrow::Cow<str>>| v.into_iter().map(|s| s.as_ref().into()).collect();
+    Ok(WatchAsk {
+        keys: owned(w.keys),
+        patterns: owned(w.patterns),
+        since: w.since.map(|(s, e)| (s, e.as_ref().into())),
+        scope: identity.clone(),
+    })
 }
 
 /// The `values` object of a watch read, without the keys outside the scope (a pattern

@@ -15,8 +15,8 @@ pub mod signature;
 mod strings;
 mod zset;
 
-/// The start of a `key.watch` result, shared with the gateway (`backend`).
-pub use realtime::watch_head;
+/// `key.watch`'s parameters and the start of its result, shared with the gateway.
+pub use realtime::{watch_head, WatchParams};
 
 use crate::auth::{Authenticator, Identity, Role};
 use crate::config::MaxMemoryPolicy;

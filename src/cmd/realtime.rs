@@ -168,20 +168,36 @@ pub fn watch_head(
     false
 }
 
+/// `key.watch`'s parameters, checked the same way by the embedded command and a gateway.
+pub struct WatchParams<'a> {
+    pub keys: Vec<Cow<'a, str>>,
+    pub patterns: Vec<Cow<'a, str>>,
+    /// A resume: `since` and the epoch the client saw it in.
+    pub since: Option<(u64, Cow<'a, str>)>,
+}
+
+impl<'a> WatchParams<'a> {
+    pub fn parse(p: &Params<'a>) -> Result<WatchParams<'a>> {
+        let keys = opt_list(p, "keys")?;
+        let patterns = opt_list(p, "patterns")?;
+        if keys.is_empty() && patterns.is_empty() {
+            return Err(Error::invalid_params("Missing parameter 'keys' or 'patterns'"));
+        }
+        let since = match p.raw("since") {
+            None => None,
+            Some(_) => Some(p.opt_usize("since")?.unwrap_or(0) as u64),
+        };
+        let since = match (since, p.opt_str("epoch")?) {
+            (Some(_), None) => return Err(Error::invalid_params("Parameter 'epoch' is required with 'since'")),
+            (Some(s), Some(e)) => Some((s, e)),
+            (None, _) => None,
+        };
+        Ok(WatchParams { keys, patterns, since })
+    }
+}
+
 fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()> {
-    let keys = opt_list(p, "keys")?;
-    let patterns = opt_list(p, "patterns")?;
-    if keys.is_empty() && patterns.is_empty() {
-        return Err(Error::invalid_params("Missing parameter 'keys' or 'patterns'"));
-    }
-    let since = match p.raw("since") {
-        None => None,
-        Some(_) => Some(p.opt_usize("since")?.unwrap_or(0) as u64),
-    };
-    let epoch = p.opt_str("epoch")?;
-    if since.is_some() && epoch.is_none() {
-        return Err(Error::invalid_params("Parameter 'epoch' is required with 'since'"));
-    }
+    let WatchParams { keys, patterns, since } = WatchParams::parse(p)?;
     let (k, pt) = (refs(&keys), refs(&patterns));
     let conn = ctx.conn;
     let scope = ctx.identity.clone();
@@ -190,7 +206,7 @@ fn watch(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<(
     let h = hub(ctx)?;
     // Register first: nothing that happens after this reply can be missed.
     h.watch(conn, &k, &pt, scope.clone());
-    let resume = since.map(|s| (s, epoch.as_deref() == Some(current_epoch.as_str())));
+    let resume = since.map(|(s, epoch)| (s, epoch == current_epoch.as_str()));
     if watch_head(out, h, &k, &pt, &scope, resume, rev, &current_epoch) {
         return Ok(());
     }
