@@ -945,6 +945,25 @@ local function build()
     WRITES[name] = is_write
   end
 
+  -- hash.del, set.remove, zset.remove: remove `one`/`many` from a collection of `typ`
+  -- with `cmd`; the count goes in `field`, and an emptied collection is gone.
+  local function removal(name, typ, cmd, one, many, field)
+    method(name, true, function(p)
+      local key = p_str(p, 'key')
+      local items = p_one_or_many(p, one, many)
+      live(key)
+      local n = 0
+      if check_type(key, typ) then
+        n = chunked_sum(cmd, key, items)
+      end
+      if n > 0 then
+        touched(key)
+        maybe_gone(key)
+      end
+      return '"' .. field .. '":' .. n
+    end)
+  end
+
   -- string.*
 
   local function string_get_value(key)
@@ -1417,20 +1436,7 @@ local function build()
     return '"created":' .. created
   end)
 
-  method('hash.del', true, function(p)
-    local key = p_str(p, 'key')
-    local fields = p_one_or_many(p, 'field', 'fields')
-    live(key)
-    local n = 0
-    if check_type(key, 'hash') then
-      n = chunked_sum('HDEL', key, fields)
-    end
-    if n > 0 then
-      touched(key)
-      maybe_gone(key)
-    end
-    return '"deleted":' .. n
-  end)
+  removal('hash.del', 'hash', 'HDEL', 'field', 'fields', 'deleted')
 
   method('hash.exists', false, function(p)
     local key = p_str(p, 'key')
@@ -1511,20 +1517,7 @@ local function build()
     return '"added":' .. n
   end)
 
-  method('set.remove', true, function(p)
-    local key = p_str(p, 'key')
-    local members = p_one_or_many(p, 'member', 'members')
-    live(key)
-    local n = 0
-    if check_type(key, 'set') then
-      n = chunked_sum('SREM', key, members)
-    end
-    if n > 0 then
-      touched(key)
-      maybe_gone(key)
-    end
-    return '"removed":' .. n
-  end)
+  removal('set.remove', 'set', 'SREM', 'member', 'members', 'removed')
 
   method('set.members', false, function(p)
     local key = p_str(p, 'key')
@@ -1783,20 +1776,7 @@ local function build()
     return '"score":' .. score_text(new)
   end)
 
-  method('zset.remove', true, function(p)
-    local key = p_str(p, 'key')
-    local members = p_one_or_many(p, 'member', 'members')
-    live(key)
-    local n = 0
-    if check_type(key, 'zset') then
-      n = chunked_sum('ZREM', key, members)
-    end
-    if n > 0 then
-      touched(key)
-      maybe_gone(key)
-    end
-    return '"removed":' .. n
-  end)
+  removal('zset.remove', 'zset', 'ZREM', 'member', 'members', 'removed')
 
   method('zset.rank', false, function(p)
     local key = p_str(p, 'key')
