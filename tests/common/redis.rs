@@ -104,22 +104,7 @@ impl Redis {
 
     /// One command, its raw RESP answer (first line, or the whole of a short reply).
     pub fn cmd(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes())?;
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        if let Some(n) = line.strip_prefix('$').and_then(|n| n.trim().parse::<usize>().ok()) {
-            let mut body = vec![0; n + 2];
-            r.read_exact(&mut body)?;
-            return Ok(String::from_utf8_lossy(&body[..n]).into_owned());
-        }
-        Ok(line)
+        raw_cmd(self.port, args)
     }
 
     /// A gateway (in-process server) on this Redis; `f` may change the config further.
@@ -231,6 +216,7 @@ impl Drop for Sentinel {
     }
 }
 
+/// One command, its raw RESP answer (first line, or the whole of a short reply).
 fn raw_cmd(port: u16, args: &[&str]) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -242,5 +228,10 @@ fn raw_cmd(port: u16, args: &[&str]) -> std::io::Result<String> {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line)?;
+    if let Some(n) = line.strip_prefix('$').and_then(|n| n.trim().parse::<usize>().ok()) {
+        let mut body = vec![0; n + 2];
+        r.read_exact(&mut body)?;
+        return Ok(String::from_utf8_lossy(&body[..n]).into_owned());
+    }
     Ok(line)
 }
