@@ -179,12 +179,19 @@ impl Redis {
         serde_json::from_str(&r.text()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {r:?}"))
     }
 
-    /// `dbx_exec` of one operation: (the result element's exact text, rev after).
+    /// One operation as the gateway sends a single request, through `dbx_run`: a plain
+    /// `string.set` in its compact form (`S`, key, value), anything else as one JSON op.
+    /// Returns (the result element's exact text, rev after).
     fn exec1(&mut self, now: u64, method: &str, params: &str) -> (String, u64) {
-        let ops = format!("[{{\"method\":{},\"params\":{params}}}]", json!(method));
-        let r =
-            self.cmd(&[b"FCALL", b"dbx_exec", b"0", now.to_string().as_bytes(), BACKLOG.as_bytes(), ops.as_bytes()]);
-        let text = r.text();
+        let plain = Params::parse(Raw::parse(params)).ok().filter(|p| method == "string.set" && p.names().count() == 2);
+        let compact = plain.and_then(|p| Some((p.str("key").ok()?.into_owned(), p.value("value").ok()?.into_owned())));
+        let (now, op) = (now.to_string(), format!("{{\"method\":{},\"params\":{params}}}", json!(method)));
+        let mut args: Vec<&[u8]> = vec![b"FCALL", b"dbx_run", b"0", now.as_bytes(), BACKLOG.as_bytes()];
+        match &compact {
+            Some((k, v)) => args.extend_from_slice(&[b"S", k.as_bytes(), v.as_bytes()]),
+            None => args.push(op.as_bytes()),
+        }
+        let text = self.cmd(&args).text();
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text}"));
         let start = text.find(",\"results\":[").expect("results") + ",\"results\":[".len();
         let element = text.get(start..text.len() - 2).expect("one result").to_string();
@@ -972,7 +979,7 @@ fn flush_scan_watch_read_info_and_init() {
     let info: Value = serde_json::from_str(&p.redis.cmds(&["FCALL_RO", "dbx_info", "0"]).text()).unwrap();
     assert_eq!(info["rev"], rev);
     assert_eq!(info["keys"], 55);
-    assert_eq!(info["lib"], "2");
+    assert_eq!(info["lib"], "3");
     assert!(info["used_memory"].as_u64().is_some_and(|m| m > 0), "{info}");
     assert_eq!(info["maxmemory"], 0);
     assert_eq!(info["maxmemory_policy"], "noeviction");
@@ -988,7 +995,7 @@ fn flush_scan_watch_read_info_and_init() {
     assert_ne!(info["epoch"], epoch);
     assert_eq!(info["keys"], 0);
     assert_eq!(p.redis.changes_after("0-0").len(), before + 2);
-    assert_eq!(p.redis.cmds(&["GET", "__dbx:lib"]).text(), "2");
+    assert_eq!(p.redis.cmds(&["GET", "__dbx:lib"]).text(), "3");
     assert_eq!(p.redis.cmds(&["EXISTS", "__dbx:deadlines"]).int(), 0);
     // init: idempotent; a rev behind the stream (a failover to a lagging replica that
     // kept an older rev key) is raised to the stream's last rev with a new epoch

@@ -2,10 +2,11 @@
 //! this process is one of several gateways in front of it. Policy stays here (roles,
 //! key scopes, parameter names, rate limits, `DBX_MAX_BATCH`, the reserved prefix);
 //! data methods run inside Redis through the `dbx` function library (`dbx.lua`,
-//! docs/BACKEND.md), one `FCALL dbx_exec` per loop turn and backend connection (a batch
-//! is one call, so it is atomic there), except the plain reads `string.get`,
-//! `string.mget` and `hash.get` of a field, which run as native commands (`fast.rs`). `server.ping`/`time`, `auth.refresh`, `pubsub.*` and
-//! `key.watch`/`unwatch` are answered here.
+//! docs/BACKEND.md), one `FCALL dbx_run` per loop turn and backend connection (a plain
+//! `string.set` in compact form, other methods as JSON; a batch is one `dbx_exec`, so it
+//! is atomic there), except the plain reads `string.get`, `string.mget` and `hash.get`
+//! of a field, which run as native commands (`fast.rs`). `server.ping`/`time`,
+//! `auth.refresh`, `pubsub.*` and `key.watch`/`unwatch` are answered here.
 //!
 //! Connections (all on the reactor's Poll, tokens from `TOKEN_BASE`, far above any
 //! connection slab key):
@@ -63,7 +64,7 @@ const EXPIRE_LIMIT: u32 = 1000;
 /// `XREAD BLOCK` time; the follower's timeout is this plus DBX_BACKEND_TIMEOUT.
 const FOLLOW_BLOCK_MS: u64 = 1000;
 const FOLLOW_COUNT: u32 = 1000;
-/// Most requests (and bytes of operations) in one grouped `dbx_exec`.
+/// Most requests (and bytes of operations) in one grouped `dbx_run`.
 const GROUP_MAX_OPS: usize = 256;
 const GROUP_MAX_BYTES: usize = 256 * 1024;
 /// `retry_after_ms` of an `overloaded` answer.
@@ -127,9 +128,12 @@ struct Flow {
     held: std::collections::VecDeque<(u64, Rc<[u8]>)>,
 }
 
-/// Single-method requests gathered in one loop turn for one data connection.
+/// Single-method requests gathered in one loop turn for one data connection: the
+/// arguments of one `dbx_run` after `now_ms` and `backlog`, back to back in `args`
+/// (argument i ends at `ends[i]`), one request per JSON op or compact op.
 struct Group {
-    ops: Vec<u8>,
+    args: Vec<u8>,
+    ends: Vec<usize>,
     waits: Vec<Waiting>,
     denyoom: bool,
     unix_ms: u64,
@@ -165,7 +169,7 @@ enum Tag {
     Init,
     Expire,
     Follow,
-    /// One `dbx_exec` for several single-method requests (see `add_to_group`).
+    /// One `dbx_run` for several single-method requests (see `add_to_group`).
     Group(Vec<Waiting>),
     /// `SENTINEL get-master-addr-by-name`.
     Master,
@@ -713,7 +717,7 @@ impl Gateway {
     }
 
     /// A single data method joins this turn's group on its data connection: the group
-    /// goes to Redis as one `dbx_exec` of independent operations (many client requests
+    /// goes to Redis as one `dbx_run` of independent operations (many client requests
     /// per backend call: the library's per-call cost is paid once). Running them
     /// together is atomic, more than each needs; each keeps its own result, error and
     /// rev, and its place in its connection's order.
@@ -723,7 +727,7 @@ impl Gateway {
         self.flush_fast(i, now);
         let full =
             self.groups.get(i).and_then(Option::as_ref).is_some_and(|g| {
-                g.denyoom != denyoom || g.waits.len() >= GROUP_MAX_OPS || g.ops.len() >= GROUP_MAX_BYTES
+                g.denyoom != denyoom || g.waits.len() >= GROUP_MAX_OPS || g.args.len() >= GROUP_MAX_BYTES
             });
         if full {
             self.flush_group(i, now);
@@ -732,17 +736,35 @@ impl Gateway {
             self.groups.resize_with(self.data.len(), || None);
         }
         let Some(slot) = self.groups.get_mut(i) else { return self.no_connection(w) };
-        let g = slot.get_or_insert_with(|| Group { ops: vec![b'['], waits: Vec::new(), denyoom, unix_ms });
+        let g = slot.get_or_insert_with(|| Group {
+            args: Vec::new(),
+            ends: Vec::new(),
+            waits: Vec::new(),
+            denyoom,
+            unix_ms,
+        });
         if g.waits.is_empty() {
-            g.ops.truncate(1);
-        } else {
-            g.ops.push(b',');
+            g.args.clear();
+            g.ends.clear();
         }
-        g.ops.extend_from_slice(b"{\"method\":");
-        write_str(&mut g.ops, method);
-        g.ops.extend_from_slice(b",\"params\":");
-        params.write_json(&mut g.ops);
-        g.ops.push(b'}');
+        match plain_set(method, params) {
+            // The commonest write in its compact form: `S`, key, value (dbx.lua's
+            // `set_plain`), which spares the library reading JSON.
+            Some((key, value)) => {
+                for a in [b"S" as &[u8], key.as_bytes(), value.as_bytes()] {
+                    g.args.extend_from_slice(a);
+                    g.ends.push(g.args.len());
+                }
+            }
+            None => {
+                g.args.extend_from_slice(b"{\"method\":");
+                write_str(&mut g.args, method);
+                g.args.extend_from_slice(b",\"params\":");
+                params.write_json(&mut g.args);
+                g.args.push(b'}');
+                g.ends.push(g.args.len());
+            }
+        }
         g.waits.push(w);
         self.inflight += 1;
     }
@@ -760,11 +782,16 @@ impl Gateway {
         if g.waits.is_empty() {
             return;
         }
-        g.ops.push(b']');
         let now_ms = g.unix_ms.to_string();
         let backlog = self.backlog.to_string();
-        let f: &[u8] = if g.denyoom { b"dbx_exec" } else { b"dbx_exec_allow_oom" };
-        let args: [&[u8]; 6] = [b"FCALL", f, b"0", now_ms.as_bytes(), backlog.as_bytes(), &g.ops];
+        let f: &[u8] = if g.denyoom { b"dbx_run" } else { b"dbx_run_allow_oom" };
+        let mut args: Vec<&[u8]> = Vec::with_capacity(5 + g.ends.len());
+        args.extend_from_slice(&[b"FCALL", f, b"0", now_ms.as_bytes(), backlog.as_bytes()]);
+        let mut start = 0;
+        for &end in &g.ends {
+            args.push(g.args.get(start..end).unwrap_or_default());
+            start = end;
+        }
         let Some(c) = self.data.get_mut(i) else { return };
         let tag = if g.waits.len() == 1 {
             match g.waits.pop() {
@@ -1439,6 +1466,16 @@ fn redis_error(msg: &str) -> Error {
         }
         _ => Error::new(Code::Internal, format!("Backend error: {msg}")),
     }
+}
+
+/// A `string.set` with a key and a value and nothing else (no ttl, nx, xx or get), as
+/// the text to store: sent to the library in compact form. Anything else, including
+/// every input the library must refuse, goes as JSON and gets the library's error.
+fn plain_set<'p>(method: &str, params: &'p Params) -> Option<(std::borrow::Cow<'p, str>, std::borrow::Cow<'p, str>)> {
+    if method != "string.set" || params.names().count() != 2 {
+        return None;
+    }
+    Some((params.str("key").ok()?, params.value("value").ok()?))
 }
 
 /// `key.scan` by a credential confined to some keys: its results need filtering.
