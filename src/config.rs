@@ -179,7 +179,9 @@ pub struct Config {
     pub log_format: crate::logging::Format,
     /// Where the data lives: `embedded` (this process), or a Redis 7+ this process
     /// fronts as a gateway: `redis://[user:password@]host:port[/db]`, `rediss://…`,
-    /// `redis+sentinel://host:port[,host:port…]/master-name` (docs/BACKEND.md)
+    /// `redis+sentinel://[user:password@]host:port[,host:port…]/master-name`, where the
+    /// credentials are the data nodes' and DBX_BACKEND_SENTINEL_PASSWORD is the
+    /// sentinels' (docs/BACKEND.md)
     #[arg(long, env = "DBX_BACKEND", default_value = "embedded", value_parser = parse_backend, value_name = "DBX_BACKEND", hide_env_values = true)]
     pub backend: Backend,
     /// Pipelined connections from this gateway to the backend
@@ -191,6 +193,16 @@ pub struct Config {
     /// Seconds before a backend request is answered `unavailable`
     #[arg(long, env = "DBX_BACKEND_TIMEOUT", default_value = "5", value_parser = parse_positive_secs, value_name = "DBX_BACKEND_TIMEOUT")]
     pub backend_timeout: f64,
+    /// `redis+sentinel://`: the sentinels' own password (their `requirepass`), sent as
+    /// `AUTH <password>` to each sentinel before asking it anything. The credentials in
+    /// the URL are for the data nodes (primary and replicas), not for the sentinels.
+    #[arg(
+        long,
+        env = "DBX_BACKEND_SENTINEL_PASSWORD",
+        value_name = "DBX_BACKEND_SENTINEL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub backend_sentinel_password: Option<String>,
     /// `rediss://`: PEM file of the CAs that sign Redis's certificate (default: the
     /// system's CA store)
     #[arg(long, env = "DBX_BACKEND_TLS_CA", value_name = "DBX_BACKEND_TLS_CA")]
@@ -402,8 +414,9 @@ pub fn parse_backend(s: &str) -> Result<Backend, String> {
         return Ok(Backend::Embedded);
     }
     let (scheme, rest) = t.split_once("://").ok_or_else(|| {
-        "expected embedded, redis://host:port[/db], rediss://host:port[/db] or \
-         redis+sentinel://host:port[,host:port…]/master-name"
+        "expected embedded, redis://[user:password@]host:port[/db], rediss://… or \
+         redis+sentinel://[user:password@]host:port[,host:port…]/master-name (the credentials \
+         are the data nodes'; the sentinels' password is DBX_BACKEND_SENTINEL_PASSWORD)"
             .to_string()
     })?;
     let (tls, sentinel) = match scheme.to_ascii_lowercase().as_str() {

@@ -866,3 +866,111 @@ fn fast_gets_keep_the_connection_order() {
         }
     }
 }
+
+/// `redis://localhost:PORT`: the name is looked up on the gateway's resolver thread (the
+/// loop never waits on DNS; resolve.rs), and the gateway serves, then reconnects by
+/// itself when Redis restarts. A name that does not resolve leaves the loop answering
+/// at once (`server.ping`), requests `unavailable`, and the reason on /health.
+#[test]
+fn a_backend_named_by_host_name_serves_and_reconnects() {
+    let mut r = Redis::start();
+    let url = format!("redis://localhost:{}", r.port);
+    let g = TestServer::with(|c| {
+        c.backend = dbx::config::parse_backend(&url).unwrap();
+        c.ws_rate_limit = 0;
+        c.backend_timeout = 1.0;
+    })
+    .timeout(Duration::from_secs(10));
+    wait_ready(&g);
+    let mut c = g.client();
+    c.ok("string.set", json!({"key": "a", "value": "1"}));
+    r.restart();
+    poll_until(Duration::from_secs(10), "reconnected after the restart", || {
+        c.call("string.set", json!({"key": "a", "value": "2"})).get("result").is_some().then_some(())
+    });
+    assert_eq!(c.string_value("a"), json!("2"));
+    assert_eq!(health(&g), 200);
+
+    let nowhere = TestServer::with(|c| {
+        c.backend = dbx::config::parse_backend("redis://dbx-no-such-host.invalid:6379").unwrap();
+    });
+    let mut c = nowhere.client();
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        assert_eq!(c.ok("server.ping", json!({}))["pong"], json!(true));
+        assert!(t.elapsed() < Duration::from_millis(500), "the loop waited {:?}", t.elapsed());
+        assert_eq!(c.err_code("string.get", json!({"key": "a"})), "unavailable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (However long this system's DNS takes to say no: the reason arrives in the end.)
+    let body = poll_until(Duration::from_secs(30), "the lookup failure on /health", || {
+        let (status, body) = http_status(nowhere.addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 503, "{body}");
+        body.contains("backend_resolve_error").then_some(body)
+    });
+    assert!(body.contains("dbx-no-such-host.invalid"), "{body}");
+}
+
+/// `/metrics` of a gateway: `dbx_backend_request_duration_seconds{kind=…}`, one
+/// histogram per kind of backend command, counting the traffic that went through; the
+/// page passes `promtool check metrics` (when promtool is installed: .ci/run installs
+/// it) and the checks below in any case.
+#[test]
+fn backend_latency_histograms_in_metrics() {
+    let r = Redis::start();
+    let g = r.gateway(|_| {});
+    wait_ready(&g);
+    let mut c = g.client();
+    for i in 0..5 {
+        c.ok("string.set", json!({"key": "a", "value": i}));
+        c.ok("string.get", json!({"key": "a"}));
+    }
+    c.ok("batch", json!({"operations": [{"method": "string.get", "params": {"key": "a"}}]}));
+    c.ok("key.watch", json!({"keys": ["a"]}));
+    c.ok("pubsub.publish", json!({"channel": "ch", "data": 1}));
+    c.ok("server.info", json!({}));
+    std::thread::sleep(Duration::from_millis(200)); // a few dbx_expire_due timer calls
+    let (status, text) = http_status(g.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    let body = text.split_once("\r\n\r\n").map_or(text.as_str(), |b| b.1);
+    let name = "dbx_backend_request_duration_seconds";
+    assert_eq!(body.matches(&format!("# TYPE {name} histogram\n")).count(), 1, "{body}");
+    let sample = |series: &str| -> f64 {
+        let line = body.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+        line.and_then(|l| l.rsplit_once(' ')).and_then(|(_, v)| v.parse().ok()).unwrap_or_else(|| {
+            panic!("no {series} in {body}");
+        })
+    };
+    for (kind, at_least) in
+        [("exec", 5.0), ("native_read", 5.0), ("batch", 1.0), ("watch_read", 1.0), ("publish", 1.0), ("info", 1.0)]
+    {
+        let count = sample(&format!("{name}_count{{kind=\"{kind}\"}}"));
+        assert!(count >= at_least, "{kind}: {count} < {at_least}");
+        // Cumulative buckets, +Inf = count, a positive sum.
+        let mut last = 0.0;
+        for l in body.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{kind=\"{kind}\",le="))) {
+            let v: f64 = l.rsplit_once(' ').unwrap().1.parse().unwrap();
+            assert!(v >= last, "{l}");
+            last = v;
+        }
+        assert_eq!(last, count, "{kind}: +Inf bucket");
+        assert!(sample(&format!("{name}_sum{{kind=\"{kind}\"}}")) > 0.0);
+    }
+    assert!(sample(&format!("{name}_count{{kind=\"expire_due\"}}")) >= 1.0);
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+            let out = p.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "promtool check metrics: {said}");
+        }
+        Err(e) => eprintln!("promtool not installed ({e}): checked by the assertions above only"),
+    }
+}

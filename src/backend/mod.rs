@@ -24,6 +24,8 @@
 
 mod fast;
 mod follow;
+mod latency;
+mod resolve;
 mod resp;
 mod sentinel;
 mod sync;
@@ -40,7 +42,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use resp::RespConn;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 pub use sync::startup_check;
@@ -235,6 +237,13 @@ pub struct Gateway {
     sentinel: RespConn<Tag>,
     sentinel_at: usize,
     next_sentinel_ask: u64,
+    /// DBX_BACKEND_SENTINEL_PASSWORD: `AUTH` on each sentinel connection.
+    sentinel_password: Option<String>,
+    /// Why the last sentinel asked gave no primary (refused AUTH, no such master …),
+    /// until one answers (`/health`, and the log once per distinct reason).
+    sentinel_error: Option<String>,
+    /// Host names looked up off the loop (`resolve.rs`).
+    resolver: resolve::Resolver,
     /// data[0] has loaded the library and called dbx_init since it (re)connected.
     ready: bool,
     /// Why requests are refused although Redis answers (an evicting policy).
@@ -275,7 +284,9 @@ pub struct Gateway {
     /// `pubsub.subscribe` replies waiting for Redis to confirm these names.
     confirming: Vec<(Vec<Box<str>>, Waiting, Vec<u8>)>,
     scratch: Vec<u8>,
-    frames: Vec<(Tag, OwnedFrame)>,
+    frames: Vec<(Tag, OwnedFrame, u64)>,
+    /// Backend reply times by kind (`/metrics`).
+    latency: latency::Latency,
     /// Requests answered `unavailable` / timed out (metrics, logs).
     pub unavailable_total: u64,
     logged_down: bool,
@@ -283,7 +294,13 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cfg: &Config, target: RedisTarget, registry: Registry) -> Result<Gateway, String> {
-        let addr = resolve(&target);
+        let mut resolver = resolve::Resolver::default();
+        // A literal address is known now; a name is being looked up (`reconnect` uses
+        // it once the answer is in).
+        let addr = match (&target.sentinel_master, target.addrs.first()) {
+            (None, Some((h, p))) => resolver.lookup(h, *p),
+            _ => None,
+        };
         let n = cfg.backend_connections.clamp(1, 64);
         let tls = tls_to(cfg, &target)?;
         let conn = |t: usize| {
@@ -307,6 +324,9 @@ impl Gateway {
             sentinel: RespConn::new(Token(SENTINEL)),
             sentinel_at: 0,
             next_sentinel_ask: 0,
+            sentinel_password: cfg.backend_sentinel_password.clone(),
+            sentinel_error: None,
+            resolver,
             ready: false,
             refusal: None,
             allow_eviction: cfg.backend_allow_eviction,
@@ -333,6 +353,7 @@ impl Gateway {
             confirming: Vec::new(),
             scratch: Vec::new(),
             frames: Vec::new(),
+            latency: latency::Latency::default(),
             unavailable_total: 0,
             logged_down: false,
             target,
@@ -368,6 +389,12 @@ impl Gateway {
                 j.str("backend_error", e);
             }
         }
+        if let Some(e) = self.sentinel_error() {
+            j.str("backend_sentinel_error", e);
+        }
+        if let Some(e) = &self.resolver.last_error {
+            j.str("backend_resolve_error", e);
+        }
     }
 
     /// `/metrics` series of gateway mode.
@@ -379,13 +406,19 @@ impl Gateway {
                 f64::from(u8::from(self.ready())),
             ),
             ("dbx_backend_inflight", "Requests waiting on the backend", self.inflight as f64),
-            (
-                "dbx_backend_unavailable_total",
-                "Requests answered unavailable because the backend failed or timed out",
-                self.unavailable_total as f64,
-            ),
             ("dbx_backend_delivered_rev", "The last rev the change-stream follower delivered", self.delivered as f64),
         ]
+    }
+
+    /// `/metrics` counters and histograms of gateway mode (`metrics` has the gauges).
+    pub fn histograms(&self, out: &mut String) {
+        // A counter, typed as one (the gauges' path would call it a gauge).
+        out.push_str(&format!(
+            "# HELP dbx_backend_unavailable_total Requests answered unavailable because the backend failed or timed out\n\
+             # TYPE dbx_backend_unavailable_total counter\ndbx_backend_unavailable_total {}\n",
+            self.unavailable_total
+        ));
+        self.latency.write(out);
     }
 
     fn generation(&self, t: usize) -> u32 {
@@ -1124,7 +1157,8 @@ impl Gateway {
             }
             r
         };
-        for (tag, f) in frames.drain(..) {
+        for (tag, f, us) in frames.drain(..) {
+            self.latency.record(&tag, us);
             self.on_reply(l, token, tag, Some(f));
         }
         self.frames = frames;
@@ -1148,11 +1182,16 @@ impl Gateway {
             Tag::Group(ws) => self.complete_group(l, ws, f),
             Tag::Fast(ws) => self.complete_fast(l, ws, f),
             Tag::Queued => {}
-            Tag::Setup => {
-                if let Some(OwnedFrame::Error(e)) = f {
-                    self.refusal_or_fail(l, token, format!("Redis refused the connection setup: {e}"));
+            Tag::Setup => match f {
+                Some(OwnedFrame::Error(e)) if token == SENTINEL => {
+                    let why = format!("refused AUTH: {e} (DBX_BACKEND_SENTINEL_PASSWORD is the sentinels' password)");
+                    self.sentinel_refused(l.mono_ms, why);
                 }
-            }
+                Some(OwnedFrame::Error(e)) => {
+                    self.refusal_or_fail(l, token, format!("Redis refused the connection setup: {e}"))
+                }
+                _ => {}
+            },
             Tag::Policy => {
                 let policy = match &f {
                     Some(OwnedFrame::Array(a)) => a.get(1).and_then(frame_text).map(str::to_string),
@@ -1250,6 +1289,9 @@ impl Gateway {
             // The primary may have moved: ask the sentinels before reconnecting.
             self.addr = None;
             self.next_sentinel_ask = 0;
+        } else if idx == 0 {
+            // The name may point elsewhere now, or its next address may answer.
+            self.address_failed();
         }
         if idx == 0 {
             if self.ready {
@@ -1295,8 +1337,8 @@ impl Gateway {
         if self.follow.oldest_sent().is_some_and(|t| now.saturating_sub(t) > self.timeout_ms + FOLLOW_BLOCK_MS) {
             self.fail_follow(now, "XREAD timed out".into());
         }
-        if self.sub.is_open() && !self.sub.is_up() && self.sub.oldest_sent().is_some() {
-            // (untracked: nothing to time out)
+        if self.target.sentinel_master.is_some() {
+            self.sentinel_timeouts(now);
         }
         self.reconnect(now);
         if self.sub_resubscribe {
@@ -1331,12 +1373,34 @@ impl Gateway {
         self.release_parked(l);
     }
 
+    /// `redis://` / `rediss://`: the server's address, if known (`resolve.rs`).
+    fn resolve_target(&mut self) -> Option<SocketAddr> {
+        if self.target.sentinel_master.is_some() {
+            return None;
+        }
+        let (h, p) = self.target.addrs.first()?;
+        self.resolver.lookup(h, *p)
+    }
+
+    /// Connecting to the server failed: next time, its next address or a fresh lookup
+    /// (a literal address stays as it is).
+    fn address_failed(&mut self) {
+        if self.target.sentinel_master.is_some() {
+            return;
+        }
+        if let Some((h, p)) = self.target.addrs.first() {
+            self.resolver.failed(h, *p);
+        }
+        self.addr = None;
+    }
+
     /// Open what is down and due.
     fn reconnect(&mut self, now: u64) {
         if self.target.sentinel_master.is_some() {
             self.ask_sentinel(now);
         }
-        let Some(addr) = self.addr.or_else(|| resolve(&self.target)) else { return };
+        self.resolver.poll();
+        let Some(addr) = self.addr.or_else(|| self.resolve_target()) else { return };
         self.addr = Some(addr);
         let setup = setup_commands(&self.target);
         for i in 0..self.data.len() {
@@ -1346,6 +1410,9 @@ impl Gateway {
             }
             if let Err(e) = c.connect(&self.registry, addr, now) {
                 c.last_error = Some(format!("connect to {addr}: {e}"));
+                if i == 0 {
+                    self.address_failed();
+                }
                 continue;
             }
             for cmd in &setup {
@@ -1356,11 +1423,13 @@ impl Gateway {
                 c.send(&[b"CONFIG", b"GET", b"maxmemory-policy"], Tag::Policy, now);
                 c.send(&[b"FUNCTION", b"LOAD", b"REPLACE", LIBRARY.as_bytes()], Tag::Load, now);
                 let backlog = self.backlog.to_string();
-                // What this gateway delivered: a primary behind it (a failover to a
-                // replica that missed writes) starts a new epoch, so watchers resync.
-                let delivered = self.delivered.to_string();
+                // What this gateway delivered, or had acknowledged (its own writes'
+                // revs, which its follower may not have delivered yet): a primary behind
+                // it (a failover to a replica that missed writes) starts a new epoch, so
+                // watchers resync instead of seeing those revs reused by new writes.
+                let delivered = self.delivered.max(self.latest_rev).to_string();
                 match &self.known_epoch {
-                    Some(ep) if self.delivered > 0 => c.send(
+                    Some(ep) if self.delivered.max(self.latest_rev) > 0 => c.send(
                         &[b"FCALL", b"dbx_init", b"0", backlog.as_bytes(), delivered.as_bytes(), ep.as_bytes()],
                         Tag::Init,
                         now,
@@ -1428,17 +1497,6 @@ fn setup_commands(t: &RedisTarget) -> Vec<Vec<Vec<u8>>> {
         v.push(vec![b"SELECT".to_vec(), t.db.to_string().into_bytes()]);
     }
     v
-}
-
-/// The first address of the (first) host. Loopback and literal addresses resolve
-/// without a lookup; a name is looked up (this may block briefly: done at start and
-/// after a failure only).
-fn resolve(t: &RedisTarget) -> Option<SocketAddr> {
-    if t.sentinel_master.is_some() {
-        return None;
-    }
-    let (h, p) = t.addrs.first()?;
-    (h.as_str(), *p).to_socket_addrs().ok()?.next()
 }
 
 fn frame_text(f: &OwnedFrame) -> Option<&str> {

@@ -41,12 +41,15 @@ pub enum State {
 pub struct RespConn<P> {
     pub token: Token,
     pub state: State,
+    /// The address of the last connect (for messages).
+    pub peer: Option<SocketAddr>,
     sock: Option<TcpStream>,
     out: Vec<u8>,
     out_pos: usize,
     inb: Vec<u8>,
-    /// What each expected reply is for, and when it was sent (monotonic ms).
-    pending: VecDeque<(P, u64)>,
+    /// What each expected reply is for, when it was sent (monotonic ms, for timeouts),
+    /// and when in µs (`mono_us`, for the backend latency histograms).
+    pending: VecDeque<(P, u64, u64)>,
     backoff_ms: u64,
     /// Why the last attempt failed (logged once per outage, not per retry).
     pub last_error: Option<String>,
@@ -65,6 +68,7 @@ impl<P> RespConn<P> {
         RespConn {
             token,
             state: State::Down { retry_at: 0 },
+            peer: None,
             sock: None,
             out: Vec::new(),
             out_pos: 0,
@@ -110,6 +114,7 @@ impl<P> RespConn<P> {
     pub fn connect(&mut self, registry: &Registry, addr: SocketAddr, now: u64) -> io::Result<()> {
         self.reset_buffers();
         self.pending.clear();
+        self.peer = Some(addr);
         match TcpStream::connect(addr) {
             Ok(mut s) => {
                 let _ = s.set_nodelay(true);
@@ -154,7 +159,7 @@ impl<P> RespConn<P> {
             return Err(tag);
         }
         if self.encode(args) {
-            self.pending.push_back((tag, now));
+            self.pending.push_back((tag, now, mono_us()));
             Ok(())
         } else {
             Err(tag)
@@ -254,9 +259,10 @@ impl<P> RespConn<P> {
         self.flush()
     }
 
-    /// Read what arrived and decode every complete reply: `(tag, frame)` in order.
+    /// Read what arrived and decode every complete reply: `(tag, frame, µs since the
+    /// command was queued)` in order.
     /// Err: the connection broke or Redis sent something unreadable (`fail` it).
-    pub fn on_readable(&mut self, done: &mut Vec<(P, OwnedFrame)>) -> io::Result<()> {
+    pub fn on_readable(&mut self, done: &mut Vec<(P, OwnedFrame, u64)>) -> io::Result<()> {
         let Some(sock) = self.sock.as_mut() else { return Ok(()) };
         let mut eof = false;
         if let Some(tls) = self.tls.as_mut() {
@@ -312,14 +318,16 @@ impl<P> RespConn<P> {
         self.decode_and_finish(done, eof)
     }
 
-    fn decode_and_finish(&mut self, done: &mut Vec<(P, OwnedFrame)>, eof: bool) -> io::Result<()> {
+    fn decode_and_finish(&mut self, done: &mut Vec<(P, OwnedFrame, u64)>, eof: bool) -> io::Result<()> {
         let mut pos = 0;
+        // One clock read for all the replies of this read.
+        let now_us = mono_us();
         while pos < self.inb.len() {
             match decode(self.inb.get(pos..).unwrap_or_default()) {
                 Ok(Some((frame, used))) => {
                     pos += used;
                     match self.pending.pop_front() {
-                        Some((tag, _)) => done.push((tag, frame)),
+                        Some((tag, _, sent)) => done.push((tag, frame, now_us.saturating_sub(sent))),
                         // Push messages (pub/sub) are handled by the caller's
                         // `on_push`: they have no pending entry.
                         None => self.push.push(frame),
@@ -353,4 +361,12 @@ impl<P> RespConn<P> {
         self.last_error = Some(why);
         self.pending.drain(..).map(|p| p.0).collect()
     }
+}
+
+/// Microseconds on a monotonic clock (since its first use): when a command was queued
+/// and when its reply was decoded. The ms clock of the loop is too coarse for a Redis
+/// that answers in 100 µs.
+pub fn mono_us() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
 }

@@ -4,10 +4,17 @@
 //! backend connection: requests in flight get `unavailable`, and everything reconnects
 //! to the new primary, where `dbx_init` checks that its history is not behind what was
 //! delivered (or starts a new epoch: watchers get it and resync).
+//!
+//! Several sentinels (`redis+sentinel://h1:p1,h2:p2,h3:p3/name`): the gateway talks to
+//! one at a time and moves to the next one in the list when it is down (connect
+//! refused, connection lost), does not answer within DBX_BACKEND_TIMEOUT, refuses the
+//! password, or knows no primary for the name. With DBX_BACKEND_SENTINEL_PASSWORD each
+//! sentinel connection starts with `AUTH <password>` (the sentinels' `requirepass`);
+//! the URL's credentials are the data nodes'.
 
 use super::{Gateway, Local, Tag};
 use redis_protocol::resp2::types::OwnedFrame;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 /// How often a serving gateway asks the sentinels where the primary is.
 const ASK_EVERY_MS: u64 = 1000;
@@ -25,11 +32,17 @@ impl Gateway {
             }
             let n = self.target.addrs.len().max(1);
             let Some((h, p)) = self.target.addrs.get(self.sentinel_at % n).cloned() else { return };
+            // A name is looked up off the loop (resolve.rs): the next sentinel is tried
+            // meanwhile, and this one again on its turn.
             self.sentinel_at = self.sentinel_at.wrapping_add(1);
-            let Some(addr) = (h.as_str(), p).to_socket_addrs().ok().and_then(|mut a| a.next()) else { return };
+            let Some(addr) = self.resolver.lookup(&h, p) else { return };
             if let Err(e) = self.sentinel.connect(&self.registry, addr, now) {
-                self.sentinel.last_error = Some(format!("sentinel {addr}: {e}"));
+                self.resolver.failed(&h, p);
+                self.note_sentinel_error(format!("sentinel {addr}: {e}"));
                 return;
+            }
+            if let Some(pw) = &self.sentinel_password {
+                self.sentinel.send(&[b"AUTH", pw.as_bytes()], Tag::Setup, now);
             }
         }
         if self.sentinel.oldest_sent().is_some() {
@@ -41,22 +54,35 @@ impl Gateway {
     }
 
     pub(super) fn on_master(&mut self, l: &mut Local, f: Option<OwnedFrame>) {
-        let addr = match &f {
+        let master = self.target.sentinel_master.clone().unwrap_or_default();
+        let (host, port) = match &f {
             Some(OwnedFrame::Array(a)) => {
-                let host = a.first().and_then(super::frame_text);
+                let host = a.first().and_then(super::frame_text).map(str::to_string);
                 let port = a.get(1).and_then(super::frame_text).and_then(|p| p.parse::<u16>().ok());
                 match (host, port) {
-                    (Some(h), Some(p)) => (h, p).to_socket_addrs().ok().and_then(|mut a| a.next()),
-                    _ => None,
+                    (Some(h), Some(p)) => (h, p),
+                    _ => return self.sentinel_refused(l.mono_ms, "an unreadable answer".into()),
                 }
             }
-            _ => None,
+            Some(OwnedFrame::Error(e)) => {
+                let hint = if e.starts_with("NOAUTH") || e.starts_with("WRONGPASS") {
+                    " (DBX_BACKEND_SENTINEL_PASSWORD is the sentinels' password)"
+                } else {
+                    ""
+                };
+                return self.sentinel_refused(l.mono_ms, format!("{e}{hint}"));
+            }
+            _ => return self.sentinel_refused(l.mono_ms, format!("no primary known for master name '{master}'")),
         };
-        let Some(addr) = addr else {
-            log::warn!("the sentinel knows no primary for this master name ({f:?})");
-            self.fail_sentinel(l.mono_ms, "no primary known".into());
+        let Some(addr) = self.resolver.lookup(&host, port) else {
+            // A host name (sentinel `announce-hostnames`): looked up off the loop; ask
+            // again shortly, by when the answer is in.
+            self.next_sentinel_ask = l.mono_ms + 50;
             return;
         };
+        if self.sentinel_error.take().is_some() {
+            log::info!("sentinel: answered again");
+        }
         if self.addr == Some(addr) {
             return;
         }
@@ -93,9 +119,38 @@ impl Gateway {
     }
 
     pub(super) fn fail_sentinel(&mut self, now: u64, why: String) {
-        log::warn!("sentinel connection: {why}");
+        self.note_sentinel_error(why.clone());
         let _ = self.sentinel.fail(&self.registry, now, why);
         self.next_sentinel_ask = 0;
+    }
+
+    /// The sentinel answered, but not with a primary: try the next one.
+    pub(super) fn sentinel_refused(&mut self, now: u64, why: String) {
+        let which = self.sentinel.peer.map_or_else(String::new, |a| format!(" {a}"));
+        self.fail_sentinel(now, format!("sentinel{which}: {why}"));
+    }
+
+    /// Logged once per distinct reason (a sentinel retried every second with a wrong
+    /// password would otherwise fill the log), shown on `/health` until one answers.
+    pub(super) fn note_sentinel_error(&mut self, why: String) {
+        if self.sentinel_error.as_deref() != Some(why.as_str()) {
+            log::warn!("sentinel: {why}");
+        }
+        self.sentinel_error = Some(why);
+    }
+
+    /// Timers: a sentinel that does not answer within DBX_BACKEND_TIMEOUT (stopped,
+    /// or a black hole while connecting) is left for the next one.
+    pub(super) fn sentinel_timeouts(&mut self, now: u64) {
+        if self.sentinel.oldest_sent().is_some_and(|t| now.saturating_sub(t) > self.timeout_ms) {
+            let which = self.sentinel.peer.map_or_else(String::new, |a| format!(" {a}"));
+            self.fail_sentinel(now, format!("sentinel{which}: no answer within DBX_BACKEND_TIMEOUT"));
+        }
+    }
+
+    /// `/health`: why the sentinels gave no primary, while they do not.
+    pub(super) fn sentinel_error(&self) -> Option<&str> {
+        self.sentinel_error.as_deref()
     }
 
     /// The address the gateway talks to (for logs and `/health`).

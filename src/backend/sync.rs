@@ -9,7 +9,7 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 const START_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,15 +37,48 @@ fn recv(s: &mut TcpStream, inb: &mut Vec<u8>) -> std::io::Result<OwnedFrame> {
     }
 }
 
-/// The primary's address from one sentinel, if it answers.
-fn ask_sentinel(at: std::net::SocketAddr, master: &str) -> Option<std::net::SocketAddr> {
-    let mut s = TcpStream::connect_timeout(&at, START_TIMEOUT).ok()?;
-    s.set_read_timeout(Some(START_TIMEOUT)).ok()?;
-    send(&mut s, &[b"SENTINEL", b"get-master-addr-by-name", master.as_bytes()]).ok()?;
-    let OwnedFrame::Array(a) = recv(&mut s, &mut Vec::new()).ok()? else { return None };
-    let host = a.first().and_then(super::frame_text)?;
-    let port = a.get(1).and_then(super::frame_text)?.parse::<u16>().ok()?;
-    (host, port).to_socket_addrs().ok()?.next()
+/// The primary's addresses from one sentinel: Ok(None) when it is unreachable, does
+/// not answer or knows no primary (the next one is asked); Err when it refuses the
+/// password (DBX_BACKEND_SENTINEL_PASSWORD is wrong or missing: a setting to fix, not
+/// an outage to wait out).
+fn ask_sentinel(at: SocketAddr, master: &str, password: Option<&str>) -> Result<Option<Vec<SocketAddr>>, String> {
+    let Ok(mut s) = TcpStream::connect_timeout(&at, START_TIMEOUT) else { return Ok(None) };
+    if s.set_read_timeout(Some(START_TIMEOUT)).is_err() {
+        return Ok(None);
+    }
+    let mut inb = Vec::new();
+    let refused = |e: &str| {
+        Err(format!(
+            "DBX_BACKEND_SENTINEL_PASSWORD: sentinel {at} refused: {e} (the sentinels' own password, \
+             their requirepass; the DBX_BACKEND URL's credentials are for the primary and replicas)"
+        ))
+    };
+    if let Some(pw) = password {
+        if send(&mut s, &[b"AUTH", pw.as_bytes()]).is_err() {
+            return Ok(None);
+        }
+        match recv(&mut s, &mut inb) {
+            Ok(OwnedFrame::Error(e)) => return refused(&e),
+            Ok(_) => {}
+            Err(_) => return Ok(None),
+        }
+    }
+    if send(&mut s, &[b"SENTINEL", b"get-master-addr-by-name", master.as_bytes()]).is_err() {
+        return Ok(None);
+    }
+    let a = match recv(&mut s, &mut inb) {
+        Ok(OwnedFrame::Array(a)) => a,
+        Ok(OwnedFrame::Error(e)) if e.starts_with("NOAUTH") || e.starts_with("WRONGPASS") => return refused(&e),
+        Ok(OwnedFrame::Error(e)) => {
+            log::warn!("sentinel {at} answered {e}");
+            return Ok(None);
+        }
+        _ => return Ok(None),
+    };
+    let host = a.first().and_then(super::frame_text);
+    let port = a.get(1).and_then(super::frame_text).and_then(|p| p.parse::<u16>().ok());
+    let (Some(host), Some(port)) = (host, port) else { return Ok(None) };
+    Ok((host, port).to_socket_addrs().ok().map(Iterator::collect))
 }
 
 /// Check what would make the gateway useless or unsafe; Ok when Redis is unreachable
@@ -57,25 +90,37 @@ pub fn startup_check(cfg: &Config, t: &RedisTarget) -> Result<(), String> {
         super::tls_to(cfg, t)?;
         return Ok(());
     }
-    let mut addrs = Vec::new();
+    // Before the loop starts, so these lookups block nothing but the start (the loop
+    // looks names up on a helper thread: resolve.rs). Every address of a name is tried
+    // in turn (`localhost` may be ::1 first while Redis listens on 127.0.0.1 only).
+    let mut hosts = Vec::new();
     for (h, p) in &t.addrs {
-        match (h.as_str(), *p).to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => addrs.push(a),
+        match (h.as_str(), *p).to_socket_addrs().map(Iterator::collect::<Vec<_>>) {
+            Ok(a) if !a.is_empty() => hosts.push(a),
             _ => return Err(format!("DBX_BACKEND: cannot resolve host '{h}'")),
         }
     }
-    let addr = match &t.sentinel_master {
-        None => addrs.first().copied(),
-        Some(m) => addrs.iter().find_map(|a| ask_sentinel(*a, m)),
+    let addrs = match &t.sentinel_master {
+        None => hosts.into_iter().next(),
+        Some(m) => {
+            let mut found = None;
+            for a in hosts.iter().flatten() {
+                if let Some(p) = ask_sentinel(*a, m, cfg.backend_sentinel_password.as_deref())? {
+                    found = Some(p);
+                    break;
+                }
+            }
+            found
+        }
     };
-    let Some(addr) = addr else {
+    let Some(addrs) = addrs else {
         log::warn!("no sentinel of {} answered at start: serving `unavailable` until one does", t.describe());
         return Ok(());
     };
-    let mut s = match TcpStream::connect_timeout(&addr, START_TIMEOUT) {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!("backend {} unreachable at start ({e}): serving `unavailable` until it answers", t.describe());
+    let mut s = match addrs.iter().find_map(|a| TcpStream::connect_timeout(a, START_TIMEOUT).ok()) {
+        Some(s) => s,
+        None => {
+            log::warn!("backend {} unreachable at start: serving `unavailable` until it answers", t.describe());
             return Ok(());
         }
     };

@@ -473,6 +473,13 @@ impl Engine {
         }
     }
 
+    /// Gateway mode: the backend latency histograms for `/metrics` (none embedded).
+    pub fn backend_histograms(&self, out: &mut String) {
+        if let Some(gw) = &self.gateway {
+            gw.histograms(out);
+        }
+    }
+
     /// Persistence series for `/metrics`.
     pub fn persist_metrics(&self) -> Vec<(&'static str, &'static str, f64)> {
         match &self.gateway {

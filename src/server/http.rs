@@ -58,7 +58,9 @@ pub fn metrics(engine: &Engine, m: &Metrics, f: &Facts) -> String {
         extra: engine.persist_metrics(),
         data_dir: f.data_dir,
     };
-    m.render(&g)
+    let mut text = m.render(&g);
+    engine.backend_histograms(&mut text);
+    text
 }
 
 /// Bind DBX_ADMIN_PORT, if set. The error names DBX_ADMIN_PORT, not the client port

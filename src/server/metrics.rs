@@ -9,6 +9,10 @@ use std::path::Path;
 
 /// Request-handling latency buckets, microseconds (upper bounds; +Inf implied).
 pub const LATENCY_BUCKETS_US: [u64; 14] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 100_000];
+/// Gateway mode: time from a command queued for Redis to its reply, microseconds (a
+/// loopback Redis answers in 50-500 µs; DBX_BACKEND_TIMEOUT is seconds).
+pub const BACKEND_BUCKETS_US: [u64; 14] =
+    [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000];
 /// Event-loop turn duration buckets, microseconds.
 pub const LOOP_BUCKETS_US: [u64; 10] = [10, 50, 100, 500, 1000, 5000, 10_000, 50_000, 100_000, 1_000_000];
 
@@ -50,6 +54,19 @@ impl Histogram {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
         let _ = writeln!(out, "{name}_sum {}", self.sum as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+
+    /// One labelled series of a histogram family (`labels` like `kind="exec"`); the
+    /// caller writes the family's HELP and TYPE once, before its first series.
+    pub fn write_series(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        for (i, b) in self.bounds.iter().enumerate() {
+            cum += self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {cum}", *b as f64 / 1e6);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
 }
 

@@ -151,24 +151,51 @@ pub struct Sentinel {
     pub port: u16,
     pub dir: TempDir,
     child: Option<Child>,
+    /// Its `requirepass` (also sent by `cmd` / `cmd_all`).
+    password: Option<String>,
+}
+
+/// How a test sentinel is set up (`Sentinel::start_opts`).
+pub struct SentinelOpts<'a> {
+    pub port: Option<u16>,
+    pub quorum: u32,
+    /// The sentinel's own `requirepass`.
+    pub password: Option<&'a str>,
+    /// The primary's password (`sentinel auth-pass`).
+    pub primary_password: Option<&'a str>,
+}
+
+impl Default for SentinelOpts<'_> {
+    fn default() -> Self {
+        SentinelOpts { port: None, quorum: 1, password: None, primary_password: None }
+    }
 }
 
 impl Sentinel {
     pub fn start(master: &str, primary: u16) -> Sentinel {
+        Sentinel::start_opts(master, primary, SentinelOpts::default())
+    }
+
+    pub fn start_opts(master: &str, primary: u16, o: SentinelOpts) -> Sentinel {
         let bin = redis_binary();
-        let port = free_port();
+        let port = o.port.unwrap_or_else(free_port);
         let dir = TempDir::new("sentinel");
         let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {master} 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds {master} 400\nsentinel failover-timeout {master} 2000\n\
-                 sentinel parallel-syncs {master} 1\n",
-                dir.path().display()
-            ),
-        )
-        .expect("write sentinel.conf");
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {master} 127.0.0.1 {primary} {}\n\
+             sentinel down-after-milliseconds {master} 400\nsentinel failover-timeout {master} 2000\n\
+             sentinel parallel-syncs {master} 1\n",
+            dir.path().display(),
+            o.quorum
+        );
+        if let Some(p) = o.password {
+            // Sentinels with a requirepass use it with each other too.
+            text.push_str(&format!("requirepass {p}\n"));
+        }
+        if let Some(p) = o.primary_password {
+            text.push_str(&format!("sentinel auth-pass {master} {p}\n"));
+        }
+        std::fs::write(&conf, text).expect("write sentinel.conf");
         let child = Command::new(bin)
             .arg(&conf)
             .arg("--sentinel")
@@ -176,7 +203,7 @@ impl Sentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server --sentinel");
-        let s = Sentinel { port, dir, child: Some(child) };
+        let s = Sentinel { port, dir, child: Some(child), password: o.password.map(str::to_string) };
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             if s.cmd(&["SENTINEL", "get-master-addr-by-name", master]).is_ok_and(|r| r.starts_with('*')) {
@@ -188,13 +215,26 @@ impl Sentinel {
     }
 
     pub fn cmd(&self, args: &[&str]) -> std::io::Result<String> {
-        raw_cmd(self.port, args)
+        raw_cmd_as(self.port, self.password.as_deref(), args)
+    }
+
+    /// SIGKILL the sentinel.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// The whole RESP answer as text (arrays included), for polling.
     pub fn cmd_all(&self, args: &[&str]) -> String {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return String::new() };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if let Some(p) = &self.password {
+            let _ = s.write_all(format!("AUTH {p}\r\n").as_bytes());
+            let mut ok = [0u8; 5];
+            let _ = s.read_exact(&mut ok); // "+OK\r\n"
+        }
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -218,15 +258,31 @@ impl Drop for Sentinel {
 
 /// One command, its raw RESP answer (first line, or the whole of a short reply).
 fn raw_cmd(port: u16, args: &[&str]) -> std::io::Result<String> {
+    raw_cmd_as(port, None, args)
+}
+
+/// `raw_cmd` after `AUTH password` (a server with a requirepass).
+pub fn raw_cmd_as(port: u16, password: Option<&str>, args: &[&str]) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("*{}\r\n", args.len());
+    let mut req = String::new();
+    if let Some(p) = password {
+        req.push_str(&format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len()));
+    }
+    req.push_str(&format!("*{}\r\n", args.len()));
     for a in args {
         req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
     s.write_all(req.as_bytes())?;
     let mut r = BufReader::new(s);
     let mut line = String::new();
+    if password.is_some() {
+        r.read_line(&mut line)?;
+        if !line.starts_with("+OK") {
+            return Ok(line);
+        }
+        line.clear();
+    }
     r.read_line(&mut line)?;
     if let Some(n) = line.strip_prefix('$').and_then(|n| n.trim().parse::<usize>().ok()) {
         let mut body = vec![0; n + 2];
