@@ -242,6 +242,8 @@ pub struct Gateway {
     /// Why the last sentinel asked gave no primary (refused AUTH, no such master …),
     /// until one answers (`/health`, and the log once per distinct reason).
     sentinel_error: Option<String>,
+    /// Sentinels in a row that answered without a primary (see `sentinel_refused`).
+    sentinel_misses: usize,
     /// Host names looked up off the loop (`resolve.rs`).
     resolver: resolve::Resolver,
     /// data[0] has loaded the library and called dbx_init since it (re)connected.
@@ -326,6 +328,7 @@ impl Gateway {
             next_sentinel_ask: 0,
             sentinel_password: cfg.backend_sentinel_password.clone(),
             sentinel_error: None,
+            sentinel_misses: 0,
             resolver,
             ready: false,
             refusal: None,

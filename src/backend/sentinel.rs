@@ -80,6 +80,7 @@ impl Gateway {
             self.next_sentinel_ask = l.mono_ms + 50;
             return;
         };
+        self.sentinel_misses = 0;
         if self.sentinel_error.take().is_some() {
             log::info!("sentinel: answered again");
         }
@@ -124,10 +125,17 @@ impl Gateway {
         self.next_sentinel_ask = 0;
     }
 
-    /// The sentinel answered, but not with a primary: try the next one.
+    /// The sentinel answered, but not with a primary: try the next one at once; once
+    /// every one listed answered so, wait a second before the next round (an answering
+    /// sentinel resets the reconnect backoff: a wrong password would otherwise be tried
+    /// 20 times a second).
     pub(super) fn sentinel_refused(&mut self, now: u64, why: String) {
         let which = self.sentinel.peer.map_or_else(String::new, |a| format!(" {a}"));
         self.fail_sentinel(now, format!("sentinel{which}: {why}"));
+        self.sentinel_misses += 1;
+        if self.sentinel_misses.is_multiple_of(self.target.addrs.len().max(1)) {
+            self.next_sentinel_ask = now + ASK_EVERY_MS;
+        }
     }
 
     /// Logged once per distinct reason (a sentinel retried every second with a wrong
