@@ -283,3 +283,21 @@ fn sentinel_password_and_primary_password() {
     let logged = d.stderr().matches("refused AUTH").count();
     assert_eq!(logged, 1, "logged once, not at every retry: {}", d.stderr());
 }
+
+/// A sentinel listed first that accepts the connection and never answers (SIGSTOP): the
+/// gateway gives up on it after DBX_BACKEND_TIMEOUT and gets the primary from the next.
+#[test]
+fn a_silent_sentinel_is_passed_over_after_the_timeout() {
+    let primary = Redis::start();
+    let silent = Sentinel::start("m", primary.port);
+    let good = Sentinel::start("m", primary.port);
+    silent.signal(libc::SIGSTOP);
+    let url = format!("redis+sentinel://127.0.0.1:{},127.0.0.1:{}/m", silent.port, good.port);
+    let t = std::time::Instant::now();
+    let g = sentinel_gateway(&url); // DBX_BACKEND_TIMEOUT 1 s
+    assert!(t.elapsed() >= Duration::from_millis(900), "the silent one was not asked first? {:?}", t.elapsed());
+    let mut c = g.client();
+    c.ok("string.set", json!({"key": "a", "value": "1"}));
+    assert_eq!(c.string_value("a"), json!("1"));
+    silent.signal(libc::SIGCONT);
+}

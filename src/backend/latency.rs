@@ -1,5 +1,5 @@
-//! `dbx_backend_request_duration_seconds{kind}`: time from a command queued for Redis
-//! (sent at the end of that loop turn) to its reply decoded, by what the command is, so
+//! `dbx_backend_request_duration_seconds{kind}`: time from a command written to Redis
+//! (at the end of the loop turn that queued it) to its reply decoded, by what the command is, so
 //! that an operator can tell a slow library call from a slow network or a busy Redis.
 //! The follower's `XREAD BLOCK` and connection setup are left out (they wait on purpose,
 //! or once per connection).
@@ -47,7 +47,7 @@ impl Latency {
     pub fn write(&self, out: &mut String) {
         let name = "dbx_backend_request_duration_seconds";
         out.push_str(
-            "# HELP dbx_backend_request_duration_seconds Time from a command queued for the backend to its reply, \
+            "# HELP dbx_backend_request_duration_seconds Time from a command written to the backend to its reply, \
              by kind (exec: grouped dbx_exec calls; batch; native_read: GET/MGET/HGET transactions; watch_read; \
              expire_due; publish; info)\n# TYPE dbx_backend_request_duration_seconds histogram\n",
         );

@@ -218,6 +218,14 @@ impl Sentinel {
         raw_cmd_as(self.port, self.password.as_deref(), args)
     }
 
+    /// Send `sig` (SIGSTOP / SIGCONT: a sentinel that accepts connections and never
+    /// answers).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("sentinel running").id() as i32;
+        // SAFETY: a signal to our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
     /// SIGKILL the sentinel.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
