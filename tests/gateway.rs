@@ -942,7 +942,7 @@ fn backend_latency_histograms_in_metrics() {
         })
     };
     for (kind, at_least) in
-        [("exec", 5.0), ("native_read", 5.0), ("batch", 1.0), ("watch_read", 1.0), ("publish", 1.0), ("info", 1.0)]
+        [("run", 5.0), ("native_read", 5.0), ("batch", 1.0), ("watch_read", 1.0), ("publish", 1.0), ("info", 1.0)]
     {
         let count = sample(&format!("{name}_count{{kind=\"{kind}\"}}"));
         assert!(count >= at_least, "{kind}: {count} < {at_least}");

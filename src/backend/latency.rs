@@ -8,7 +8,7 @@ use super::{Kind, Tag};
 use crate::server::metrics::{Histogram, BACKEND_BUCKETS_US};
 
 /// The kinds, in the order they are exported.
-const KINDS: [&str; 7] = ["exec", "batch", "native_read", "watch_read", "expire_due", "publish", "info"];
+const KINDS: [&str; 7] = ["run", "batch", "native_read", "watch_read", "expire_due", "publish", "info"];
 
 pub struct Latency {
     by_kind: Vec<Histogram>,
@@ -24,7 +24,7 @@ impl Latency {
     /// A reply for `tag` arrived `us` after its command was queued.
     pub(super) fn record(&mut self, tag: &Tag, us: u64) {
         let kind = match tag {
-            // Grouped single methods: one `dbx_exec` (or its allow-oom twin).
+            // Grouped single methods: one `dbx_run` (or its allow-oom twin).
             Tag::Group(_) => 0,
             Tag::Req(w) => match w.kind {
                 Kind::Single(_) => 0,
@@ -48,7 +48,7 @@ impl Latency {
         let name = "dbx_backend_request_duration_seconds";
         out.push_str(
             "# HELP dbx_backend_request_duration_seconds Time from a command written to the backend to its reply, \
-             by kind (exec: grouped dbx_exec calls; batch; native_read: GET/MGET/HGET transactions; watch_read; \
+             by kind (run: one dbx_run of a loop turn's single methods; batch: dbx_exec; native_read: GET/MGET/HGET transactions; watch_read; \
              expire_due; publish; info)\n# TYPE dbx_backend_request_duration_seconds histogram\n",
         );
         for (k, h) in KINDS.iter().zip(&self.by_kind) {
