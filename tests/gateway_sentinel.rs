@@ -242,6 +242,11 @@ fn sentinel_password_and_primary_password() {
         "DBX_BACKEND",
     );
     assert!(err.contains("AUTH"), "{err}");
+    let err = refused(
+        &[("DBX_BACKEND", &format!("redis://127.0.0.1:{}", primary.port)), ("DBX_BACKEND_SENTINEL_PASSWORD", "nope")],
+        "DBX_BACKEND_SENTINEL_PASSWORD",
+    );
+    assert!(err.contains("not redis+sentinel://"), "{err}");
 
     // Both right: the gateway serves, and the data is in the primary.
     let ok = Opts::memory()

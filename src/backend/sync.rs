@@ -84,6 +84,14 @@ fn ask_sentinel(at: SocketAddr, master: &str, password: Option<&str>) -> Result<
 /// Check what would make the gateway useless or unsafe; Ok when Redis is unreachable
 /// (logged: the gateway starts degraded).
 pub fn startup_check(cfg: &Config, t: &RedisTarget) -> Result<(), String> {
+    if cfg.backend_sentinel_password.is_some() && t.sentinel_master.is_none() {
+        // Most likely the password meant for the server, which goes in the URL.
+        return Err(format!(
+            "DBX_BACKEND_SENTINEL_PASSWORD is set but DBX_BACKEND ({}) is not redis+sentinel://; \
+             the password of a Redis server goes in the URL: redis://[user:password@]host:port",
+            t.describe()
+        ));
+    }
     if t.tls {
         // The TLS settings are checked now (a bad CA file is a start-up error); the
         // policy is checked at each connect, in the loop (an evicting one refuses).
