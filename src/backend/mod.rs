@@ -244,6 +244,8 @@ pub struct Gateway {
     sentinel_error: Option<String>,
     /// Sentinels in a row that answered without a primary (see `sentinel_refused`).
     sentinel_misses: usize,
+    /// The reasons logged since a sentinel last answered (`note_sentinel_error`).
+    sentinel_logged: Vec<String>,
     /// Host names looked up off the loop (`resolve.rs`).
     resolver: resolve::Resolver,
     /// data[0] has loaded the library and called dbx_init since it (re)connected.
@@ -329,6 +331,7 @@ impl Gateway {
             sentinel_password: cfg.backend_sentinel_password.clone(),
             sentinel_error: None,
             sentinel_misses: 0,
+            sentinel_logged: Vec::new(),
             resolver,
             ready: false,
             refusal: None,
@@ -1153,7 +1156,12 @@ impl Gateway {
                 r = c.on_writable();
             }
             if r.is_ok() && !was_up && c.is_up() {
-                log::info!("backend connection {idx} up");
+                if token == SENTINEL {
+                    // (Reconnected every second while sentinels refuse: not news.)
+                    log::debug!("sentinel connection up");
+                } else {
+                    log::info!("backend connection {idx} up");
+                }
             }
             if r.is_ok() && readable {
                 r = c.on_readable(&mut frames);
@@ -1169,7 +1177,8 @@ impl Gateway {
             if token == FOLLOW {
                 self.fail_follow(now, format!("{e}"));
             } else if token == SENTINEL {
-                self.fail_sentinel(now, format!("{e}"));
+                let which = self.sentinel.peer.map_or_else(String::new, |a| format!(" {a}"));
+                self.fail_sentinel(now, format!("sentinel{which}: {e}"));
             } else {
                 self.fail_data_local(l, idx, format!("{e}"));
             }

@@ -81,6 +81,7 @@ impl Gateway {
             return;
         };
         self.sentinel_misses = 0;
+        self.sentinel_logged.clear();
         if self.sentinel_error.take().is_some() {
             log::info!("sentinel: answered again");
         }
@@ -138,11 +139,16 @@ impl Gateway {
         }
     }
 
-    /// Logged once per distinct reason (a sentinel retried every second with a wrong
-    /// password would otherwise fill the log), shown on `/health` until one answers.
+    /// Logged once per distinct reason until a sentinel answers (sentinels retried in
+    /// turn every second, down or refusing the password, would otherwise fill the log),
+    /// shown on `/health` until one answers.
     pub(super) fn note_sentinel_error(&mut self, why: String) {
-        if self.sentinel_error.as_deref() != Some(why.as_str()) {
-            log::warn!("sentinel: {why}");
+        if !self.sentinel_logged.contains(&why) {
+            log::warn!("{why}");
+            // Bounded: the reasons name one of the listed sentinels and a few kinds.
+            if self.sentinel_logged.len() < 64 {
+                self.sentinel_logged.push(why.clone());
+            }
         }
         self.sentinel_error = Some(why);
     }
