@@ -62,24 +62,24 @@ impl Gateway {
     }
 
     /// Send the transaction gathered on data connection `i`, if any. Its replies: `+OK`
-    /// and one `+QUEUED` per command (`Tag::Queued`, ignored: a refused command makes
-    /// EXEC fail as a whole), then EXEC's array (`Tag::Fast`).
+    /// and one `+QUEUED` per command (skipped unread, `RespConn::send_skipped`: a
+    /// refused command makes EXEC fail as a whole), then EXEC's array (`Tag::Fast`).
     pub(super) fn flush_fast(&mut self, i: usize, now: u64) {
         let Some(g) = self.fast.get_mut(i).and_then(Option::take) else { return };
         if g.waits.is_empty() {
             return;
         }
         let Some(c) = self.data.get_mut(i) else { return };
-        let mut ok = c.try_send(&[b"MULTI"], Tag::Queued, now).is_ok();
+        let mut ok = c.send_skipped(&[b"MULTI"]);
         for w in &g.waits {
             if let Kind::MGet { keys, .. } = &w.kind {
                 // MGET, then each key's deadline.
                 let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
                 args.push(b"MGET");
                 args.extend(keys.iter().map(|k| k.as_bytes()));
-                ok = ok && c.try_send(&args, Tag::Queued, now).is_ok();
+                ok = ok && c.send_skipped(&args);
                 for k in keys {
-                    ok = ok && c.try_send(&[b"PEXPIRETIME", k.as_bytes()], Tag::Queued, now).is_ok();
+                    ok = ok && c.send_skipped(&[b"PEXPIRETIME", k.as_bytes()]);
                 }
                 continue;
             }
@@ -87,12 +87,12 @@ impl Gateway {
             let k = key.as_bytes();
             ok =
                 ok && match field {
-                    None => c.try_send(&[b"GET", k], Tag::Queued, now).is_ok(),
-                    Some(f) => c.try_send(&[b"HGET", k, f.as_bytes()], Tag::Queued, now).is_ok(),
-                } && c.try_send(&[b"PEXPIRETIME", k], Tag::Queued, now).is_ok()
+                    None => c.send_skipped(&[b"GET", k]),
+                    Some(f) => c.send_skipped(&[b"HGET", k, f.as_bytes()]),
+                } && c.send_skipped(&[b"PEXPIRETIME", k])
                     && match field {
-                        None => c.try_send(&[b"HGET", K_BIG, k], Tag::Queued, now).is_ok(),
-                        Some(_) => c.try_send(&[b"EXISTS", k], Tag::Queued, now).is_ok(),
+                        None => c.send_skipped(&[b"HGET", K_BIG, k]),
+                        Some(_) => c.send_skipped(&[b"EXISTS", k]),
                     };
         }
         let tag = Tag::Fast(g.waits);

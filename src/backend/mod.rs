@@ -176,8 +176,6 @@ enum Tag {
     /// `SENTINEL get-master-addr-by-name`.
     Master,
     Req(Waiting),
-    /// `MULTI` and the commands queued in it (`+OK` / `+QUEUED`): nothing to do.
-    Queued,
     /// The `EXEC` of a fast-path transaction (`fast.rs`).
     Fast(Vec<Waiting>),
 }
@@ -785,6 +783,8 @@ impl Gateway {
         if g.waits.is_empty() {
             g.args.clear();
             g.ends.clear();
+            g.denyoom = denyoom;
+            g.unix_ms = unix_ms;
         }
         match plain_set(method, params) {
             // The commonest write in its compact form: `S`, key, value (dbx.lua's
@@ -817,7 +817,8 @@ impl Gateway {
 
     /// Send the group of library calls gathered on data connection `i`, if any.
     fn flush_lua_group(&mut self, i: usize, now: u64) {
-        let Some(mut g) = self.groups.get_mut(i).and_then(Option::take) else { return };
+        // The group stays in place, emptied, so its buffers serve the next turn.
+        let Some(Some(g)) = self.groups.get_mut(i) else { return };
         if g.waits.is_empty() {
             return;
         }
@@ -1193,7 +1194,6 @@ impl Gateway {
             Tag::Req(w) => self.complete(l, w, f),
             Tag::Group(ws) => self.complete_group(l, ws, f),
             Tag::Fast(ws) => self.complete_fast(l, ws, f),
-            Tag::Queued => {}
             Tag::Setup => match f {
                 Some(OwnedFrame::Error(e)) if token == SENTINEL => {
                     let why = format!("refused AUTH: {e} (DBX_BACKEND_SENTINEL_PASSWORD is the sentinels' password)");
