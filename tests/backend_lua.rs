@@ -1042,6 +1042,36 @@ fn flush_scan_watch_read_info_and_init() {
         serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG, "40", "x"]).text()).unwrap();
     assert_eq!(i6["rev"], 41);
     assert_eq!(p.redis.changes_after("0-0"), vec![(41, 1, String::new(), "epoch".to_string())]);
+    // The last entry a gateway read must still be there as it read it (id, t, k, e): a
+    // lost tail whose revs another gateway's writes reused is not "behind" by revs.
+    p.redis.cmds(&["FLUSHALL"]);
+    let i7: Value = serde_json::from_str(&p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG]).text()).unwrap();
+    let e7 = i7["epoch"].as_str().unwrap().to_string();
+    for k in ["a", "b", "c"] {
+        p.redis.exec1(p.now, "string.set", &json!({"key": k, "value": "v"}).to_string());
+    }
+    let init_after = |p: &mut Pair, id: &str, t: &str, k: &str| -> Value {
+        let r = p.redis.cmds(&["FCALL", "dbx_init", "0", BACKLOG, "2", &e7, id, t, k, "string.set"]).text();
+        serde_json::from_str(&r).unwrap()
+    };
+    let t = p.now.to_string();
+    // as read: nothing changes
+    let same = init_after(&mut p, "2-1", &t, "b");
+    assert_eq!((same["rev"].as_u64(), same["epoch"].as_str()), (Some(3), Some(e7.as_str())));
+    // revs 2 and 3 lost in a failover, rev 2 reused by another gateway's write
+    // (a replica that never had them: the stream rebuilt with rev 1's entry only)
+    p.redis.cmds(&["DEL", "__dbx:changes"]);
+    p.redis.cmds(&["XADD", "__dbx:changes", "1-1", "k", "a", "e", "string.set", "t", &t]);
+    p.redis.cmds(&["SET", "__dbx:rev", "1"]);
+    p.redis.exec1(p.now, "string.set", r#"{"key":"other","value":"v"}"#);
+    let lost = init_after(&mut p, "2-1", &t, "b");
+    assert_eq!(lost["rev"], 3);
+    assert_ne!(lost["epoch"].as_str(), Some(e7.as_str()));
+    assert_eq!(p.redis.changes_after("2-1"), vec![(3, 1, String::new(), "epoch".to_string())]);
+    // an entry older than the stream's oldest was trimmed, not lost: nothing changes
+    let e8 = lost["epoch"].as_str().unwrap().to_string();
+    let trimmed = init_after(&mut p, "0-5", &t, "zz");
+    assert_eq!((trimmed["rev"].as_u64(), trimmed["epoch"].as_str()), (Some(3), Some(e8.as_str())));
     // watch values sort in byte order, whatever the locale Redis runs with
     p.redis.exec(p.now, r#"[{"method":"set.add","params":{"key":"o","members":["b","B","a","é","_","ab"]}},{"method":"hash.set","params":{"key":"oh","fields":{"é":"1","Z":"2","a":"3"}}}]"#);
     let w = p.redis.cmds(&["FCALL_RO", "dbx_watch_read", "0", &p.now.to_string(), r#"["o","oh"]"#]).text();

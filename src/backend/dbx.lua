@@ -2344,15 +2344,18 @@ local function build()
       .. '}'
   end
 
-  -- dbx_init backlog [delivered_rev [delivered_epoch]]: called by a gateway at every
-  -- (re)connect. Creates the epoch and rev when missing. Starts a new epoch when the
-  -- history is behind what was already seen: the rev below the stream's last entry
-  -- (XADD would fail), or below `delivered_rev`, the last rev this gateway delivered (a
-  -- failover to a replica that had not received everything, a Redis restarted without
-  -- its data). The rev is then raised past both (revs never go back) and an `epoch`
-  -- change with the new epoch (field ep) is recorded, so every gateway following the
-  -- stream switches. (`delivered_epoch` is accepted for the record; the rule does not
-  -- need it.)
+  -- dbx_init backlog [delivered_rev [delivered_epoch [last_id last_t last_k last_e]]]:
+  -- called by a gateway at every (re)connect. Creates the epoch and rev when missing.
+  -- Starts a new epoch when the history is behind what was already seen: the rev below
+  -- the stream's last entry (XADD would fail), or below `delivered_rev`, the last rev
+  -- this gateway delivered (a failover to a replica that had not received everything, a
+  -- Redis restarted without its data); or when the last entry the gateway read
+  -- (`last_id` with fields t, k, e) is within the stream's reach but not there as it was
+  -- read (lost in a failover, and its rev since reused by another gateway's writes: the
+  -- revs alone cannot see that). The rev is then raised past everything (revs never go
+  -- back) and an `epoch` change with the new epoch (field ep) is recorded, so every
+  -- gateway following the stream switches. (`delivered_epoch` is accepted for the
+  -- record; the rule does not need it.)
   local function dbx_init(_, args)
     local backlog = parse_int_arg(args[1] or '0', 'backlog')
     local delivered = args[2] and parse_int_arg(args[2], 'delivered_rev') or 0
@@ -2369,6 +2372,25 @@ local function build()
     -- delivered is not here (also: Redis restarted empty), and raising the rev past it
     -- keeps every gateway's stream position valid (their next entry is the `epoch` one).
     local behind = S.rev < last_rev or S.rev < delivered
+    local seen_id = args[4]
+    if not behind and seen_id and find(seen_id, '^%d+%-%d+$') then
+      local first = rcall('XRANGE', K_CHANGES, '-', '+', 'COUNT', 1)[1]
+      local first_rev = first and tonumber((first[1]):match('^(%d+)')) or nil
+      local seen_rev = tonumber(seen_id:match('^(%d+)'))
+      -- Within reach: not older than the oldest entry kept (trimmed is not lost).
+      if first_rev and seen_rev >= first_rev then
+        local e = rcall('XRANGE', K_CHANGES, seen_id, seen_id)[1]
+        local same = false
+        if e then
+          local f, m = e[2], {}
+          for i = 1, #f, 2 do
+            m[f[i]] = f[i + 1]
+          end
+          same = m.t == args[5] and m.k == args[6] and m.e == args[7]
+        end
+        behind = not same
+      end
+    end
     if behind then
       S.rev = math.max(S.rev, last_rev, delivered) + 1
       S.epoch = new_epoch(epoch)

@@ -56,8 +56,9 @@ impl Gateway {
                 for s in streams {
                     let OwnedFrame::Array(parts) = s else { continue };
                     let Some(OwnedFrame::Array(entries)) = parts.into_iter().nth(1) else { continue };
-                    for e in entries {
-                        self.on_entry(l, e);
+                    let n = entries.len();
+                    for (i, e) in entries.into_iter().enumerate() {
+                        self.on_entry(l, e, i + 1 == n);
                     }
                 }
             }
@@ -67,7 +68,9 @@ impl Gateway {
         self.read_stream(l.mono_ms);
     }
 
-    fn on_entry(&mut self, l: &mut Local, e: OwnedFrame) {
+    /// One stream entry; `last`: the last of what this read brought (its fields are kept
+    /// for `dbx_init`, see `follow_last`).
+    fn on_entry(&mut self, l: &mut Local, e: OwnedFrame, last: bool) {
         let OwnedFrame::Array(mut parts) = e else { return };
         if parts.len() != 2 {
             return;
@@ -78,17 +81,30 @@ impl Gateway {
         let mut id_parts = id.split('-').map(|x| x.parse::<u64>().unwrap_or(0));
         let (rev, n) = (id_parts.next().unwrap_or(0), id_parts.next().unwrap_or(0));
         let (mut key, mut event, mut at, mut epoch) = (None, "", 0u64, None);
+        let mut seen: [&str; 3] = ["", "", ""];
         if let OwnedFrame::Array(kv) = &fields {
             for pair in kv.chunks(2) {
                 let (Some(k), Some(v)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else { continue };
                 match k {
-                    "k" => key = Some(v.to_string()),
-                    "e" => event = event_name(v),
-                    "t" => at = v.parse().unwrap_or(0),
+                    "k" => {
+                        key = Some(v.to_string());
+                        seen[1] = v;
+                    }
+                    "e" => {
+                        event = event_name(v);
+                        seen[2] = v;
+                    }
+                    "t" => {
+                        at = v.parse().unwrap_or(0);
+                        seen[0] = v;
+                    }
                     "ep" => epoch = Some(v.to_string()),
                     _ => {}
                 }
             }
+        }
+        if last {
+            self.follow_last = Some(seen.map(str::to_string));
         }
         if self.delivered == 0 && rev > 1 && !self.follow_started {
             // The stream's oldest entry: history before it is not available here (nor

@@ -269,6 +269,10 @@ pub struct Gateway {
     delivered: u64,
     delivered_n: u64,
     follow_from: String,
+    /// Fields t, k and e of the entry `follow_from` names, as read: `dbx_init` checks
+    /// after a reconnect that this entry is still there as it was (a lost entry whose rev
+    /// another gateway reused since would otherwise go unnoticed).
+    follow_last: Option<[String; 3]>,
     /// The follower has read the stream up to its end once (history complete).
     follow_started: bool,
     /// The newest rev Redis reported (dbx_exec / dbx_init).
@@ -345,6 +349,7 @@ impl Gateway {
             delivered: 0,
             delivered_n: 0,
             follow_from: "0-0".to_string(),
+            follow_last: None,
             follow_started: false,
             latest_rev: 0,
             known_epoch: None,
@@ -1250,6 +1255,7 @@ impl Gateway {
                         self.delivered = 0;
                         self.delivered_n = 0;
                         self.follow_from = "0-0".into();
+                        self.follow_last = None;
                         self.follow_started = false;
                         self.latest_rev = r.rev;
                         self.known_epoch = Some(r.epoch.clone());
@@ -1440,8 +1446,25 @@ impl Gateway {
                 // it (a failover to a replica that missed writes) starts a new epoch, so
                 // watchers resync instead of seeing those revs reused by new writes.
                 let delivered = self.delivered.max(self.latest_rev).to_string();
-                match &self.known_epoch {
-                    Some(ep) if self.delivered.max(self.latest_rev) > 0 => c.send(
+                match (&self.known_epoch, &self.follow_last) {
+                    // And the last entry read, which must still be there as it was.
+                    (Some(ep), Some([t, k, e])) if self.delivered.max(self.latest_rev) > 0 => c.send(
+                        &[
+                            b"FCALL",
+                            b"dbx_init",
+                            b"0",
+                            backlog.as_bytes(),
+                            delivered.as_bytes(),
+                            ep.as_bytes(),
+                            self.follow_from.as_bytes(),
+                            t.as_bytes(),
+                            k.as_bytes(),
+                            e.as_bytes(),
+                        ],
+                        Tag::Init,
+                        now,
+                    ),
+                    (Some(ep), _) if self.delivered.max(self.latest_rev) > 0 => c.send(
                         &[b"FCALL", b"dbx_init", b"0", backlog.as_bytes(), delivered.as_bytes(), ep.as_bytes()],
                         Tag::Init,
                         now,
