@@ -306,3 +306,18 @@ pub fn secs_to_ms(secs: f64) -> u64 {
 pub fn ms_to_ttl_secs(ms: u64) -> i64 {
     ms.div_ceil(1000) as i64
 }
+
+#[cfg(test)]
+mod tests {
+    /// The append-only log copies a command's name into its record without JSON
+    /// escaping (`persist::aof::OpLog::op`): every name must be plain.
+    #[test]
+    fn method_names_need_no_json_escaping() {
+        for name in super::method_names() {
+            assert!(
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'),
+                "{name}"
+            );
+        }
+    }
+}

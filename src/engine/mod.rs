@@ -39,7 +39,6 @@ use crate::auth::{Authenticator, Identity};
 use crate::backend::{Gateway, Local};
 use crate::cmd::{self, Change, Ctx, Effect, ServerFacts};
 use crate::config::Config;
-use crate::persist::aof::OpLog;
 use crate::persist::Persist;
 use crate::proto::{self, envelope, Code, Error, Incoming, Json};
 use crate::pubsub::Hub;
@@ -117,9 +116,8 @@ pub struct Engine {
     mono_ms: u64,
     stamp: String,
     rng: u64,
-    /// Reused from request to request: the commands' outcome and the log records.
+    /// Reused from request to request: the commands' outcome.
     fx: cmd::Outcome,
-    log: OpLog,
     /// Replies completed after `handle` returned (always empty here).
     done: Vec<(usize, u64, Vec<u8>)>,
     /// Gateway mode (`DBX_BACKEND=redis://…`): the data lives in Redis and requests
@@ -183,7 +181,6 @@ impl Engine {
             stamp,
             rng: seed | 1,
             fx: cmd::Outcome::default(),
-            log: OpLog::default(),
             done: Vec::new(),
             gateway: None,
         })
@@ -265,7 +262,7 @@ impl Engine {
         self.facts.writes_refused = self.persist.refusing_for(text.len());
         self.facts.snapshot_running = self.persist.snapshot_running();
         self.fx.reset(true);
-        let log = if self.persist.is_on() { Some(&mut self.log) } else { None };
+        let log = self.persist.op_log();
         let mut ctx = Ctx {
             store: &mut self.store,
             hub: Some(&mut self.hub),
@@ -296,11 +293,8 @@ impl Engine {
     /// Apply what the request's commands asked for: log records, a new credential, a
     /// new epoch, a snapshot; then queue the events its changes cause.
     fn apply(&mut self, s: &mut Session) -> bool {
-        if !self.log.is_empty() {
-            // Into the log before the reply leaves (`flush_log` runs before any flush).
-            self.persist.append_ops(self.store.rev(), self.unix_ms, self.log.as_bytes());
-            self.log.clear();
-        }
+        // Into the log before the reply leaves (`flush_log` runs before any flush).
+        self.persist.append_ops(self.store.rev(), self.unix_ms);
         let (mut identity_changed, mut flushed, mut save) = (false, false, false);
         for e in self.fx.effects.drain(..) {
             match e {

@@ -32,17 +32,45 @@ pub(super) fn fail_stop(why: &str) -> ! {
     std::process::exit(1);
 }
 
-/// One request's operations in replayable form: `{"method":…,"params":…}` objects
-/// separated by commas (the frame adds the brackets). Reused from request to request.
+/// The turn's log records, and the request being recorded into them.
+///
+/// A request's operations (`{"method":…,"params":…}` objects, comma-separated) are
+/// written straight into the turn's buffer, inside an `O` frame opened at the first
+/// operation; `Persist::append_ops` fills in the rev, clock and checksums when the
+/// request is done. Building the list elsewhere and copying it into a frame afterwards
+/// cost a copy and a second round of buffer growth checks per logged write.
 #[derive(Debug, Default)]
 pub struct OpLog {
-    buf: Vec<u8>,
+    /// Complete records of this turn (and, after a failed write, those not written
+    /// yet), then the open frame if a request is being recorded.
+    pub(super) buf: Vec<u8>,
+    /// Where the open frame starts (meaningful while `count > 0`).
+    at: usize,
+    /// Operations in the open frame; 0: no frame is open.
     count: usize,
 }
 
+/// The start of an `O` frame: the frame header, the kind, `rev` and `now_ms` (both
+/// filled in by `close`), and the `[` of the operations array.
+const OPS_HEAD: [u8; OPS_AT_ARRAY + 1] = {
+    let mut h = [0u8; OPS_AT_ARRAY + 1];
+    h[format::FRAME_HEADER] = format::K_OPS;
+    h[OPS_AT_ARRAY] = b'[';
+    h
+};
+const OPS_AT_REV: usize = format::FRAME_HEADER + 1;
+const OPS_AT_ARRAY: usize = OPS_AT_REV + 16;
+
 impl OpLog {
+    pub(super) fn with_capacity(n: usize) -> OpLog {
+        OpLog { buf: Vec::with_capacity(n), at: 0, count: 0 }
+    }
+
     fn sep(&mut self) {
-        if self.count > 0 {
+        if self.count == 0 {
+            self.at = self.buf.len();
+            self.buf.extend_from_slice(&OPS_HEAD);
+        } else {
             self.buf.push(b',');
         }
         self.count += 1;
@@ -57,12 +85,13 @@ impl OpLog {
         self.buf.extend_from_slice(b"}}");
     }
 
-    /// An operation as it was called.
-    pub fn op(&mut self, method: &str, params: &Params) {
+    /// An operation as it was called. `method` is a command-table name: plain ASCII
+    /// that needs no escaping (`cmd::tests` checks every name), so it is copied as is.
+    pub fn op(&mut self, method: &'static str, params: &Params) {
         self.sep();
-        self.buf.extend_from_slice(b"{\"method\":");
-        write_str(&mut self.buf, method);
-        self.buf.extend_from_slice(b",\"params\":");
+        self.buf.extend_from_slice(b"{\"method\":\"");
+        self.buf.extend_from_slice(method.as_bytes());
+        self.buf.extend_from_slice(b"\",\"params\":");
         params.write_json(&mut self.buf);
         self.buf.push(b'}');
     }
@@ -78,29 +107,57 @@ impl OpLog {
         self.buf.push(b'}');
     }
 
+    /// No request is being recorded (or it logged nothing).
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
+    /// Complete the open frame: the request's rev and clock, `]`, the checksums.
+    fn close(&mut self, rev: u64, now_ms: u64) {
+        self.buf.push(b']');
+        if let Some(f) = self.buf.get_mut(self.at + OPS_AT_REV..self.at + OPS_AT_ARRAY) {
+            let (r, n) = f.split_at_mut(8);
+            r.copy_from_slice(&rev.to_le_bytes());
+            n.copy_from_slice(&now_ms.to_le_bytes());
+        }
+        format::end_frame(&mut self.buf, self.at);
+        self.count = 0;
     }
 
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.count = 0;
+    /// The first `n` bytes of the complete records reached the file.
+    fn written(&mut self, n: usize) {
+        self.buf.drain(..n.min(self.complete().len()));
+        self.at = self.at.saturating_sub(n);
+    }
+
+    /// The complete records (an open frame, which only a request in progress has, is
+    /// never written).
+    pub(super) fn complete(&self) -> &[u8] {
+        let end = if self.count > 0 { self.at } else { self.buf.len() };
+        self.buf.get(..end).unwrap_or_default()
     }
 }
 
 impl Persist {
     /// Why a write carried by a request of `request_len` bytes must be refused before
     /// it runs, if it must: its record would not fit in the log space that can be
-    /// reserved. Cheap while the reservation has room (one comparison).
+    /// reserved. Runs for every request, so the common case (the reservation has room)
+    /// is one comparison here, inlined; anything else is `reserve`.
+    #[inline]
     pub fn refusing_for(&mut self, request_len: usize) -> Option<String> {
         if !self.on {
             return None;
         }
-        self.reserve(request_len as u64 + RECORD_SLACK).err()
+        let need = request_len as u64 + RECORD_SLACK;
+        if self.no_fallocate || self.log_end() + need <= self.reserved_to {
+            return None;
+        }
+        self.reserve(need).err()
+    }
+
+    /// Where the log ends once this turn's records are written.
+    fn log_end(&self) -> u64 {
+        self.cur_bytes + self.ops.buf.len() as u64
     }
 
     /// Make sure `need` more bytes fit in the log's allocated space: extend the
@@ -108,7 +165,7 @@ impl Persist {
     /// nearly full. Err(why) when not even that fits.
     pub(super) fn reserve(&mut self, need: u64) -> Result<(), String> {
         use std::os::fd::AsRawFd;
-        let end = self.cur_bytes + self.pending.len() as u64;
+        let end = self.log_end();
         if self.no_fallocate || end + need <= self.reserved_to {
             return Ok(());
         }
@@ -157,21 +214,22 @@ impl Persist {
         Err(why)
     }
 
-    /// Log one request: `ops` is the comma-separated list of its operations (an
-    /// `OpLog`), `rev` the store's rev after it, `now_ms` the clock it ran at.
-    pub fn append_ops(&mut self, rev: u64, now_ms: u64, ops: &[u8]) {
-        if !self.on {
+    /// The open record of the request being handled (`OpLog`), when the log is on.
+    pub fn op_log(&mut self) -> Option<&mut OpLog> {
+        if self.on {
+            Some(&mut self.ops)
+        } else {
+            None
+        }
+    }
+
+    /// Log one request: close the record its operations were written into (if it
+    /// logged any) with `rev`, the store's rev after it, and `now_ms`, the clock it ran at.
+    pub fn append_ops(&mut self, rev: u64, now_ms: u64) {
+        if self.ops.is_empty() {
             return;
         }
-        let b = &mut self.pending;
-        let at = format::begin_frame(b);
-        b.push(format::K_OPS);
-        format::put_u64(b, rev);
-        format::put_u64(b, now_ms);
-        b.push(b'[');
-        b.extend_from_slice(ops);
-        b.push(b']');
-        format::end_frame(b, at);
+        self.ops.close(rev, now_ms);
         self.last_rev = self.last_rev.max(rev);
     }
 
@@ -180,7 +238,7 @@ impl Persist {
         if !self.on {
             return;
         }
-        let b = &mut self.pending;
+        let b = &mut self.ops.buf;
         let at = format::begin_frame(b);
         b.push(format::K_EPOCH);
         format::put_str16(b, epoch);
@@ -195,7 +253,7 @@ impl Persist {
         if !self.on || rev <= self.last_rev {
             return;
         }
-        let b = &mut self.pending;
+        let b = &mut self.ops.buf;
         let at = format::begin_frame(b);
         b.push(format::K_REV);
         format::put_u64(b, rev);
@@ -220,10 +278,10 @@ impl Persist {
             return;
         };
         let mut wrote = false;
-        if !self.pending.is_empty() {
+        if !self.ops.complete().is_empty() {
             let mut done = 0;
             let res = loop {
-                let Some(rest) = self.pending.get(done..).filter(|r| !r.is_empty()) else {
+                let Some(rest) = self.ops.complete().get(done..).filter(|r| !r.is_empty()) else {
                     break Ok(());
                 };
                 match (&*file).write(rest) {
@@ -233,7 +291,7 @@ impl Persist {
                     Err(e) => break Err(e),
                 }
             };
-            self.pending.drain(..done);
+            self.ops.written(done);
             self.cur_bytes += done as u64;
             self.log_bytes += done as u64;
             if done > 0 {
@@ -364,4 +422,35 @@ pub(super) fn open_log(path: &Path, gen: u64, rev: u64, now_ms: u64, epoch: &str
         len = b.len() as u64;
     }
     Ok((f, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's operations written into the open frame make the same record as
+    /// framing the finished list (the form before records were written in place), and
+    /// a request that logged nothing leaves nothing.
+    #[test]
+    fn in_place_record_is_the_framed_op_list() {
+        let mut log = OpLog::with_capacity(16);
+        log.buf.extend_from_slice(b"earlier");
+        log.evicted("old\"key");
+        log.op_json("set.remove", br#"{"key":"s","members":["a"]}"#);
+        assert_eq!(log.complete(), b"earlier", "an open frame is never written");
+        log.close(42, 1_700_000_000_000);
+        let mut want = b"earlier".to_vec();
+        let at = format::begin_frame(&mut want);
+        want.push(format::K_OPS);
+        format::put_u64(&mut want, 42);
+        format::put_u64(&mut want, 1_700_000_000_000);
+        want.extend_from_slice(
+            br#"[{"method":"key.del","params":{"key":"old\"key"}},{"method":"set.remove","params":{"key":"s","members":["a"]}}]"#,
+        );
+        format::end_frame(&mut want, at);
+        assert_eq!(log.complete(), &want[..]);
+        assert!(log.is_empty());
+        log.written(3);
+        assert_eq!(log.complete(), &want[3..]);
+    }
 }

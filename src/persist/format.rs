@@ -59,18 +59,26 @@ pub fn begin_frame(buf: &mut Vec<u8>) -> usize {
 }
 
 /// Fill in the length and the two CRCs of the frame started at `at`.
+///
+/// One CRC pass serves both: `lcrc` is the state after the 4 length bytes, and `crc`
+/// continues from there over the payload. The hasher is cloned from one made at the
+/// first frame: `Hasher::new` runs the CPU feature detection each time, which cost as
+/// much as the checksum of a short record (about 40 instructions per call, callgrind).
 pub fn end_frame(buf: &mut [u8], at: usize) {
+    static PROTO: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
     let len = (buf.len() - at - FRAME_HEADER) as u32;
     let len_bytes = len.to_le_bytes();
-    let lcrc = crc32fast::hash(&len_bytes).to_le_bytes();
-    let mut h = crc32fast::Hasher::new();
+    let mut h = PROTO.get_or_init(crc32fast::Hasher::new).clone();
     h.update(&len_bytes);
+    let lcrc = h.clone().finalize().to_le_bytes();
     h.update(buf.get(at + FRAME_HEADER..).unwrap_or_default());
     let crc = h.finalize().to_le_bytes();
-    for (off, bytes) in [(0, len_bytes), (4, lcrc), (8, crc)] {
-        if let Some(head) = buf.get_mut(at + off..at + off + 4) {
-            head.copy_from_slice(&bytes);
-        }
+    if let Some(head) = buf.get_mut(at..at + FRAME_HEADER) {
+        let (l, rest) = head.split_at_mut(4);
+        let (lc, c) = rest.split_at_mut(4);
+        l.copy_from_slice(&len_bytes);
+        lc.copy_from_slice(&lcrc);
+        c.copy_from_slice(&crc);
     }
 }
 

@@ -18,7 +18,7 @@
 //!   are logged as their effect (evictions as `key.del`, `cmd::Outcome::log_as` for
 //!   random commands). Expiry is not logged: it follows from the clock; the revs it consumed
 //!   are kept by `K_REV` records, with the clock the active expiry ran at.
-//! - Records collect in `pending` during a loop turn; `flush` (from the reactor's
+//! - Records collect in `ops` (an `aof::OpLog`) during a loop turn; `flush` (from the reactor's
 //!   `before_sleep`, before any reply is written) writes them with one `write(2)` and,
 //!   under `always`, one `fdatasync` for the whole turn (group commit). Under
 //!   `everysec` a helper thread fsyncs once a second; the loop never waits on it.
@@ -42,7 +42,7 @@ pub mod snapshot;
 use crate::config::{AppendFsync, Config};
 use crate::proto::Json;
 use crate::store::Store;
-use aof::{open_log, Syncer};
+use aof::{open_log, OpLog, Syncer};
 use snapshot::{Child, SaveInfo};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -83,8 +83,9 @@ pub struct Persist {
     file: Option<Arc<File>>,
     /// Generation of the current log (`aof-<gen>.log`).
     gen: u64,
-    /// Records of this turn (and, after a failed write, those not written yet).
-    pending: Vec<u8>,
+    /// Records of this turn (and, after a failed write, those not written yet), and
+    /// the record of the request being handled.
+    ops: OpLog,
     /// Written to the file but not fsynced (`always` retries the fsync).
     unsynced: bool,
     /// The rev the log knows about; a higher store rev gets a `K_REV` record.
@@ -129,7 +130,7 @@ impl Persist {
             policy: AppendFsync::No,
             file: None,
             gen: 0,
-            pending: Vec::new(),
+            ops: OpLog::default(),
             unsynced: false,
             last_rev: 0,
             log_bytes: 0,
@@ -220,7 +221,7 @@ impl Persist {
             policy: cfg.appendfsync,
             file: Some(file),
             gen,
-            pending: Vec::with_capacity(64 * 1024),
+            ops: OpLog::with_capacity(64 * 1024),
             unsynced: false,
             last_rev: store.rev(),
             log_bytes,
@@ -267,7 +268,7 @@ impl Persist {
     pub fn wakeup_ms(&self) -> Option<u64> {
         if self.child.is_some() {
             Some(CHILD_POLL_MS)
-        } else if self.refusing().is_some() || !self.pending.is_empty() {
+        } else if self.refusing().is_some() || !self.ops.complete().is_empty() {
             Some(RETRY_MS)
         } else {
             None

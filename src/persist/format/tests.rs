@@ -137,3 +137,24 @@ fn v1_files_load_and_a_damaged_middle_length_is_damage() {
     assert_eq!(read_all(&p, &b[..b.len() - 4], AOF_MAGIC), (3, Next::Torn { offset: 8 + 3 * 17 }));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `end_frame` computes both checksums in one pass (the state after the length is
+/// `lcrc`, continued over the payload is `crc`): the same values as the definition,
+/// CRC-32 of `len` and CRC-32 of `len‖payload`, for short and long payloads.
+#[test]
+fn frame_checksums_match_their_definition() {
+    for n in [1usize, 3, 15, 16, 17, 63, 64, 100, 127, 128, 129, 1000, 5000] {
+        let payload: Vec<u8> = (0..n).map(|i| (i * 31 + 7) as u8).collect();
+        let mut b = vec![0xaa; 5];
+        let at = begin_frame(&mut b);
+        b.extend_from_slice(&payload);
+        end_frame(&mut b, at);
+        let len = (n as u32).to_le_bytes();
+        let mut whole = len.to_vec();
+        whole.extend_from_slice(&payload);
+        assert_eq!(&b[..5], &[0xaa; 5]);
+        assert_eq!(&b[at..at + 4], &len, "len {n}");
+        assert_eq!(&b[at + 4..at + 8], &crc32fast::hash(&len).to_le_bytes(), "lcrc {n}");
+        assert_eq!(&b[at + 8..at + 12], &crc32fast::hash(&whole).to_le_bytes(), "crc {n}");
+    }
+}
