@@ -1,10 +1,12 @@
 //! One connection's state: HTTP head → WebSocket → closing, and its byte pipes.
 //!
-//! `Wire` sits between tungstenite and the socket. Reads go straight to the socket;
-//! writes land in our own outbound buffer and reach the socket only when the reactor
-//! flushes at the end of a loop turn. That gives one write syscall per connection per
-//! turn, an exact count of queued outbound bytes (for backpressure), and lets replies
-//! and fan-out events be framed by us and appended without a `Message` per reply.
+//! `Wire` sits between tungstenite and the socket. Reads fill our inbound buffer
+//! (`In`): plain text frames are taken from it by the server, everything else is
+//! handed to tungstenite a whole frame at a time. Writes land in our own outbound
+//! buffer and reach the socket only when the reactor flushes at the end of a loop
+//! turn. That gives one write syscall per connection per turn, an exact count of queued
+//! outbound bytes (for backpressure), and lets replies and fan-out events be framed by
+//! us and appended without a `Message` per reply.
 //!
 //! The byte stream under it is plain TCP or TLS (`tls`: a rustls connection driven
 //! sans-IO, see tls.rs); everything above `Wire` sees plaintext either way. `sent`
@@ -45,6 +47,53 @@ pub struct Wire {
     /// TLS on this connection (boxed: rustls's state is large, and most plaintext
     /// deployments never pay for it).
     pub tls: Option<Box<TlsConn>>,
+    /// The WebSocket read side (see `In`); unused in the HTTP phase.
+    pub inb: In,
+}
+
+/// Inbound WebSocket bytes, read from the socket by us rather than by tungstenite.
+///
+/// Almost every frame a client sends is a complete, masked, final text frame that fits
+/// one read. Those are unmasked, checked for UTF-8 and handed to the engine straight
+/// from this buffer (`Wire::next_text`): no `Bytes` per message, no zero-filled read
+/// buffer per read, no second copy. Every other frame — control frames, fragments,
+/// binary, reserved bits, unmasked, over the size limit, larger than this buffer, bad
+/// UTF-8 — is handed to tungstenite, which reads it through `Read for Wire` one whole
+/// frame at a time (`owed`), so its own buffer is empty again after each message and
+/// all protocol checks, errors and close codes stay tungstenite's.
+pub struct In {
+    /// Fixed size once allocated (at the upgrade); `buf[pos..end]` is unread.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// Bytes of frames handed to tungstenite that it has not read yet. While non-zero,
+    /// only tungstenite reads.
+    owed: u64,
+    /// tungstenite is inside a fragmented message (a non-final data frame was handed to
+    /// it and not yet its final continuation): its frames must all go to tungstenite.
+    frag: bool,
+    /// The socket reported EOF (or the stream ended) while we read ahead.
+    eof: bool,
+    /// The frame at `pos` is not valid UTF-8 (`Wire::unread_text`): tungstenite reads it
+    /// and fails the connection with its close code.
+    refused: bool,
+}
+
+/// Size of the per-connection inbound buffer: a whole batch of small pipelined
+/// requests fits one read; larger frames go through tungstenite.
+pub const IN_BUF: usize = 4096;
+
+/// What `Wire::next_text` found at the head of the inbound buffer.
+pub enum Next {
+    /// A plain text frame starting at `frame`: its payload, unmasked, is
+    /// `buf[start..end]` of the buffer `Wire::take_in` returns. The frame is consumed.
+    /// The caller checks its UTF-8 (it needs a `&str` anyway: one check, not two) and
+    /// hands it back with `unread_text` when that fails.
+    Text { frame: usize, start: usize, end: usize },
+    /// The frame at the head is not complete yet and no more bytes are readable now.
+    Blocked,
+    /// Anything else: let tungstenite read the next frame (or report EOF / an error).
+    Tungstenite,
 }
 
 impl Wire {
@@ -59,7 +108,115 @@ impl Wire {
             bytes_out: 0,
             drained: false,
             peer_done: false,
+            inb: In { buf: Vec::new(), pos: 0, end: 0, owed: 0, frag: false, eof: false, refused: false },
         }
+    }
+
+    /// The WebSocket phase starts: `rest` (bytes after the request head) is the start
+    /// of the first frame.
+    pub fn start_frames(&mut self, rest: &[u8]) {
+        let mut buf = vec![0u8; IN_BUF.max(rest.len())];
+        let n = rest.len();
+        if let Some(dst) = buf.get_mut(..n) {
+            dst.copy_from_slice(rest);
+        }
+        self.inb = In { buf, pos: 0, end: n, owed: 0, frag: false, eof: false, refused: false };
+    }
+
+    /// Our fast path may read the next frame: tungstenite holds no part of a frame or
+    /// of a fragmented message.
+    pub fn fast_ok(&self) -> bool {
+        self.inb.owed == 0 && !self.inb.frag && !self.inb.refused && !self.inb.buf.is_empty()
+    }
+
+    /// The next plain text frame (see `In`), reading the socket when the buffer holds
+    /// no complete frame. `max`: the message size limit. Errors are the socket's
+    /// (WouldBlock is `Blocked`).
+    pub fn next_text(&mut self, max: u64) -> io::Result<Next> {
+        loop {
+            let In { buf, pos, end, eof, .. } = &mut self.inb;
+            let cap = buf.len() as u64;
+            let avail = buf.get_mut(*pos..*end).unwrap_or_default();
+            if let Some(h) = frame::read_header(avail) {
+                if !(h.fin && h.rsv == 0 && h.op == 0x1 && h.masked) || h.len > max {
+                    return Ok(Next::Tungstenite);
+                }
+                // h.len <= max fits usize here only if it fits the buffer: check in u64.
+                let total = h.size as u64 + h.len;
+                if total > cap {
+                    return Ok(Next::Tungstenite);
+                }
+                let total = total as usize;
+                if total <= avail.len() {
+                    let (head, rest) = avail.split_at_mut(h.size);
+                    let payload = rest.get_mut(..total - h.size).unwrap_or_default();
+                    let mut key = [0u8; 4];
+                    key.copy_from_slice(head.get(h.size - 4..).unwrap_or(&[0; 4]));
+                    apply_mask(payload, key);
+                    let frame = *pos;
+                    let start = frame + h.size;
+                    *pos += total;
+                    return Ok(Next::Text { frame, start, end: start + (total - h.size) });
+                }
+            }
+            if *eof {
+                return Ok(Next::Tungstenite);
+            }
+            match self.fill() {
+                Ok(0) => self.inb.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Read the socket into the inbound buffer after its unread bytes (moved to the
+    /// front first: usually there are none, a batch ends on a frame boundary).
+    fn fill(&mut self) -> io::Result<usize> {
+        let In { buf, pos, end, .. } = &mut self.inb;
+        if *pos > 0 {
+            buf.copy_within(*pos..*end, 0);
+            *end -= *pos;
+            *pos = 0;
+        }
+        let Wire { sock, tls, drained, peer_done, bytes_in, inb, .. } = self;
+        let mut raw = SockRead { sock, drained, peer_done: *peer_done, bytes_in };
+        let dst = inb.buf.get_mut(inb.end..).unwrap_or_default();
+        if dst.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = match tls.as_deref_mut() {
+            None => raw.read(dst)?,
+            Some(tls) => tls.read(&mut raw, dst)?,
+        };
+        inb.end += n;
+        Ok(n)
+    }
+
+    /// Lend the inbound buffer (while a request borrows its text); `put_in` returns it.
+    pub fn take_in(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inb.buf)
+    }
+
+    /// The text frame `next_text` returned at `frame` is not valid UTF-8: mask it again
+    /// and leave it for tungstenite, which fails the connection (1007).
+    pub fn unread_text(&mut self, frame: usize) {
+        let In { buf, pos, refused, .. } = &mut self.inb;
+        let Some(h) = frame::read_header(buf.get(frame..).unwrap_or_default()) else {
+            return;
+        };
+        let mut key = [0u8; 4];
+        key.copy_from_slice(buf.get(frame + h.size - 4..frame + h.size).unwrap_or(&[0; 4]));
+        let len = usize::try_from(h.len).unwrap_or(0);
+        apply_mask(buf.get_mut(frame + h.size..frame + h.size + len).unwrap_or_default(), key);
+        *pos = frame;
+        *refused = true;
+    }
+
+    pub fn put_in(&mut self, buf: Vec<u8>) {
+        self.inb.buf = buf;
     }
 
     /// Bytes queued for the socket (with TLS: also those rustls holds encrypted).
@@ -186,6 +343,72 @@ impl Wire {
 /// requests — per request when clients send one at a time.
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inb.buf.is_empty() {
+            return self.read_plain(buf);
+        }
+        // WebSocket phase, tungstenite reading: hand it whole frames only (see `In`).
+        if self.inb.owed == 0 {
+            loop {
+                let avail = self.inb.buf.get(self.inb.pos..self.inb.end).unwrap_or_default();
+                if let Some(h) = frame::read_header(avail) {
+                    self.inb.owed = (h.size as u64).saturating_add(h.len);
+                    self.inb.refused = false;
+                    match h.op {
+                        0x1 | 0x2 if !h.fin => self.inb.frag = true,
+                        0x0 if h.fin => self.inb.frag = false,
+                        _ => {}
+                    }
+                    break;
+                }
+                if self.inb.eof {
+                    // A truncated header, then EOF: tungstenite reports the reset.
+                    self.inb.owed = avail.len() as u64;
+                    if avail.is_empty() {
+                        return Ok(0);
+                    }
+                    break;
+                }
+                if self.fill()? == 0 {
+                    self.inb.eof = true;
+                }
+            }
+        }
+        // Served from our buffer (refilled with whole socket reads), so a large frame
+        // costs tungstenite's small reads no extra system calls.
+        if self.inb.pos == self.inb.end && self.fill()? == 0 {
+            self.inb.eof = true;
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.inb.owed).unwrap_or(usize::MAX));
+        let In { buf: b, pos, end, owed, .. } = &mut self.inb;
+        let n = want.min(*end - *pos);
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), b.get(*pos..*pos + n)) {
+            dst.copy_from_slice(src);
+        }
+        *pos += n;
+        *owed -= n as u64;
+        Ok(n)
+    }
+}
+
+/// XOR `data` with the 4-byte masking `key` (RFC 6455 §5.3), eight bytes at a time.
+pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
+    let [a, b, c, d] = key;
+    let k8 = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        c.copy_from_slice(&(u64::from_ne_bytes(w) ^ k8).to_ne_bytes());
+    }
+    for (b, k) in chunks.into_remainder().iter_mut().zip(key.iter().cycle()) {
+        *b ^= k;
+    }
+}
+
+impl Wire {
+    /// Read plaintext from the socket (through TLS when on).
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Wire { sock, tls, drained, peer_done, bytes_in, .. } = self;
         let mut raw = SockRead { sock, drained, peer_done: *peer_done, bytes_in };
         match tls.as_deref_mut() {

@@ -1,7 +1,8 @@
 //! The WebSocket frame header (RFC 6455 §5.2), written and read in one place: the
 //! server writes it for the text frames it queues itself and reads it to find frame
-//! boundaries in its output; `dbx-bench` uses the same for its client frames.
-//! (tungstenite reads the peer's frames; this is only the header arithmetic.)
+//! boundaries in its output and the peer's frames in its inbound buffer (`conn::In`:
+//! plain text frames are read by the server, the rest by tungstenite); `dbx-bench`
+//! uses the same for its client frames.
 
 /// A frame header read from the start of a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! reading frames, the closing handshake and failing a connection. Requests go to
 //! `Server::on_text` (and from there to the engine).
 
-use super::conn::{CloseReason, Conn, Phase};
+use super::conn::{CloseReason, Conn, Next, Phase};
 use super::handshake::{self, Refusal};
 use super::{Server, Timer, CLOSE_GRACE_MS, READ_BUDGET};
 use crate::auth::{AuthError, Identity};
@@ -19,8 +19,12 @@ impl Server {
         let max =
             if echo { (self.cfg.max_message_size as usize).max(64 << 20) } else { self.cfg.max_message_size as usize };
         let mut c = WebSocketConfig::default();
-        // Small per-connection buffers: 10,000 idle connections must stay cheap.
-        c.read_buffer_size = 4096;
+        // Small per-connection buffers: 10,000 idle connections must stay cheap. tungstenite
+        // reads only the frames our fast path hands it (see `conn::In`), and from our
+        // buffer, not the socket: its own needs no more than a header's worth to start
+        // (it grows to a frame's length when one comes), and a large frame costs it
+        // only more memcpy calls, no more system calls.
+        c.read_buffer_size = 256;
         // Our Wire queues every write, so tungstenite never needs to hold frames back.
         c.write_buffer_size = 0;
         c.max_write_buffer_size = usize::MAX;
@@ -89,8 +93,8 @@ impl Server {
         wire.queue(&handshake::switching_protocols(&up.accept, protocol));
         wire.frames_start_here();
         // Bytes after the request head are the start of the first frame.
-        let rest = head.get(head_len..).unwrap_or_default().to_vec();
-        let ws = WebSocket::from_partially_read(wire, rest, Role::Server, Some(config));
+        wire.start_frames(head.get(head_len..).unwrap_or_default());
+        let ws = WebSocket::from_raw_socket(wire, Role::Server, Some(config));
         c.phase = Phase::Ws(Box::new(ws));
         c.echo = echo;
         c.client_id = up.client_id;
@@ -207,11 +211,51 @@ impl Server {
                 break;
             }
             let Phase::Ws(ws) = &mut c.phase else { return };
+            // The fast path (see `conn::In`): plain text frames straight from our buffer,
+            // while the connection is open and tungstenite holds no partial frame.
+            if c.closing.is_none() && ws.can_write() && ws.get_ref().fast_ok() {
+                let max = ws.get_config().max_message_size.unwrap_or(usize::MAX) as u64;
+                let echo = c.echo;
+                match ws.get_mut().next_text(max) {
+                    Ok(Next::Text { frame, start, end }) => {
+                        handled += 1;
+                        c.last_seen_ms = self.mono;
+                        let wire = ws.get_mut();
+                        let buf = wire.take_in();
+                        let text = buf.get(start..end).map(std::str::from_utf8);
+                        let Some(Ok(text)) = text else {
+                            wire.put_in(buf);
+                            wire.unread_text(frame);
+                            continue;
+                        };
+                        if echo {
+                            wire.queue_text_frame(text.as_bytes());
+                            wire.put_in(buf);
+                            self.mark_dirty(t);
+                            continue;
+                        }
+                        self.on_text(t, text);
+                        if let Some(w) = self.conns.get_mut(t).and_then(Conn::wire) {
+                            w.put_in(buf);
+                        }
+                        continue;
+                    }
+                    Ok(Next::Blocked) => break,
+                    Ok(Next::Tungstenite) => {}
+                    Err(_) => {
+                        self.kill(t, CloseReason::IoError);
+                        break;
+                    }
+                }
+            }
+            let Some(Phase::Ws(ws)) = self.conns.get_mut(t).map(|c| &mut c.phase) else { return };
             let msg = ws.read();
             match msg {
                 Ok(msg) => {
                     handled += 1;
-                    c.last_seen_ms = self.mono;
+                    if let Some(c) = self.conns.get_mut(t) {
+                        c.last_seen_ms = self.mono;
+                    }
                     self.on_message(t, msg);
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
