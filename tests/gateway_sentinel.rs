@@ -31,14 +31,7 @@ fn writes_resume_on_the_new_primary_and_watchers_never_see_a_hole() {
     poll_until(Duration::from_secs(15), "sentinel sees the replica", || {
         sentinel.cmd_all(&["SENTINEL", "replicas", "m"]).contains(&replica.port.to_string()).then_some(())
     });
-    let url = format!("redis+sentinel://127.0.0.1:{}/m", sentinel.port);
-    let g = TestServer::with(|c| {
-        c.backend = dbx::config::parse_backend(&url).unwrap();
-        c.ws_rate_limit = 0;
-        c.backend_timeout = 1.0;
-    })
-    .timeout(Duration::from_secs(10));
-    common::redis::wait_ready(&g);
+    let g = sentinel_gateway(&format!("redis+sentinel://127.0.0.1:{}/m", sentinel.port));
     let mut w = g.client();
     let start = w.ok("key.watch", json!({"keys": ["k"]}));
     let mut c = g.client();
