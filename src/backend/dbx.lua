@@ -709,6 +709,24 @@ local function build()
     return v
   end
 
+  -- A non-empty object of stored values (string.mset's pairs, hash.set's fields): its
+  -- names in order, and their values as text.
+  local function p_value_object(p, name)
+    local obj = p_object(p, name)
+    if #obj.names == 0 then
+      invalid("Parameter '" .. name .. "' must be a non-empty object")
+    end
+    local vals = {}
+    for i, k in ipairs(obj.names) do
+      local v = value_text(obj.map[k])
+      if not v then
+        invalid("Value of '" .. k .. "' in '" .. name .. "' must be a string or a number")
+      end
+      vals[i] = v
+    end
+    return obj.names, vals
+  end
+
   local function p_array(p, name)
     local v = p_raw(p, name)
     if v == nil then
@@ -968,6 +986,26 @@ local function build()
     WRITES[name] = is_write
   end
 
+  -- hash.len, set.card, zset.card, list.len: the size of a collection (`cmd`, which
+  -- answers 0 for a missing key and WRONGTYPE for another type), in result `field`.
+  local function size(name, cmd, field)
+    method(name, false, function(p)
+      local key = p_str(p, 'key')
+      live(key)
+      return '"' .. field .. '":' .. rc(cmd, key)
+    end)
+  end
+
+  -- hash.exists, set.contains: whether `param` (a field, a member) is in the collection.
+  local function membership(name, cmd, param, field)
+    method(name, false, function(p)
+      local key = p_str(p, 'key')
+      local item = p_str(p, param)
+      live(key)
+      return '"' .. field .. '":' .. jbool(rc(cmd, key, item) == 1)
+    end)
+  end
+
   -- hash.del, set.remove, zset.remove: remove `one`/`many` from a collection of `typ`
   -- with `cmd`; the count goes in `field`, and an emptied collection is gone.
   local function removal(name, typ, cmd, one, many, field)
@@ -1065,25 +1103,14 @@ local function build()
   end)
 
   method('string.mset', true, function(p)
-    local pairs_ = p_object(p, 'pairs')
-    if #pairs_.names == 0 then
-      invalid("Parameter 'pairs' must be a non-empty object")
-    end
-    local vals = {}
-    for i, k in ipairs(pairs_.names) do
-      local v = value_text(pairs_.map[k])
-      if not v then
-        invalid("Value of '" .. k .. "' in 'pairs' must be a string or a number")
-      end
-      vals[i] = v
-    end
-    for i, k in ipairs(pairs_.names) do
+    local names, vals = p_value_object(p, 'pairs')
+    for i, k in ipairs(names) do
       live(k)
       rcall('SET', k, vals[i])
       set_deadline(k, false)
       touched(k)
     end
-    return '"set":' .. #pairs_.names
+    return '"set":' .. #names
   end)
 
   -- A stored integer as Rust's i64 parse reads it (sign, leading zeros allowed), as
@@ -1380,19 +1407,7 @@ local function build()
     if p_has(p, 'field') then
       return { p_str(p, 'field') }, { p_value(p, 'value') }
     elseif p_has(p, 'fields') then
-      local obj = p_object(p, 'fields')
-      if #obj.names == 0 then
-        invalid("Parameter 'fields' must be a non-empty object")
-      end
-      local vals = {}
-      for i, f in ipairs(obj.names) do
-        local v = value_text(obj.map[f])
-        if not v then
-          invalid("Value of '" .. f .. "' in 'fields' must be a string or a number")
-        end
-        vals[i] = v
-      end
-      return obj.names, vals
+      return p_value_object(p, 'fields')
     end
     invalid("Missing parameter 'field' (with 'value') or 'fields'")
   end
@@ -1461,18 +1476,8 @@ local function build()
 
   removal('hash.del', 'hash', 'HDEL', 'field', 'fields', 'deleted')
 
-  method('hash.exists', false, function(p)
-    local key = p_str(p, 'key')
-    local field = p_str(p, 'field')
-    live(key)
-    return '"exists":' .. jbool(rc('HEXISTS', key, field) == 1)
-  end)
-
-  method('hash.len', false, function(p)
-    local key = p_str(p, 'key')
-    live(key)
-    return '"length":' .. rc('HLEN', key)
-  end)
+  membership('hash.exists', 'HEXISTS', 'field', 'exists')
+  size('hash.len', 'HLEN', 'length')
 
   local function jlist(items)
     local out = {}
@@ -1548,18 +1553,8 @@ local function build()
     return '"members":' .. jlist(rc('SMEMBERS', key))
   end)
 
-  method('set.contains', false, function(p)
-    local key = p_str(p, 'key')
-    local member = p_str(p, 'member')
-    live(key)
-    return '"contains":' .. jbool(rc('SISMEMBER', key, member) == 1)
-  end)
-
-  method('set.card', false, function(p)
-    local key = p_str(p, 'key')
-    live(key)
-    return '"count":' .. rc('SCARD', key)
-  end)
+  membership('set.contains', 'SISMEMBER', 'member', 'contains')
+  size('set.card', 'SCARD', 'count')
 
   -- The sets named by `keys`, expired and type-checked (a missing key is an empty set),
   -- then combined by Redis.
@@ -1854,11 +1849,7 @@ local function build()
     return zpairs(rcall(unpack(args)))
   end)
 
-  method('zset.card', false, function(p)
-    local key = p_str(p, 'key')
-    live(key)
-    return '"count":' .. rc('ZCARD', key)
-  end)
+  size('zset.card', 'ZCARD', 'count')
 
   -- list.*
 
@@ -1916,11 +1907,7 @@ local function build()
     return '"values":' .. jlist(rc('LRANGE', key, start, stop))
   end)
 
-  method('list.len', false, function(p)
-    local key = p_str(p, 'key')
-    live(key)
-    return '"length":' .. rc('LLEN', key)
-  end)
+  size('list.len', 'LLEN', 'length')
 
   method('list.index', false, function(p)
     local key = p_str(p, 'key')
