@@ -4,7 +4,7 @@
 # src/backend/dbx.lua loaded, each command below sent N times, instructions per call.
 #
 #   scripts/lua-cost.sh                      # the default set of calls
-#   N=500 scripts/lua-cost.sh FCALL dbx_run 0 1000 100000 S k v   # one call of your own
+#   N=500 scripts/lua-cost.sh FCALL dbx_run 0 1000 100000 P 1 k v   # one call of your own
 #   LIB=old.lua scripts/lua-cost.sh …       # another version of the library
 #
 # Needs redis-server 7+, redis-cli and valgrind (apt-get install valgrind). Nothing is
@@ -58,13 +58,16 @@ if [ $# -gt 0 ]; then
 fi
 
 V=$(printf 'x%.0s' $(seq 32))
-TEN=()
-for i in $(seq 10); do TEN+=(S "k$i" "$V"); done
+TEN=(P 10)
+for i in $(seq 10); do TEN+=("k$i" "$V"); done
+FIFTY=(P 50)
+for i in $(seq 50); do FIFTY+=("k$i" "$V"); done
 JSON10=$(python3 -c 'import json,sys; print(json.dumps([{"method":"string.set","params":{"key":"k%d" % i,"value":sys.argv[1]}} for i in range(10)]))' "$V")
 printf '%-58s %12s\n' call instructions
 row() { printf '%-58s %12s\n' "$1" "$(N=$2 ir "${@:3}")"; }
 row "SET (native, for scale)" "$N" SET k "$V"
-row "dbx_run: 1 plain string.set (compact form)" "$N" FCALL dbx_run 0 1000 100000 S k1 "$V"
+row "dbx_run: 1 plain string.set (compact form)" "$N" FCALL dbx_run 0 1000 100000 P 1 k1 "$V"
 row "dbx_run: 10 plain string.set (compact form)" $((N / 4)) FCALL dbx_run 0 1000 100000 "${TEN[@]}"
+row "dbx_run: 50 plain string.set (compact form)" $((N / 10)) FCALL dbx_run 0 1000 100000 "${FIFTY[@]}"
 row "dbx_run: 1 string.set as JSON" "$N" FCALL dbx_run 0 1000 100000 "{\"method\":\"string.set\",\"params\":{\"key\":\"k1\",\"value\":\"$V\"}}"
 row "dbx_exec: batch of 10 string.set" $((N / 4)) FCALL dbx_exec 0 1000 100000 "$JSON10"

@@ -10,9 +10,10 @@
 //! installs it: `.ci/run`).
 mod common;
 use common::{free_port, TempDir};
+use dbx::backend::decode_entry;
 use dbx::cmd::{Ctx, Outcome, ServerFacts};
 use dbx::engine::policy;
-use dbx::proto::{envelope, Params, Raw};
+use dbx::proto::{envelope, Json, Params, Raw};
 use dbx::store::{Gone, Store};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -183,23 +184,56 @@ impl Redis {
     /// `string.set` in its compact form (`S`, key, value), anything else as one JSON op.
     /// Returns (the result element's exact text, rev after).
     fn exec1(&mut self, now: u64, method: &str, params: &str) -> (String, u64) {
-        let plain = Params::parse(Raw::parse(params)).ok().filter(|p| method == "string.set" && p.names().count() == 2);
-        let compact = plain.and_then(|p| Some((p.str("key").ok()?.into_owned(), p.value("value").ok()?.into_owned())));
-        let (now, op) = (now.to_string(), format!("{{\"method\":{},\"params\":{params}}}", json!(method)));
-        let mut args: Vec<&[u8]> = vec![b"FCALL", b"dbx_run", b"0", now.as_bytes(), BACKLOG.as_bytes()];
-        match &compact {
-            Some((k, v)) => args.extend_from_slice(&[b"S", k.as_bytes(), v.as_bytes()]),
-            None => args.push(op.as_bytes()),
-        }
-        let text = self.cmd(&args).text();
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text}"));
-        let start = text.find(",\"results\":[").expect("results") + ",\"results\":[".len();
-        let element = text.get(start..text.len() - 2).expect("one result").to_string();
-        (element, v["rev"].as_u64().expect("rev"))
+        let (rev, mut elems) = self.run(now, &[(method.to_string(), params.to_string())]);
+        (elems.remove(0), rev)
     }
 
-    /// The change stream after `after` (an entry id): (rev, seq, key, event).
+    /// Several operations as one gateway loop turn sends them: one `dbx_run`, plain
+    /// `string.set`s in their compact form. Returns (rev after, each result element's
+    /// text).
+    fn run(&mut self, now: u64, ops: &[(String, String)]) -> (u64, Vec<String>) {
+        let (now, backlog) = (now.to_string(), BACKLOG.to_string());
+        let mut owned: Vec<Vec<u8>> =
+            vec![b"FCALL".to_vec(), b"dbx_run".to_vec(), b"0".to_vec(), now.into(), backlog.into()];
+        // consecutive plain sets as one run: `P count key value …`
+        let mut run: Option<usize> = None; // where the open run's count is
+        for (method, params) in ops {
+            match compact_set(method, params) {
+                Some((k, v)) => {
+                    let at = *run.get_or_insert_with(|| {
+                        owned.extend([b"P".to_vec(), b"0".to_vec()]);
+                        owned.len() - 1
+                    });
+                    let count: usize = String::from_utf8_lossy(&owned[at]).parse().unwrap();
+                    owned[at] = (count + 1).to_string().into_bytes();
+                    owned.extend([k.into_bytes(), v.into_bytes()]);
+                }
+                None => {
+                    run = None;
+                    owned.push(format!("{{\"method\":{},\"params\":{params}}}", json!(method)).into_bytes());
+                }
+            }
+        }
+        let args: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let r = self.cmd(&args);
+        let Resp::Arr(Some(items)) = &r else { panic!("dbx_run answered {r:?}") };
+        assert_eq!(items.len(), ops.len() + 2, "dbx_run: rev, epoch and one element per op: {r:?}");
+        let Resp::Int(rev) = items[0] else { panic!("dbx_run's rev: {r:?}") };
+        assert_eq!(items[1].text(), self.cmds(&["GET", "__dbx:epoch"]).text(), "dbx_run's epoch");
+        (rev as u64, items[2..].iter().map(run_element).collect())
+    }
+
+    /// The change stream after `after` (an entry id), one element per change, read as
+    /// the gateway's follower reads it: (rev, the entry's id seq, key, event).
     fn changes_after(&mut self, after: &str) -> Vec<(u64, u64, String, String)> {
+        self.entries_after(after)
+            .into_iter()
+            .flat_map(|(_, seq, ch)| ch.into_iter().map(move |(r, k, e)| (r, seq, k, e)))
+            .collect()
+    }
+
+    /// The stream's entries after `after`: (id, seq, changes (rev, key, event)).
+    fn entries_after(&mut self, after: &str) -> Vec<Entry> {
         let r = self.cmds(&["XRANGE", "__dbx:changes", &format!("({after}"), "+"]);
         let Resp::Arr(Some(entries)) = r else { panic!("XRANGE: {r:?}") };
         entries
@@ -207,17 +241,40 @@ impl Redis {
             .map(|e| {
                 let Resp::Arr(Some(parts)) = e else { panic!("entry") };
                 let id = parts[0].text();
-                let (rev, seq) = id.split_once('-').unwrap();
                 let Resp::Arr(Some(f)) = &parts[1] else { panic!("fields") };
                 let fields: Vec<String> = f.iter().map(|x| x.text()).collect();
-                assert_eq!(fields[0], "k");
-                assert_eq!(fields[2], "e");
-                assert_eq!(fields[4], "t");
-                (rev.parse().unwrap(), seq.parse().unwrap(), fields[1].clone(), fields[3].clone())
+                assert_eq!(fields[0], "t", "an entry starts with its time: {fields:?}");
+                let decoded = decode_entry(&id, fields.chunks(2).map(|p| (p[0].as_str(), p[1].as_str())));
+                assert!(!decoded.changes.is_empty(), "an entry holds changes: {fields:?}");
+                let ch = decoded.changes.iter().map(|c| (c.rev, c.key.to_string(), c.event.to_string())).collect();
+                (id.clone(), decoded.seq, ch)
             })
             .collect()
     }
 }
+
+/// A `string.set` with only `key` and `value`: what the gateway sends in compact form.
+fn compact_set(method: &str, params: &str) -> Option<(String, String)> {
+    let p = Params::parse(Raw::parse(params)).ok().filter(|p| method == "string.set" && p.names().count() == 2)?;
+    Some((p.str("key").ok()?.into_owned(), p.value("value").ok()?.into_owned()))
+}
+
+/// One element of `dbx_run`'s reply as the batch element text the embedded engine
+/// writes: JSON text as it is, a plain set's bare rev written out as the gateway does.
+fn run_element(r: &Resp) -> String {
+    match r {
+        Resp::Int(rev) => {
+            let mut b = b"{\"result\":{".to_vec();
+            dbx::backend::set_result(&mut Json::fields(&mut b, true), *rev as u64);
+            b.extend_from_slice(b"}}");
+            String::from_utf8(b).unwrap()
+        }
+        other => other.text(),
+    }
+}
+
+/// A stream entry: (id, seq, its changes (rev, key, event)).
+type Entry = (String, u64, Vec<(u64, String, String)>);
 
 // ---------------------------------------------------------------------------------------
 // The embedded engine, one operation at a time.
@@ -828,15 +885,19 @@ fn batches_are_one_call_and_errors_do_not_stop_them() {
     assert_eq!(res[7]["error"]["code"], "method_not_found");
     assert_eq!(res[8]["result"]["value"], "1");
     assert_eq!(v["rev"], 2);
-    // one rev shared by the three changes of the mset: ids 2-1, 2-2, 2-3
+    // one stream entry for the call, id 2-1 (its last change's rev); one rev shared by
+    // the three changes of the mset
+    let entries = r.entries_after("0-0");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, "2-1");
     let ch = r.changes_after("0-0");
     assert_eq!(
         ch,
         vec![
             (1, 1, "a".into(), "string.set".into()),
             (2, 1, "x".into(), "string.mset".into()),
-            (2, 2, "y".into(), "string.mset".into()),
-            (2, 3, "z".into(), "string.mset".into()),
+            (2, 1, "y".into(), "string.mset".into()),
+            (2, 1, "z".into(), "string.mset".into()),
         ]
     );
     // a malformed ops_json is the gateway's bug: a RESP error, nothing done
@@ -979,7 +1040,7 @@ fn flush_scan_watch_read_info_and_init() {
     let info: Value = serde_json::from_str(&p.redis.cmds(&["FCALL_RO", "dbx_info", "0"]).text()).unwrap();
     assert_eq!(info["rev"], rev);
     assert_eq!(info["keys"], 55);
-    assert_eq!(info["lib"], "3");
+    assert_eq!(info["lib"], "4");
     assert!(info["used_memory"].as_u64().is_some_and(|m| m > 0), "{info}");
     assert_eq!(info["maxmemory"], 0);
     assert_eq!(info["maxmemory_policy"], "noeviction");
@@ -995,7 +1056,7 @@ fn flush_scan_watch_read_info_and_init() {
     assert_ne!(info["epoch"], epoch);
     assert_eq!(info["keys"], 0);
     assert_eq!(p.redis.changes_after("0-0").len(), before + 2);
-    assert_eq!(p.redis.cmds(&["GET", "__dbx:lib"]).text(), "3");
+    assert_eq!(p.redis.cmds(&["GET", "__dbx:lib"]).text(), "4");
     assert_eq!(p.redis.cmds(&["EXISTS", "__dbx:deadlines"]).int(), 0);
     // init: idempotent; a rev behind the stream (a failover to a lagging replica that
     // kept an older rev key) is raised to the stream's last rev with a new epoch
@@ -1009,7 +1070,8 @@ fn flush_scan_watch_read_info_and_init() {
     let last = p.redis.changes_after(&format!("{rev}-9"));
     assert_eq!(last, vec![(rev + 1, 1, String::new(), "epoch".to_string())]);
     let ep = p.redis.cmds(&["XRANGE", "__dbx:changes", &format!("{}-1", rev + 1), "+"]);
-    assert!(flat(&ep).ends_with(&["ep".to_string(), i2["epoch"].as_str().unwrap().to_string()]), "{ep:?}");
+    let ep = flat(&ep);
+    assert!(ep.windows(2).any(|w| w[0] == "ep" && w[1] == i2["epoch"].as_str().unwrap()), "{ep:?}");
     // a gateway delivered rev+5, the new primary is behind: new epoch, rev raised past
     // it, whatever epoch the gateway names; not behind: nothing changes
     let e2 = i2["epoch"].as_str().unwrap().to_string();
@@ -1284,45 +1346,205 @@ fn random_batches_match_the_embedded_store() {
         let text: Vec<String> =
             ops.iter().map(|(m, params)| format!("{{\"method\":{},\"params\":{params}}}", json!(m))).collect();
         let ops_json = format!("[{}]", text.join(","));
-        let r = p.redis.cmd(&[
-            b"FCALL",
-            b"dbx_exec",
-            b"0",
-            p.now.to_string().as_bytes(),
-            BACKLOG.as_bytes(),
-            ops_json.as_bytes(),
-        ]);
-        #[derive(serde::Deserialize)]
-        struct Reply<'a> {
-            rev: u64,
-            #[serde(borrow)]
-            results: Vec<&'a serde_json::value::RawValue>,
-        }
-        let body = r.text();
-        let reply: Reply = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        assert_eq!(reply.results.len(), n);
+        // Odd rounds as one dbx_exec (a batch), even ones as one dbx_run (a gateway's
+        // loop turn: plain sets in their compact form, answered by their rev).
+        let (rev, results) = if round % 2 == 1 {
+            let r = p.redis.cmd(&[
+                b"FCALL",
+                b"dbx_exec",
+                b"0",
+                p.now.to_string().as_bytes(),
+                BACKLOG.as_bytes(),
+                ops_json.as_bytes(),
+            ]);
+            #[derive(serde::Deserialize)]
+            struct Reply<'a> {
+                rev: u64,
+                #[serde(borrow)]
+                results: Vec<&'a serde_json::value::RawValue>,
+            }
+            let body = r.text();
+            let reply: Reply = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            (reply.rev, reply.results.iter().map(|x| x.get().to_string()).collect::<Vec<_>>())
+        } else {
+            p.redis.run(p.now, &ops)
+        };
+        assert_eq!(results.len(), n);
         let mut emb_changes = Vec::new();
         for (i, (m, params)) in ops.iter().enumerate() {
             let (emb, _, changes) = p.emb.run(p.now, m, params);
             emb_changes.extend(changes);
-            let lua = reply.results[i].get();
-            let what = format!("op {i} of {ops_json}");
+            let lua = results[i].as_str();
+            let what = format!("op {i} of {ops_json} (round {round})");
             if UNORDERED.contains(&m.as_str()) || m == "hash.get" {
                 assert_eq!(normalize(m, lua), normalize(m, &emb), "{what}");
             } else {
                 assert_eq!(lua, emb, "{what}");
             }
         }
-        assert_eq!(reply.rev, p.emb.store.rev(), "rev after {ops_json}");
-        let lua_changes: Vec<(u64, String, String)> =
-            p.redis.changes_after(&p.last_id).into_iter().map(|(rev, _, k, e)| (rev, k, e)).collect();
+        assert_eq!(rev, p.emb.store.rev(), "rev after {ops_json}");
+        let lua_changes = p.redis.changes_after(&p.last_id);
         if let Some(last) = lua_changes.last() {
-            let seq = lua_changes.iter().filter(|c| c.0 == last.0).count();
-            p.last_id = format!("{}-{seq}", last.0);
+            p.last_id = format!("{}-{}", last.0, last.1);
         }
+        let lua_changes: Vec<(u64, String, String)> =
+            lua_changes.into_iter().map(|(rev, _, k, e)| (rev, k, e)).collect();
         assert_eq!(lua_changes, emb_changes, "changes of {ops_json}");
         if round % 20 == 19 {
             p.advance(700);
         }
     }
+}
+
+/// The change stream's layout (library version 4, docs/BACKEND.md section 3): one entry
+/// per call whatever its number of changes, id = the rev of its last change; an
+/// operation too large for one entry continues in entries of its own (seq 2, 3 …); and
+/// a call that fails half way still records what it did.
+#[test]
+fn one_stream_entry_per_call_and_large_operations_split() {
+    require_redis();
+    let mut p = Pair::new();
+    // 200 plain sets and a JSON op in one dbx_run: one entry, every change with its rev
+    let mut ops: Vec<(String, String)> = (0..200)
+        .map(|i| ("string.set".to_string(), json!({"key": format!("k{i}"), "value": "v"}).to_string()))
+        .collect();
+    ops.insert(100, ("hash.set".into(), json!({"key": "h", "fields": {"a": "1", "b": "2"}}).to_string()));
+    let (rev, results) = p.redis.run(p.now, &ops);
+    assert_eq!(rev, 201);
+    assert_eq!(results[0], r#"{"result":{"set":true,"rev":1}}"#);
+    assert_eq!(results[100], r#"{"result":{"created":2,"rev":101}}"#);
+    assert_eq!(results[200], r#"{"result":{"set":true,"rev":201}}"#);
+    let entries = p.redis.entries_after("0-0");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, "201-1");
+    let ch = &entries[0].2;
+    assert_eq!(ch.len(), 201);
+    assert!(ch.iter().enumerate().all(|(i, c)| c.0 == i as u64 + 1), "revs 1..201 in order");
+    assert_eq!(ch[100], (101, "h".to_string(), "hash.set".to_string()));
+    assert_eq!(ch[101], (102, "k100".to_string(), "string.set".to_string()));
+    // a mset of 5,000 keys (10,000 fields): its changes go into entries of their own,
+    // ids 202-1, 202-2, … and the set after it starts a new entry
+    let pairs: serde_json::Map<String, Value> = (0..5000).map(|i| (format!("m{i:05}"), json!("x"))).collect();
+    let big = vec![
+        ("string.set".to_string(), json!({"key": "before", "value": "v"}).to_string()),
+        ("string.mset".to_string(), json!({"pairs": pairs}).to_string()),
+        ("string.set".to_string(), json!({"key": "after", "value": "v"}).to_string()),
+    ];
+    let (rev, _) = p.redis.run(p.now, &big);
+    assert_eq!(rev, 204);
+    let entries = p.redis.entries_after("201-1");
+    let ids: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let sizes: Vec<usize> = entries.iter().map(|e| e.2.len()).collect();
+    assert_eq!(ids, ["203-1", "203-2", "204-1"], "the mset continues in an entry of its own: {sizes:?}");
+    assert_eq!(entries[1].1, 2);
+    let all: Vec<(u64, String, String)> = entries.iter().flat_map(|e| e.2.clone()).collect();
+    assert_eq!(all.len(), 5002);
+    assert_eq!(all[0], (202, "before".to_string(), "string.set".to_string()));
+    assert!(all[1..5001].iter().all(|c| c.0 == 203 && c.2 == "string.mset"));
+    let mut keys: Vec<&str> = all[1..5001].iter().map(|c| c.1.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 5000, "every key of the mset once");
+    assert_eq!(all[5001], (204, "after".to_string(), "string.set".to_string()));
+    // a call that fails half way (here: a malformed compact set, the gateway's bug)
+    // answers a RESP error, and the sets before it are recorded with their revs
+    let now = p.now.to_string();
+    let e = p.redis.cmd(&[
+        b"FCALL",
+        b"dbx_run",
+        b"0",
+        now.as_bytes(),
+        BACKLOG.as_bytes(),
+        b"P",
+        b"1",
+        b"g1",
+        b"v",
+        b"P",
+        b"1",
+        b"g2",
+    ]);
+    assert!(matches!(e, Resp::Err(_)), "{e:?}");
+    assert_eq!(p.redis.cmds(&["GET", "__dbx:rev"]).text(), "205");
+    assert_eq!(p.redis.changes_after("204-1"), vec![(205, 1, "g1".to_string(), "string.set".to_string())]);
+    // the next call goes on from there
+    let (rev, _) = p.redis.run(p.now, &[("string.set".into(), json!({"key": "g3", "value": "v"}).to_string())]);
+    assert_eq!(rev, 206);
+    // a run naming a reserved key (the gateway refuses them first; a guard): each set on
+    // its own, the reserved one refused, nothing of DBX's touched
+    let (rev, results) = p.redis.run(
+        p.now,
+        &[
+            ("string.set".into(), json!({"key": "r1", "value": "v"}).to_string()),
+            ("string.set".into(), json!({"key": "__dbx:rev", "value": "0"}).to_string()),
+            ("string.set".into(), json!({"key": "r2", "value": "v"}).to_string()),
+        ],
+    );
+    assert_eq!(rev, 208);
+    assert_eq!(results[0], r#"{"result":{"set":true,"rev":207}}"#);
+    assert!(results[1].contains(r#""code":"invalid_params""#), "{}", results[1]);
+    assert_eq!(results[2], r#"{"result":{"set":true,"rev":208}}"#);
+    assert_eq!(p.redis.cmds(&["GET", "__dbx:rev"]).text(), "208");
+    // with a TTL in the database, a run's sets drop the deadlines of the keys they set
+    p.redis.run(p.now, &[("string.set".into(), json!({"key": "r1", "value": "v", "ttl": 100}).to_string())]);
+    assert!(p.redis.cmds(&["PTTL", "r1"]).int() > 0);
+    p.redis.run(
+        p.now,
+        &[
+            ("string.set".into(), json!({"key": "r1", "value": "w"}).to_string()),
+            ("string.set".into(), json!({"key": "r3", "value": "w"}).to_string()),
+        ],
+    );
+    assert_eq!(p.redis.cmds(&["PTTL", "r1"]).int(), -1);
+    assert_eq!(p.redis.cmds(&["EXISTS", "__dbx:deadlines"]).int(), 0);
+    assert_eq!(p.redis.cmds(&["GET", "r1"]).text(), "w");
+}
+
+/// Entries written by library versions 1–3 (one change, `k e t`, rev from the id) are
+/// still read: a stream written before an upgrade is followed to its end.
+#[test]
+fn entries_of_earlier_library_versions_are_read() {
+    let old = decode_entry("41-2", [("k", "a"), ("e", "string.mset"), ("t", "17")].into_iter());
+    assert_eq!(old.seq, 2);
+    assert!(old.continues);
+    assert_eq!(old.changes.len(), 1);
+    let c = &old.changes[0];
+    assert_eq!((c.rev, c.key, c.event, c.at, c.epoch), (41, "a", "string.mset", 17, None));
+    assert_eq!(old.last, ["17", "a", "string.mset"]);
+    let flush = decode_entry("7-1", [("k", ""), ("e", "server.flush"), ("t", "5"), ("ep", "00ff")].into_iter());
+    assert_eq!(flush.changes[0].epoch, Some("00ff"));
+    // version 4: revs from the id back (`k` one more than the change before, `m` the
+    // same), events named once, the epoch on its change only
+    let new = decode_entry(
+        "13-1",
+        [
+            ("t", "9"),
+            ("e", "string.set"),
+            ("k", "a"),
+            ("k", "b"),
+            ("e", "server.flush"),
+            ("ep", "01"),
+            ("k", ""),
+            ("e", "string.mset"),
+            ("k", "x"),
+            ("m", "y"),
+            ("e", "expired"),
+            ("k", "c"),
+        ]
+        .into_iter(),
+    );
+    let got: Vec<(u64, &str, &str, Option<&str>)> =
+        new.changes.iter().map(|c| (c.rev, c.key, c.event, c.epoch)).collect();
+    assert_eq!(
+        got,
+        [
+            (9, "a", "string.set", None),
+            (10, "b", "string.set", None),
+            (11, "", "server.flush", Some("01")),
+            (12, "x", "string.mset", None),
+            (12, "y", "string.mset", None),
+            (13, "c", "expired", None)
+        ]
+    );
+    assert!(!new.continues);
+    assert_eq!(new.last, ["9", "c", "expired"]);
 }

@@ -11,7 +11,7 @@
 
 -- The version the gateway compares with the one it embeds (keep it on this line: the
 -- gateway may read it from the file text).
-local LIB_VERSION = '3'
+local LIB_VERSION = '4'
 
 -- Redis 7.0 runs a library's top level with nothing but `redis` in scope (no string,
 -- table, math …): everything is built on the first call, inside `build`.
@@ -745,6 +745,20 @@ local function build()
 
   local S
 
+  -- Most fields in one stream entry (unpack, and so one redis.call, takes at most a few
+  -- thousand arguments): past ENTRY_FIELDS the entry is written when the next operation
+  -- starts; past ENTRY_FIELDS_MAX even inside an operation.
+  local ENTRY_FIELDS = 2000
+  local ENTRY_FIELDS_MAX = 7000
+
+  -- The changes of the call not yet written: the fields of the next stream entry.
+  local function new_entry()
+    S.pend, S.pn = { 't', S.now_text }, 2
+    -- the rev of the last change put in it (nil: the next one writes its rev), and the
+    -- event named last (each event is named once per run of equal ones)
+    S.prev_rev, S.prev_e = nil, nil
+  end
+
   local function begin_call(now, backlog)
     local re = rcall('MGET', K_REV, K_EPOCH)
     local rev = tonumber(re[1] or '0') or 0
@@ -760,7 +774,11 @@ local function build()
       epoch = re[2] or nil,
       -- key -> deadline (number) or false (no deadline / missing), once checked
       dl = {},
+      -- the id rev and seq of the last entry this call wrote
+      xrev = nil,
+      xseq = 0,
     }
+    new_entry()
   end
 
   -- S.rev as text, formatted once per rev.
@@ -771,34 +789,79 @@ local function build()
     return S.rt
   end
 
+  -- Write the pending changes as one stream entry, id <rev of its last change>-<seq>
+  -- (seq 2, 3 … only for the later parts of one operation too large for one entry).
+  -- One XADD per call instead of one per change: XADD is the dearest command a write
+  -- runs (docs/BACKEND.md section 3).
+  local function write_entry()
+    if S.pn <= 2 then
+      return
+    end
+    local r = S.prev_rev
+    S.xseq = S.xrev == r and S.xseq + 1 or 1
+    S.xrev = r
+    rcall('XADD', K_CHANGES, (r == S.rev and rev_text() or int(r)) .. '-' .. S.xseq, unpack(S.pend, 1, S.pn))
+    S.added = true
+    new_entry()
+  end
+
+  -- One change at `rev` (an operation's changes share its rev). The entry layout
+  -- (docs/BACKEND.md section 3) names no rev: the id is the last change's, `k` is a
+  -- change at the rev after the one before it, `m` one at the same rev (the other keys
+  -- of an operation), so the revs inside an entry are contiguous; `e` is written only
+  -- when the event differs from the one before, `ep` before a change that starts an
+  -- epoch.
+  local function record(rev, key, event, epoch)
+    local n = S.pn
+    local prev = S.prev_rev
+    if rev ~= prev then
+      -- a new operation: an entry holding a part of a large one ends with it, a long
+      -- entry ends here, and so does one whose revs would not be contiguous
+      if S.split or n >= ENTRY_FIELDS or (prev and rev ~= prev + 1) then
+        S.split = false
+        write_entry()
+        n, prev = S.pn, nil
+      end
+    elseif n >= ENTRY_FIELDS_MAX then
+      S.split = true
+      write_entry()
+      n, prev = S.pn, nil
+    end
+    local p = S.pend
+    if event ~= S.prev_e then
+      p[n + 1], p[n + 2], n = 'e', event, n + 2
+      S.prev_e = event
+    end
+    if epoch then
+      p[n + 1], p[n + 2], n = 'ep', epoch, n + 2
+    end
+    p[n + 1], p[n + 2] = rev == prev and 'm' or 'k', key
+    S.pn, S.prev_rev = n + 2, rev
+  end
+
+  -- The end of a call (also of one that failed half way, see `guarded`): the changes
+  -- and the rev are written.
   local function end_call()
+    if S.ended then
+      return
+    end
+    S.ended = true
+    write_entry()
     if S.rev ~= S.rev0 then
       rcall('SET', K_REV, rev_text())
     end
-    -- Trimming with every XADD (`MAXLEN ~`) was a quarter of its cost; Redis trims
-    -- whole nodes of ~100 entries anyway, so once the rev passes a multiple of 64 is as
-    -- good: the stream holds at most ~backlog + 200 entries.
-    if S.added and floor(S.rev / 64) ~= floor(S.rev0 / 64) then
-      rcall('XTRIM', K_CHANGES, 'MAXLEN', '~', S.backlog)
+    -- Trimming by rev (entry ids are revs): the stream keeps at least the last
+    -- `backlog` revs, whatever number of entries holds them. Once the rev passes a
+    -- multiple of 64 is often enough: Redis trims whole nodes of ~100 entries anyway.
+    if S.added and floor(S.rev / 64) ~= floor(S.rev0 / 64) and S.rev > S.backlog then
+      rcall('XTRIM', K_CHANGES, 'MINID', '~', int(S.rev - S.backlog + 1))
     end
-  end
-
-  -- One change: entry id <rev>-<seq>, fields k (key), e (event), t (unix ms), and ep (the
-  -- new epoch) on a change that starts one (`server.flush`, `epoch`).
-  local function xadd(seq, key, event, epoch)
-    local id = rev_text() .. '-' .. seq
-    if epoch then
-      rcall('XADD', K_CHANGES, id, 'k', key, 'e', event, 't', S.now_text, 'ep', epoch)
-    else
-      rcall('XADD', K_CHANGES, id, 'k', key, 'e', event, 't', S.now_text)
-    end
-    S.added = true
   end
 
   -- A change with a rev of its own (`expired`).
   local function record_own(key, event)
     S.rev = S.rev + 1
-    xadd(1, key, event)
+    record(S.rev, key, event)
   end
 
   -- The running operation changed `key` (all its changes share one rev, given at its end).
@@ -2089,8 +2152,9 @@ local function build()
     local okr, name, fields = pcall(run_op, op)
     if #S.changes > 0 then
       S.rev = S.rev + 1
-      for j, k in ipairs(S.changes) do
-        xadd(j, k, S.method, S.method == 'server.flush' and S.epoch or nil)
+      local ep = S.method == 'server.flush' and S.epoch or nil
+      for _, k in ipairs(S.changes) do
+        record(S.rev, k, S.method, ep)
       end
     end
     if not okr then
@@ -2125,59 +2189,108 @@ local function build()
   end
 
   -- A plain `string.set` (key and value, nothing else: the gateway sends every other
-  -- string.set as JSON) without JSON to read: the same effects and result as the
-  -- method 'string.set', at a fraction of the cost. Lua runs slowly inside Redis (tens
-  -- of machine instructions per VM instruction in Debian's build), so this path takes
-  -- no detours: no pcall (nothing here throws but the reserved-key check), no deadline
-  -- bookkeeping while the database has no TTL at all.
+  -- string.set as JSON) without JSON to read: the same effects as the method
+  -- 'string.set'. Its result is the bare rev (an integer: the gateway writes
+  -- `{"set":true,"rev":n}`), or an error object.
   local function set_plain(key, value)
-    if byte(key, 1) == 95 then -- '_': the gateway refuses reserved keys; a guard
-      local ok, e = pcall(bad, key)
-      if not ok then
-        return error_json(e)
-      end
+    local ok, e = pcall(bad, key)
+    if not ok then
+      return error_json(e)
     end
-    local s = S
-    if s.any_dl == nil then
-      s.any_dl = rcall('EXISTS', K_DEADLINES) == 1
-    end
-    if s.any_dl then
+    if S.any_dl then
       live(key)
       rcall('SET', key, value)
       set_deadline(key, false)
     else
       rcall('SET', key, value)
     end
+    S.rev = S.rev + 1
+    record(S.rev, key, 'string.set')
+    return S.rev
+  end
+
+  -- `count` plain string.sets whose keys and values are args[i], args[i + 1], … (the
+  -- gateway's `P` form): their results go to out[n + 1 …]; returns the new n.
+  --
+  -- This is the gateway's commonest write, and Lua runs slowly inside Redis (about a
+  -- hundred machine instructions per VM instruction in Debian's build, and a thousand or
+  -- more per redis.call), so while no key has a TTL (nothing to expire first, no
+  -- deadline to drop) a run takes one MSET for all its pairs (the same effect as the
+  -- SETs one after the other) and one `k` field per change, each with its own rev.
+  local function set_run(args, i, count, out, n)
+    local s = S
+    local stop = i + 2 * count - 1
+    if s.any_dl == nil then
+      -- Without any TTL in the database (common), one EXISTS per call spares a ZSCORE
+      -- per key.
+      s.any_dl = rcall('EXISTS', K_DEADLINES) == 1
+    end
+    local slow = s.any_dl or 2 * count > ENTRY_FIELDS
+    if not slow then
+      -- the gateway refuses reserved keys; a guard
+      for j = i, stop, 2 do
+        if byte(args[j], 1) == 95 then
+          slow = true
+          break
+        end
+      end
+    end
+    if slow then
+      for j = i, stop, 2 do
+        n = n + 1
+        out[n] = set_plain(args[j], args[j + 1])
+      end
+      return n
+    end
+    rcall('MSET', unpack(args, i, stop))
     local rev = s.rev + 1
-    local rt = fmt('%d', rev)
-    s.rev, s.rt, s.rt_of, s.added = rev, rt, rev, true
-    rcall('XADD', K_CHANGES, rt .. '-1', 'k', key, 'e', 'string.set', 't', s.now_text)
-    return '{"result":{"set":true,"rev":' .. rt .. '}}'
+    record(rev, args[i], 'string.set')
+    n = n + 1
+    out[n] = rev
+    -- the rest: revs one after the other, the same event, so a `k` field each
+    local p, pn = s.pend, s.pn
+    for j = i + 2, stop, 2 do
+      rev = rev + 1
+      pn = pn + 2
+      p[pn - 1], p[pn] = 'k', args[j]
+      n = n + 1
+      out[n] = rev
+    end
+    s.pn, s.prev_rev, s.rev = pn, rev, rev
+    return n
   end
 
   -- dbx_run now_ms backlog op…: the requests of several clients gathered in one gateway
-  -- loop turn, each its own operation with its own result: either one JSON op object
-  -- (`{"method":…,"params":…}`), or the three arguments `S`, key, value of a plain
-  -- `string.set`.
+  -- loop turn, each its own operation with its own result. An op is either one JSON op
+  -- object (`{"method":…,"params":…}`), or a run of plain `string.set`s: `P`, their
+  -- count, then key and value of each. Returns an array: the rev (an integer) and the
+  -- epoch after the call, then one element per operation: its result object as JSON
+  -- text, or for a plain `string.set` that succeeded its rev as an integer (numbers
+  -- formatted by Redis's C code, not by Lua, which is slow at it).
   local function dbx_run(_, args)
     local now = parse_int_arg(args[1], 'now_ms')
     local backlog = parse_int_arg(args[2], 'backlog')
     begin_call(now, backlog)
-    local results, n, i, last = {}, 0, 3, #args
+    local out, n, i, last = { false, false }, 2, 3, #args
     while i <= last do
       local a = args[i]
-      n = n + 1
-      if a == 'S' then
-        results[n] = set_plain(args[i + 1], args[i + 2])
-        i = i + 3
+      if a == 'P' then
+        local count = tonumber(args[i + 1])
+        if not count or count < 1 or count ~= floor(count) or i + 1 + 2 * count > last then
+          error('dbx: P must be followed by a count and that many keys and values', 0)
+        end
+        n = set_run(args, i + 2, count, out, n)
+        i = i + 2 + 2 * count
       else
         local ok, op = pcall(decode_json, a, false)
-        results[n] = ok and run_json_op(op) or error_json(op)
+        n = n + 1
+        out[n] = ok and run_json_op(op) or error_json(op)
         i = i + 1
       end
     end
     end_call()
-    return call_reply(results)
+    out[1], out[2] = S.rev, epoch_now()
+    return out
   end
 
   -- Byte order (Rust's str order). Lua's `<` uses strcoll, and Redis sets LC_COLLATE from
@@ -2371,7 +2484,8 @@ local function build()
         if e then
           local f, m = e[2], {}
           for i = 1, #f, 2 do
-            m[f[i]] = f[i + 1]
+            -- the last change's key: `k` or `m` (see `record`)
+            m[f[i] == 'm' and 'k' or f[i]] = f[i + 1]
           end
           same = m.t == args[5] and m.k == args[6] and m.e == args[7]
         end
@@ -2381,7 +2495,7 @@ local function build()
     if behind then
       S.rev = math.max(S.rev, last_rev, delivered) + 1
       S.epoch = new_epoch(epoch)
-      xadd(1, '', 'epoch', S.epoch)
+      record(S.rev, '', 'epoch', S.epoch)
       epoch = S.epoch
     elseif not had_rev then
       S.rev0 = -1 -- write rev 0
@@ -2399,13 +2513,30 @@ local function build()
     return '{"rev":' .. int(S.rev) .. ',"epoch":' .. jstr(epoch) .. '}'
   end
 
+  -- Every writing function through this: when an error escapes half way (a bug, or a
+  -- command Redis refused), what was done is still recorded (its changes in the stream,
+  -- the rev), never left out of the history, before the error goes to the gateway.
+  local function guarded(fn)
+    return function(keys, args)
+      S = nil
+      local ok, r = pcall(fn, keys, args)
+      if not ok then
+        if S then
+          end_call()
+        end
+        error(r, 0)
+      end
+      return r
+    end
+  end
+
   return {
-    exec = dbx_exec,
-    run = dbx_run,
+    exec = guarded(dbx_exec),
+    run = guarded(dbx_run),
     watch_read = dbx_watch_read,
-    expire_due = dbx_expire_due,
+    expire_due = guarded(dbx_expire_due),
     info = dbx_info,
-    init = dbx_init,
+    init = guarded(dbx_init),
   }
 end
 

@@ -22,6 +22,86 @@ fn event_name(e: &str) -> &'static str {
     }
 }
 
+/// One change read from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChange<'a> {
+    pub rev: u64,
+    pub key: &'a str,
+    /// The method's name (`string.set` …), `expired`, `evicted` or `epoch`.
+    pub event: &'a str,
+    /// The epoch this change starts (`server.flush`, `epoch`).
+    pub epoch: Option<&'a str>,
+    /// When it happened (unix ms, the writing gateway's clock).
+    pub at: u64,
+}
+
+/// A stream entry read (docs/BACKEND.md section 3).
+#[derive(Debug, Default)]
+pub struct StreamEntry<'a> {
+    pub changes: Vec<StreamChange<'a>>,
+    /// The id's sequence number: 2, 3 … for the later parts of one operation whose
+    /// changes did not fit one entry.
+    pub seq: u64,
+    /// The entry continues an operation begun in the entry before it.
+    pub continues: bool,
+    /// The last values of the fields t, k and e, as `dbx_init` compares them.
+    pub last: [&'a str; 3],
+}
+
+/// The changes of the entry `id` from its fields in order. Layout (library version 4):
+/// `t` (unix ms) first; then per change `e` (its event, when it differs from the
+/// previous change's), `ep` (the epoch it starts, if any), and `k` or `m` with the key,
+/// which ends the change: `k` is a change at the rev after the previous change's, `m`
+/// one at the same rev (the other keys of one operation). No rev is written: the id's is
+/// the last change's, and the others follow from it. An entry of library versions 1–3
+/// (`k`, `e`, `t`: one change, rev from the id) is read too, so a stream written before
+/// an upgrade is followed to its end.
+pub fn decode_entry<'a>(id: &str, fields: impl Iterator<Item = (&'a str, &'a str)>) -> StreamEntry<'a> {
+    let mut id_parts = id.split('-').map(|x| x.parse::<u64>().unwrap_or(0));
+    let (id_rev, seq) = (id_parts.next().unwrap_or(0), id_parts.next().unwrap_or(0));
+    let mut out = StreamEntry { seq, continues: seq > 1, ..Default::default() };
+    let (mut event, mut epoch, mut at) = ("", None, 0u64);
+    let mut legacy_key = None;
+    // per change: does the next change take a new rev (its field is `k`)?
+    let mut steps: Vec<bool> = Vec::new();
+    for (i, (name, value)) in fields.enumerate() {
+        match name {
+            "t" => {
+                at = value.parse().unwrap_or(0);
+                out.last[0] = value;
+            }
+            "e" => {
+                event = value;
+                out.last[2] = value;
+            }
+            "ep" => epoch = Some(value),
+            "k" if i == 0 || legacy_key.is_some() => legacy_key = Some(value),
+            "k" | "m" => {
+                steps.push(name == "k");
+                out.changes.push(StreamChange { rev: 0, key: value, event, epoch: epoch.take(), at });
+                out.last[1] = value;
+            }
+            _ => {}
+        }
+    }
+    if let Some(key) = legacy_key {
+        out.last[1] = key;
+        out.changes.push(StreamChange { rev: id_rev, key, event, epoch, at });
+        steps.push(true);
+    }
+    // Revs from the last (the id's) back: a change before a `k` is one rev earlier.
+    let mut rev = id_rev;
+    for (c, step) in out.changes.iter_mut().zip(&steps).rev() {
+        c.rev = rev;
+        // `at` is known only once `t` is read (first in version 4, last in the old layout)
+        c.at = at;
+        if *step {
+            rev = rev.saturating_sub(1);
+        }
+    }
+    out
+}
+
 impl Gateway {
     /// Ask for the entries after the last one delivered (blocks in Redis, not here).
     pub(super) fn read_stream(&mut self, now: u64) {
@@ -77,73 +157,58 @@ impl Gateway {
         }
         let (Some(fields), Some(id)) = (parts.pop(), parts.pop()) else { return };
         let Some(id) = text(&id).map(str::to_string) else { return };
-        // `<rev>-<n>`: the changes of one operation share its rev (n = 1, 2, …).
-        let mut id_parts = id.split('-').map(|x| x.parse::<u64>().unwrap_or(0));
-        let (rev, n) = (id_parts.next().unwrap_or(0), id_parts.next().unwrap_or(0));
-        let (mut key, mut event, mut at, mut epoch) = (None, "", 0u64, None);
-        let mut seen: [&str; 3] = ["", "", ""];
-        if let OwnedFrame::Array(kv) = &fields {
-            for pair in kv.chunks(2) {
-                let (Some(k), Some(v)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else { continue };
-                match k {
-                    "k" => {
-                        key = Some(v.to_string());
-                        seen[1] = v;
-                    }
-                    "e" => {
-                        event = event_name(v);
-                        seen[2] = v;
-                    }
-                    "t" => {
-                        at = v.parse().unwrap_or(0);
-                        seen[0] = v;
-                    }
-                    "ep" => epoch = Some(v.to_string()),
-                    _ => {}
-                }
-            }
-        }
+        let OwnedFrame::Array(kv) = &fields else { return };
+        let pairs = kv.chunks(2).filter_map(|p| Some((p.first().and_then(text)?, p.get(1).and_then(text)?)));
+        let entry = decode_entry(&id, pairs);
         if last {
-            self.follow_last = Some(seen.map(str::to_string));
+            self.follow_last = Some(entry.last.map(str::to_string));
         }
-        if self.delivered == 0 && rev > 1 && !self.follow_started {
+        let (Some(first), Some(newest)) = (entry.changes.first(), entry.changes.last()) else {
+            self.follow_from = id;
+            return;
+        };
+        let (first_rev, last_rev) = (first.rev, newest.rev);
+        if self.delivered == 0 && first_rev > 1 && !self.follow_started {
             // The stream's oldest entry: history before it is not available here (nor
-            // the first entries of its own operation when trimming cut into it).
-            l.hub.reset_history(if n > 1 { rev } else { rev - 1 });
+            // the first changes of its own operation when it continues an earlier entry).
+            l.hub.reset_history(if entry.continues { first_rev } else { first_rev - 1 });
         }
-        let restart = event == "epoch" || event == "server.flush";
-        if self.delivered > 0 && rev > self.delivered + 1 && !restart {
-            // Every rev has an entry: a jump means entries were trimmed while this
+        let restart = matches!(first.event, "epoch" | "server.flush");
+        if self.delivered > 0 && first_rev > self.delivered + 1 && !restart {
+            // Every rev has a change: a jump means entries were trimmed while this
             // gateway was not reading (a long outage of its stream connection). Its
             // watchers missed changes: tell them as a flush would (history before this
             // is gone; a resume from before it gets a gap), never a silent hole.
             log::warn!(
                 "change stream: revs {}..{} were trimmed before this gateway read them: watchers resync",
                 self.delivered + 1,
-                rev - 1
+                first_rev - 1
             );
-            l.hub.changed(None, "epoch", rev - 1, &l.facts.epoch, at);
+            l.hub.changed(None, "epoch", first_rev - 1, &l.facts.epoch, first.at);
         }
         self.follow_started = true;
         self.follow_from = id;
-        if (rev, n) <= (self.delivered, self.delivered_n) {
+        if (last_rev, entry.seq) <= (self.delivered, self.delivered_n) {
             return;
         }
-        self.delivered = rev;
-        self.delivered_n = n;
-        self.latest_rev = self.latest_rev.max(rev);
-        if event == "server.flush" || event == "epoch" {
-            // History before this entry is gone: watchers get the new epoch (and a
-            // resume from before it a gap), as with an embedded flush.
-            if let Some(ep) = epoch {
-                if ep != l.facts.epoch {
-                    log::info!("backend epoch is now {ep} (was {}) at rev {rev}", l.facts.epoch);
+        self.delivered = last_rev;
+        self.delivered_n = entry.seq;
+        self.latest_rev = self.latest_rev.max(last_rev);
+        for c in &entry.changes {
+            let event = event_name(c.event);
+            if event == "server.flush" || event == "epoch" {
+                // History before this change is gone: watchers get the new epoch (and a
+                // resume from before it a gap), as with an embedded flush.
+                if let Some(ep) = c.epoch {
+                    if ep != l.facts.epoch {
+                        log::info!("backend epoch is now {ep} (was {}) at rev {}", l.facts.epoch, c.rev);
+                    }
+                    l.facts.epoch = ep.to_string();
                 }
-                l.facts.epoch = ep;
+                l.hub.changed(None, event, c.rev, &l.facts.epoch, c.at);
+            } else {
+                l.hub.changed(Some(crate::store::Key::from(c.key)), event, c.rev, &l.facts.epoch, c.at);
             }
-            l.hub.changed(None, event, rev, &l.facts.epoch, at);
-        } else {
-            l.hub.changed(key.map(|k| crate::store::Key::from(k.as_str())), event, rev, &l.facts.epoch, at);
         }
     }
 

@@ -45,6 +45,7 @@ use serde_json::value::RawValue;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+pub use follow::{decode_entry, StreamChange, StreamEntry};
 pub use sync::startup_check;
 
 /// The function library, loaded with `FUNCTION LOAD REPLACE` at each (re)connect.
@@ -132,10 +133,15 @@ struct Flow {
 
 /// Single-method requests gathered in one loop turn for one data connection: the
 /// arguments of one `dbx_run` after `now_ms` and `backlog`, back to back in `args`
-/// (argument i ends at `ends[i]`), one request per JSON op or compact op.
+/// (argument i ends at `ends[i]`): one JSON op per request, or key and value for a
+/// plain `string.set`. Consecutive plain sets form a run (`runs`: the index of its
+/// first argument, and its count), sent as `P count key value …`.
 struct Group {
     args: Vec<u8>,
     ends: Vec<usize>,
+    runs: Vec<(usize, usize)>,
+    /// The last request gathered was a plain set (a next one joins its run).
+    in_run: bool,
     waits: Vec<Waiting>,
     denyoom: bool,
     unix_ms: u64,
@@ -186,6 +192,12 @@ struct ExecReply<'a> {
     epoch: String,
     #[serde(borrow)]
     results: Vec<&'a RawValue>,
+}
+
+/// The result of a plain `string.set` (what the embedded command answers), from the
+/// bare rev `dbx_run` returns for it.
+pub fn set_result(j: &mut Json, rev: u64) {
+    j.bool("set", true).u64("rev", rev);
 }
 
 #[derive(Deserialize)]
@@ -781,6 +793,8 @@ impl Gateway {
         let g = slot.get_or_insert_with(|| Group {
             args: Vec::new(),
             ends: Vec::new(),
+            runs: Vec::new(),
+            in_run: false,
             waits: Vec::new(),
             denyoom,
             unix_ms,
@@ -788,19 +802,27 @@ impl Gateway {
         if g.waits.is_empty() {
             g.args.clear();
             g.ends.clear();
+            g.runs.clear();
+            g.in_run = false;
             g.denyoom = denyoom;
             g.unix_ms = unix_ms;
         }
         match plain_set(method, params) {
-            // The commonest write in its compact form: `S`, key, value (dbx.lua's
-            // `set_plain`), which spares the library reading JSON.
+            // The commonest write in its compact form, key and value in a run of plain
+            // sets (dbx.lua's `set_run`), which spares the library reading JSON.
             Some((key, value)) => {
-                for a in [b"S" as &[u8], key.as_bytes(), value.as_bytes()] {
+                match g.runs.last_mut() {
+                    Some(run) if g.in_run => run.1 += 1,
+                    _ => g.runs.push((g.ends.len(), 1)),
+                }
+                g.in_run = true;
+                for a in [key.as_bytes(), value.as_bytes()] {
                     g.args.extend_from_slice(a);
                     g.ends.push(g.args.len());
                 }
             }
             None => {
+                g.in_run = false;
                 g.args.extend_from_slice(b"{\"method\":");
                 write_str(&mut g.args, method);
                 g.args.extend_from_slice(b",\"params\":");
@@ -830,23 +852,20 @@ impl Gateway {
         let now_ms = g.unix_ms.to_string();
         let backlog = self.backlog.to_string();
         let f: &[u8] = if g.denyoom { b"dbx_run" } else { b"dbx_run_allow_oom" };
-        let mut args: Vec<&[u8]> = Vec::with_capacity(5 + g.ends.len());
+        let counts: Vec<String> = g.runs.iter().map(|r| r.1.to_string()).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(5 + g.ends.len() + 2 * counts.len());
         args.extend_from_slice(&[b"FCALL", f, b"0", now_ms.as_bytes(), backlog.as_bytes()]);
+        let mut runs = g.runs.iter().zip(&counts).peekable();
         let mut start = 0;
-        for &end in &g.ends {
+        for (k, &end) in g.ends.iter().enumerate() {
+            if let Some((_, count)) = runs.next_if(|(r, _)| r.0 == k) {
+                args.extend_from_slice(&[b"P", count.as_bytes()]);
+            }
             args.push(g.args.get(start..end).unwrap_or_default());
             start = end;
         }
         let Some(c) = self.data.get_mut(i) else { return };
-        let tag = if g.waits.len() == 1 {
-            match g.waits.pop() {
-                Some(w) => Tag::Req(w),
-                None => return,
-            }
-        } else {
-            Tag::Group(std::mem::take(&mut g.waits))
-        };
-        if let Err(tag) = c.try_send(&args, tag, now) {
+        if let Err(tag) = c.try_send(&args, Tag::Group(std::mem::take(&mut g.waits)), now) {
             self.orphans.push(tag);
         }
     }
@@ -864,30 +883,44 @@ impl Gateway {
         }
     }
 
-    /// The answer to a group: one reply per request, from its element of `results`.
+    /// The answer to a group (`dbx_run`'s array: the rev and epoch after the call,
+    /// then one element per request).
     fn complete_group(&mut self, l: &mut Local, waits: Vec<Waiting>, frame: Option<OwnedFrame>) {
         self.inflight = self.inflight.saturating_sub(waits.len());
-        let (results, error) = match &frame {
+        let (results, error) = match frame {
             None => {
                 self.unavailable_total += waits.len() as u64;
                 (None, Error::new(Code::Unavailable, "The backend connection failed or timed out before answering"))
             }
-            Some(OwnedFrame::Error(msg)) => (None, redis_error(msg)),
-            Some(f) => match bulk_text(f).and_then(|t| serde_json::from_str::<ExecReply>(t).ok()) {
-                Some(r) => {
-                    self.note_rev(l, r.rev, &r.epoch);
-                    (Some(r.results), bad_reply("dbx_exec"))
+            Some(OwnedFrame::Error(msg)) => (None, redis_error(&msg)),
+            Some(OwnedFrame::Array(items)) => match (items.first(), items.get(1).and_then(bulk_text)) {
+                (Some(OwnedFrame::Integer(rev)), Some(epoch)) if items.len() == waits.len() + 2 => {
+                    self.note_rev(l, (*rev).max(0) as u64, epoch);
+                    (Some(items), bad_reply("dbx_run"))
                 }
-                None => (None, bad_reply("dbx_exec")),
+                _ => (None, bad_reply("dbx_run")),
             },
+            Some(_) => (None, bad_reply("dbx_run")),
         };
         for (k, w) in waits.into_iter().enumerate() {
-            let elem = results.as_ref().and_then(|r| r.get(k)).map(|e| e.get());
+            let elem = results.as_ref().and_then(|r| r.get(k + 2));
             let b = match (elem, &w.kind) {
-                (Some(e), Kind::Single(Some(scope))) => {
-                    single_reply(w.id.as_deref(), &scan_in_scope(e, scope), l.stamp)
+                // A plain string.set: its rev.
+                (Some(OwnedFrame::Integer(rev)), _) => {
+                    let mut b = Vec::with_capacity(96);
+                    envelope::reply(&mut b, w.id.as_deref(), l.stamp, |j| {
+                        set_result(j, (*rev).max(0) as u64);
+                        Ok(())
+                    });
+                    b
                 }
-                (Some(e), _) => single_reply(w.id.as_deref(), e, l.stamp),
+                (Some(e), kind) => {
+                    let e = bulk_text(e).unwrap_or("");
+                    match kind {
+                        Kind::Single(Some(scope)) => single_reply(w.id.as_deref(), &scan_in_scope(e, scope), l.stamp),
+                        _ => single_reply(w.id.as_deref(), e, l.stamp),
+                    }
+                }
                 (None, _) => {
                     let mut b = Vec::new();
                     envelope::error(&mut b, w.id.as_deref(), &error, l.stamp);
