@@ -105,14 +105,16 @@ fn find_key(params: &Params, bad: impl Fn(&str) -> bool) -> Option<String> {
             }
         }
     }
-    for name in cmd::KEY_LIST_PARAMS {
+    // Only the parameters present are read: a missing one's error (a formatted
+    // message) would be built and thrown away on every request.
+    for name in cmd::KEY_LIST_PARAMS.iter().filter(|n| params.has(n)) {
         if let Ok(keys) = params.str_list(name) {
             if let Some(k) = keys.iter().find(|k| bad(k)) {
                 return Some(k.to_string());
             }
         }
     }
-    for name in cmd::KEY_OBJECT_PARAMS {
+    for name in cmd::KEY_OBJECT_PARAMS.iter().filter(|n| params.has(n)) {
         if let Ok(pairs) = params.object(name) {
             if let Some((k, _)) = pairs.iter().find(|(k, _)| bad(k)) {
                 return Some(k.to_string());
