@@ -24,6 +24,10 @@ local function build()
   local K_BIG = '__dbx:deadlines:exact'
   local PREFIX = '__dbx:'
   local RESERVED = { K_REV, K_EPOCH, K_CHANGES, K_DEADLINES, K_LIB, K_BIG }
+  local IS_RESERVED = {}
+  for _, k in ipairs(RESERVED) do
+    IS_RESERVED[k] = true
+  end
 
   local find, sub, byte, char, gsub, fmt = string.find, string.sub, string.byte, string.char, string.gsub, string.format
   local concat, floor, ceil = table.concat, math.floor, math.ceil
@@ -2227,9 +2231,11 @@ local function build()
     end
     local slow = s.any_dl or 2 * count > ENTRY_FIELDS
     if not slow then
-      -- the gateway refuses reserved keys; a guard
+      -- The gateway refuses every key under the reserved prefix; this guard keeps
+      -- DBX's own keys (the exact names: a table lookup, where a prefix test would be
+      -- a C call per key) from being overwritten whatever it is sent.
       for j = i, stop, 2 do
-        if byte(args[j], 1) == 95 then
+        if IS_RESERVED[args[j]] then
           slow = true
           break
         end
