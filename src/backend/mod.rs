@@ -66,7 +66,11 @@ const EXPIRE_EVERY_MS: u64 = 50;
 const EXPIRE_LIMIT: u32 = 1000;
 /// `XREAD BLOCK` time; the follower's timeout is this plus DBX_BACKEND_TIMEOUT.
 const FOLLOW_BLOCK_MS: u64 = 1000;
-const FOLLOW_COUNT: u32 = 1000;
+/// Stream entries per `XREAD`. An entry holds one call's changes (up to ~3,500 keys for
+/// the parts of one huge operation, ~100–500 fields usually): 64 of them bound what one
+/// read brings into memory at once (a few tens of MB at worst) while a busy stream
+/// still takes only tens of reads a second.
+const FOLLOW_COUNT: u32 = 64;
 /// Most requests (and bytes of operations) in one grouped `dbx_run`.
 const GROUP_MAX_OPS: usize = 256;
 const GROUP_MAX_BYTES: usize = 256 * 1024;
