@@ -974,3 +974,71 @@ fn backend_latency_histograms_in_metrics() {
         Err(e) => eprintln!("promtool not installed ({e}): checked by the assertions above only"),
     }
 }
+
+/// Pipelined plain sets from several connections go to Redis as runs (`P count k v …`,
+/// one MSET each, one stream entry per call): every write still has its own rev, and a
+/// watcher on another gateway gets each one, in rev order, with the rev its writer was
+/// given — also when a TTL in the database sends the runs down the one-by-one path, and
+/// with JSON operations between them.
+#[test]
+fn runs_of_plain_sets_reach_a_watcher_on_another_gateway_with_their_revs() {
+    let r = Redis::start();
+    let a = r.gateway(|_| {});
+    let b = r.gateway(|_| {});
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut w = a.client();
+    let rev0 = w.ok("key.watch", json!({"patterns": ["r:*"]}))["rev"].as_u64().unwrap();
+    let addr = b.addr;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = connect_path(addr, "/ws");
+                let mut ids = Vec::new();
+                for i in 0..300 {
+                    let key = format!("r:{t}:{}", i % 7);
+                    let (method, params) = match i {
+                        // a JSON op inside the runs, and from i = 150 on a key with a TTL
+                        100 => ("hash.set", json!({"key": format!("r:h{t}"), "field": "f", "value": "1"})),
+                        150 => ("string.set", json!({"key": key, "value": "t", "ttl": 600})),
+                        _ => ("string.set", json!({"key": key, "value": format!("{t}:{i}")})),
+                    };
+                    ids.push((key_of(&params), c.write(method, params)));
+                }
+                c.flush();
+                ids.into_iter()
+                    .map(|(key, id)| {
+                        let v = c.reply(id);
+                        (key, v["result"]["rev"].as_u64().unwrap_or_else(|| panic!("{v}")))
+                    })
+                    .collect::<Vec<(String, u64)>>()
+            })
+        })
+        .collect();
+    let mut written: Vec<(String, u64)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    written.sort_by_key(|x| x.1);
+    let revs: Vec<u64> = written.iter().map(|x| x.1).collect();
+    assert_eq!(revs, (rev0 + 1..=rev0 + 1200).collect::<Vec<_>>(), "one rev per write, none shared, none skipped");
+    for (key, rev) in &written {
+        let e = w.event();
+        assert_eq!((e["key"].as_str(), e["rev"].as_u64()), (Some(key.as_str()), Some(*rev)), "{e}");
+    }
+    w.no_event(Duration::from_millis(200));
+    // the runs really were runs: fewer MSETs than plain sets before the TTL
+    let stats = r.cmd(&["INFO", "commandstats"]).unwrap();
+    let msets: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_mset:calls="))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MSET in {stats}"));
+    println!("{msets} MSETs for {} plain sets", 4 * 149);
+    assert!(msets < 4 * 149, "{msets} MSETs for {} plain sets", 4 * 149);
+    // what the last writes left is what Redis holds
+    let mut c = b.client();
+    assert_eq!(c.ok("string.get", json!({"key": "r:0:4"}))["value"], "0:298");
+}
+
+fn key_of(params: &serde_json::Value) -> String {
+    params["key"].as_str().unwrap().to_string()
+}
