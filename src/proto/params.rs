@@ -59,9 +59,10 @@ pub fn raw_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     if !s.starts_with('"') {
         return None;
     }
-    // A scanned string ends at its closing quote, so a plain run that reaches the
-    // last byte means no escape.
-    let escaped = scan::plain_run(s.as_bytes().get(1..).unwrap_or_default()) + 2 < s.len();
+    // The scanner has validated the string, so it holds an escape exactly when it holds
+    // a backslash: one test per byte instead of the scanner's three (quote, backslash,
+    // control character).
+    let escaped = scan::has_backslash(s.as_bytes());
     token_text(StrToken { quoted: s, escaped })
 }
 
@@ -166,21 +167,49 @@ impl<'a> Params<'a> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v).filter(|v| v.get() != "null")
     }
 
+    /// The raw values of several parameters in one pass over the fields, as `raw` gives
+    /// each (`null` counts as absent). For a command that reads many optional
+    /// parameters on a hot path: `string.set` asked for six one by one, each a pass
+    /// with a `memcmp` per field. Inlined so the names are constants where it is called
+    /// and each comparison compiles to a length test and a load or two.
+    #[inline(always)]
+    pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<Raw<'a>>; N] {
+        let mut found = [None; N];
+        // Backwards, so that the first field of a name is the one kept, as in `raw`
+        // (names are unique in parsed params anyway: duplicates are refused).
+        for (k, v) in self.fields.iter().rev() {
+            for (name, slot) in names.iter().zip(found.iter_mut()) {
+                if k.len() == name.len() && k.as_bytes() == name.as_bytes() {
+                    *slot = (v.get() != "null").then_some(*v);
+                    break;
+                }
+            }
+        }
+        found
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.raw(name).is_some()
     }
 
+    #[cold]
     fn missing(name: &str) -> Error {
         Error::invalid_params(format!("Missing parameter '{name}'"))
     }
 
+    #[cold]
     fn wrong(name: &str, what: &str) -> Error {
         Error::invalid_params(format!("Parameter '{name}' must be {what}"))
     }
 
     /// A required string parameter (keys, fields, members, channels …).
     pub fn str(&self, name: &str) -> Result<Cow<'a, str>> {
-        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        Self::str_of(name, self.raw(name))
+    }
+
+    /// `str` of a value found by `pick`.
+    pub fn str_of(name: &str, raw: Option<Raw<'a>>) -> Result<Cow<'a, str>> {
+        let raw = raw.ok_or_else(|| Self::missing(name))?;
         raw_str(raw).ok_or_else(|| Self::wrong(name, "a string"))
     }
 
@@ -193,12 +222,22 @@ impl<'a> Params<'a> {
 
     /// A stored value: a JSON string, or a number stored as its decimal text.
     pub fn value(&self, name: &str) -> Result<Cow<'a, str>> {
-        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        Self::value_of(name, self.raw(name))
+    }
+
+    /// `value` of a value found by `pick`.
+    pub fn value_of(name: &str, raw: Option<Raw<'a>>) -> Result<Cow<'a, str>> {
+        let raw = raw.ok_or_else(|| Self::missing(name))?;
         value_text(raw).ok_or_else(|| Self::wrong(name, "a string or a number"))
     }
 
     pub fn opt_bool(&self, name: &str) -> Result<bool> {
-        match self.raw(name).map(|r| r.get()) {
+        Self::opt_bool_of(name, self.raw(name))
+    }
+
+    /// `opt_bool` of a value found by `pick`.
+    pub fn opt_bool_of(name: &str, raw: Option<Raw<'_>>) -> Result<bool> {
+        match raw.map(|r| r.get()) {
             None => Ok(false),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
@@ -209,10 +248,15 @@ impl<'a> Params<'a> {
     pub fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
         match self.raw(name) {
             None => Ok(None),
-            Some(raw) => {
-                serde_json::from_str::<i64>(raw.get()).map(Some).map_err(|_| Self::wrong(name, "an integer (64-bit)"))
-            }
+            Some(raw) => Self::parse_i64(name, raw).map(Some),
         }
+    }
+
+    /// Out of line: the lookups above are inlined where commands call them, the number
+    /// parsing need not be.
+    #[inline(never)]
+    fn parse_i64(name: &str, raw: Raw<'_>) -> Result<i64> {
+        serde_json::from_str::<i64>(raw.get()).map_err(|_| Self::wrong(name, "an integer (64-bit)"))
     }
 
     pub fn i64(&self, name: &str) -> Result<i64> {
@@ -233,12 +277,22 @@ impl<'a> Params<'a> {
 
     /// A finite number.
     pub fn opt_f64(&self, name: &str) -> Result<Option<f64>> {
-        match self.raw(name) {
+        Self::opt_f64_of(name, self.raw(name))
+    }
+
+    /// `opt_f64` of a value found by `pick`.
+    pub fn opt_f64_of(name: &str, raw: Option<Raw<'_>>) -> Result<Option<f64>> {
+        match raw {
             None => Ok(None),
-            Some(raw) => match serde_json::from_str::<f64>(raw.get()) {
-                Ok(v) if v.is_finite() => Ok(Some(v)),
-                _ => Err(Self::wrong(name, "a number")),
-            },
+            Some(raw) => Self::parse_f64(name, raw).map(Some),
+        }
+    }
+
+    #[inline(never)]
+    fn parse_f64(name: &str, raw: Raw<'_>) -> Result<f64> {
+        match serde_json::from_str::<f64>(raw.get()) {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(Self::wrong(name, "a number")),
         }
     }
 

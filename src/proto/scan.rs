@@ -326,6 +326,22 @@ pub fn plain_run(b: &[u8]) -> usize {
     i
 }
 
+/// Whether `b` holds a backslash, eight bytes at a time (SWAR, as `plain_run`).
+pub fn has_backslash(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    for chunk in &mut chunks {
+        let Ok(c) = <[u8; 8]>::try_from(chunk) else { break };
+        let x = u64::from_le_bytes(c) ^ (ONES * u64::from(b'\\'));
+        // haszero: exact as a yes/no answer (a borrow needs a true zero below it).
+        if x.wrapping_sub(ONES) & !x & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().contains(&b'\\')
+}
+
 /// Whether `text` is exactly one JSON value (with surrounding whitespace) nested no
 /// deeper than `max_depth`.
 pub fn validate(text: &str, max_depth: usize) -> Scan<()> {

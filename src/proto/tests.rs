@@ -155,3 +155,24 @@ fn params_are_written_back_as_the_request_sent_them_and_read_back_the_same() {
         assert_eq!(buf, b"{}");
     }
 }
+
+/// `pick` finds what `raw` finds, name by name: absent, `null`, present, and a name
+/// given twice in hand-built fields (the first one counts, in both).
+#[test]
+fn pick_agrees_with_raw() {
+    use super::Raw;
+    let fields = vec![
+        ("key".into(), Raw("\"k\"")),
+        ("ttl".into(), Raw("null")),
+        ("nx".into(), Raw("true")),
+        ("nx".into(), Raw("false")),
+        ("value".into(), Raw("12")),
+    ];
+    let p = Params::from_fields(fields);
+    let names = ["key", "value", "ttl", "nx", "xx", "get"];
+    let got = p.pick(names);
+    for (name, g) in names.iter().zip(got) {
+        assert_eq!(g, p.raw(name), "{name}");
+    }
+    assert_eq!(got[3], Some(Raw("true")));
+}
