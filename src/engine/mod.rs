@@ -262,7 +262,7 @@ impl Engine {
         self.facts.writes_refused = self.persist.refusing_for(text.len());
         self.facts.snapshot_running = self.persist.snapshot_running();
         self.fx.reset(true);
-        let log = self.persist.op_log();
+        let log = self.persist.op_log(self.unix_ms);
         let mut ctx = Ctx {
             store: &mut self.store,
             hub: Some(&mut self.hub),
@@ -294,7 +294,7 @@ impl Engine {
     /// new epoch, a snapshot; then queue the events its changes cause.
     fn apply(&mut self, s: &mut Session) -> bool {
         // Into the log before the reply leaves (`flush_log` runs before any flush).
-        self.persist.append_ops(self.store.rev(), self.unix_ms);
+        self.persist.append_ops(self.store.rev());
         let (mut identity_changed, mut flushed, mut save) = (false, false, false);
         for e in self.fx.effects.drain(..) {
             match e {
