@@ -42,6 +42,7 @@ pub struct StrToken<'a> {
 
 impl<'a> StrToken<'a> {
     /// The text between the quotes.
+    #[inline]
     pub fn inner(&self) -> &'a str {
         self.quoted.get(1..self.quoted.len().saturating_sub(1)).unwrap_or("")
     }
@@ -79,6 +80,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The text from `start` to the current position.
+    #[inline]
     pub fn span(&self, start: usize) -> &'a str {
         self.text.get(start..self.pos).unwrap_or("")
     }
@@ -124,12 +126,10 @@ impl<'a> Scanner<'a> {
             Some(b'"') => {
                 self.string()?;
             }
-            Some(b'{') => {
-                self.object(|_, s| s.value().map(drop))?;
-            }
-            Some(b'[') => {
-                self.array(|s| s.value().map(drop))?;
-            }
+            // Nested containers out of line: requests carry scalars mostly, and a
+            // `value` without the container code inlined is a smaller function.
+            Some(b'{') => self.skip_object()?,
+            Some(b'[') => self.skip_array()?,
             Some(b't') => self.literal("true")?,
             Some(b'f') => self.literal("false")?,
             Some(b'n') => self.literal("null")?,
@@ -138,6 +138,16 @@ impl<'a> Scanner<'a> {
             None => return self.err("unexpected end of input"),
         }
         Ok(self.span(start))
+    }
+
+    #[inline(never)]
+    fn skip_object(&mut self) -> Scan<()> {
+        self.object(|_, s| s.value().map(drop))
+    }
+
+    #[inline(never)]
+    fn skip_array(&mut self) -> Scan<()> {
+        self.array(|s| s.value().map(drop))
     }
 
     fn literal(&mut self, word: &'static str) -> Scan<()> {
