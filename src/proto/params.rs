@@ -50,10 +50,44 @@ pub(super) fn key_text<'a>(t: StrToken<'a>, s: &Scanner<'a>) -> scan::Scan<Cow<'
 /// An object's fields in document order: (name, raw value).
 pub type Fields<'a> = Vec<(Cow<'a, str>, Raw<'a>)>;
 
+/// An empty field list kept from one request to the next (`recycle`, `lend`): the
+/// params vector was the one allocation (and free) of a plain request.
+pub type SpareFields = Vec<(Cow<'static, str>, Raw<'static>)>;
+
+/// A spare list holding more fields than this is not kept (a request with a large
+/// params object must not pin its memory for good).
+const SPARE_MAX: usize = 16;
+
+/// Empty `fields` and keep its allocation, no longer tied to the text it borrowed from.
+/// Without `unsafe`: an empty vector collected in place into the same element type
+/// (lifetimes aside) keeps its buffer; were the standard library ever to stop doing
+/// that, this would allocate again, never misbehave. (`filter_map` because it changes
+/// the element type's lifetime, which `filter` cannot.)
+#[allow(clippy::unnecessary_filter_map)]
+pub fn recycle(mut fields: Fields<'_>) -> SpareFields {
+    if fields.capacity() > SPARE_MAX {
+        return SpareFields::new();
+    }
+    fields.clear();
+    fields.into_iter().filter_map(|_| None).collect()
+}
+
+/// A spare list, empty, ready to borrow from a new text (see `recycle`).
+#[allow(clippy::unnecessary_filter_map)]
+fn lend<'a>(spare: SpareFields) -> Fields<'a> {
+    spare.into_iter().filter_map(|_| None).collect()
+}
+
 /// The fields of the object at the scanner's position, each value validated and kept
 /// as raw text.
 pub(super) fn scan_fields<'a>(s: &mut Scanner<'a>) -> scan::Scan<Fields<'a>> {
-    let mut fields = Vec::with_capacity(4);
+    scan_fields_into(s, SpareFields::new())
+}
+
+/// `scan_fields` into the allocation of `spare`.
+pub(super) fn scan_fields_into<'a>(s: &mut Scanner<'a>, spare: SpareFields) -> scan::Scan<Fields<'a>> {
+    let mut fields = lend(spare);
+    fields.reserve(4);
     s.object(|k, s| {
         let name = key_text(k, s)?;
         fields.push((name, Raw(s.value()?)));
@@ -142,6 +176,11 @@ impl<'a> Params<'a> {
 
     pub fn from_fields(fields: Vec<(Cow<'a, str>, Raw<'a>)>) -> Params<'a> {
         Params { fields, json: None }
+    }
+
+    /// The fields, given back (to `recycle` them).
+    pub fn into_fields(self) -> Fields<'a> {
+        self.fields
     }
 
     /// The parameter names, in document order.

@@ -176,3 +176,26 @@ fn pick_agrees_with_raw() {
     }
     assert_eq!(got[3], Some(Raw("true")));
 }
+
+/// The params vector of one request is parsed into by the next (`recycle`): same
+/// allocation, same results.
+#[test]
+fn params_vector_is_reused() {
+    use super::{parse_incoming_with, recycle, SpareFields};
+    let mut spare = SpareFields::new();
+    let mut seen = None;
+    for i in 0..3 {
+        let text = format!(r#"{{"id":{i},"method":"string.set","params":{{"key":"k{i}","value":"v"}}}}"#);
+        let Incoming::Request(r) = parse_incoming_with(&text, spare) else { panic!("{text}") };
+        assert_eq!(r.params.str("key").unwrap(), format!("k{i}"));
+        assert_eq!(r.params.str("value").unwrap(), "v");
+        let fields = r.params.into_fields();
+        let at = fields.as_ptr() as usize;
+        spare = recycle(fields);
+        assert!(spare.is_empty() && spare.capacity() >= 2);
+        if let Some(p) = seen {
+            assert_eq!(p, at, "request {i} parsed into the same allocation");
+        }
+        seen = Some(at);
+    }
+}
