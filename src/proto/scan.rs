@@ -201,9 +201,28 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// A string starting at the current `"`.
+    /// A string starting at the current `"`. The common string — plain characters up
+    /// to the closing quote — is read inline; anything else (an escape, an error) by
+    /// `string_rest`. As one function this cost ~14 instructions of register saving
+    /// per string, more than scanning a short key.
+    #[inline]
     pub fn string(&mut self) -> Scan<StrToken<'a>> {
         let start = self.pos;
+        let bytes = self.text.as_bytes();
+        if bytes.get(start) == Some(&b'"') {
+            let end = start + 1 + plain_run(bytes.get(start + 1..).unwrap_or_default());
+            if bytes.get(end) == Some(&b'"') {
+                self.pos = end + 1;
+                return Ok(StrToken { quoted: self.span(start), escaped: false });
+            }
+        }
+        self.string_rest(start)
+    }
+
+    /// `string` from its start at `start`, the whole way (escapes, errors).
+    #[inline(never)]
+    fn string_rest(&mut self, start: usize) -> Scan<StrToken<'a>> {
+        self.pos = start;
         if self.peek() != Some(b'"') {
             return self.err("expected a string");
         }
@@ -307,6 +326,7 @@ impl<'a> Scanner<'a> {
 /// How many leading bytes of `b` may stand in a JSON string as they are: up to the
 /// first `"`, `\\` or control character. Eight bytes at a time (SWAR), because string
 /// scanning is most of the work of reading a request and of writing a reply.
+#[inline]
 pub fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
