@@ -2,9 +2,10 @@
 //! operation and a logged operation on replay (`op`) are all read here, with the
 //! validating scanner, into a method and typed `Params`.
 
+use super::params::duplicate_field;
 use super::params::{key_text, scan_fields_into, Fields, SpareFields};
 use super::scan::Scanner;
-use super::{first_duplicate, raw_str, Code, Error, Params, Raw};
+use super::{raw_str, Code, Error, Params, Raw};
 use std::borrow::Cow;
 
 /// One request, borrowed from the frame's text.
@@ -120,8 +121,7 @@ pub fn parse_incoming_with(text: &str, spare: SpareFields) -> Incoming<'_> {
         }
     };
     // Refused like a duplicate envelope field (which value was meant?), with the id.
-    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| first_duplicate(f.iter().map(|(k, _)| &**k)))
-    {
+    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| duplicate_field(f)) {
         return Incoming::Invalid { id, message: format!("Invalid JSON: duplicate field '{k}' in 'params'") };
     }
     match params {

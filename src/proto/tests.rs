@@ -199,3 +199,15 @@ fn params_vector_is_reused() {
         seen = Some(at);
     }
 }
+
+/// `duplicate_field` names what `first_duplicate` names, for short and long lists.
+#[test]
+fn duplicate_field_agrees_with_first_duplicate() {
+    use super::params::duplicate_field;
+    use super::Raw;
+    for names in [&[][..], &["a"], &["a", "b"], &["a", "a"], &["a", "b", "a"], &["a", "b", "b", "a"], &["x", "y", "z"]]
+    {
+        let fields: Vec<_> = names.iter().map(|n| (std::borrow::Cow::Borrowed(*n), Raw("1"))).collect();
+        assert_eq!(duplicate_field(&fields), first_duplicate(names.iter().copied()), "{names:?}");
+    }
+}
