@@ -44,9 +44,10 @@ pub(super) fn fail_stop(why: &str) -> ! {
 /// the same store and rev as one frame per request did; what the turn saves is a frame
 /// header, a rev, a clock and a CRC pass per request (the CRC of one large frame runs
 /// on crc32fast's folding path, several times faster per byte than on ~100-byte
-/// records). A torn tail can then cut several requests of the last turn instead of
-/// one: requests that were written together, whose replies had not been sent before
-/// the write (replies go out after `flush`).
+/// records). A torn tail (power loss) can then cut several requests of the last turn
+/// instead of one: requests written by the same `write(2)` — under `always` none was
+/// answered before the fsync; under `everysec` they are within the last second the
+/// policy may lose anyway.
 #[derive(Debug, Default)]
 pub struct OpLog {
     /// Complete records of this turn (and, after a failed write, those not written
