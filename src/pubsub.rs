@@ -303,11 +303,36 @@ impl Hub {
 
     /// Record one change (in rev order) and deliver it to the connections watching it.
     /// `epoch` is included in `server.flush` events: the history before it is gone.
+    ///
+    /// Inlined for the usual write, a key's change while nobody watches any key: only
+    /// the history to keep (and the key's text is not even looked at).
+    #[inline]
     pub fn changed(&mut self, key: Option<Key>, event: &'static str, rev: u64, epoch: &str, at_ms: u64) {
+        if key.is_some() && self.watch_keys.is_empty() && self.watch_patterns.is_empty() {
+            self.remember(Logged { rev, key, event, at_ms });
+            return;
+        }
+        self.changed_watched(key, event, rev, epoch, at_ms);
+    }
+
+    /// Keep one change in the history (bounded by `capacity`).
+    #[inline]
+    fn remember(&mut self, l: Logged) {
+        if self.capacity == 0 {
+            self.history_floor = l.rev;
+            return;
+        }
+        if self.history.len() >= self.capacity {
+            if let Some(old) = self.history.pop_front() {
+                self.history_floor = old.rev;
+            }
+        }
+        self.history.push_back(l);
+    }
+
+    /// `changed` when someone may receive it, or for every key.
+    fn changed_watched(&mut self, key: Option<Key>, event: &'static str, rev: u64, epoch: &str, at_ms: u64) {
         match &key {
-            // Nobody watches any key: nothing to deliver, only the history to keep (and
-            // the key's text is not even looked at).
-            Some(_) if self.watch_keys.is_empty() && self.watch_patterns.is_empty() => {}
             Some(k) => {
                 let k = k.as_str();
                 // Exact watches were checked against the scope by `key.watch`, but the
@@ -344,16 +369,7 @@ impl Hub {
                 return;
             }
         }
-        if self.capacity == 0 {
-            self.history_floor = rev;
-            return;
-        }
-        if self.history.len() >= self.capacity {
-            if let Some(old) = self.history.pop_front() {
-                self.history_floor = old.rev;
-            }
-        }
-        self.history.push_back(Logged { rev, key, event, at_ms });
+        self.remember(Logged { rev, key, event, at_ms });
     }
 
     /// The changes after `since` that match `keys`/`patterns` (and the scope), or None

@@ -17,7 +17,8 @@ fn log_file(data: &Path) -> PathBuf {
     data.join(name)
 }
 
-/// Write `n` keys `k{i}` = `v{i}` as `n` separate records, 64 in flight.
+/// Write `n` keys `k{i}` = `v{i}`, 64 in flight (the requests of a loop turn share a
+/// record, so this makes many records of a few requests each).
 fn write_keys(c: &mut common::Client, n: usize) {
     let mut i = 0;
     while i < n {

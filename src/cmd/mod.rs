@@ -49,6 +49,7 @@ pub const ALL_KEYS: u16 = 1 << 7;
 /// reply and reports what it changed in the `Outcome`.
 pub type Handler = fn(&mut Ctx, &Params, &mut Json, &mut Outcome) -> Result<()>;
 
+#[derive(Debug)]
 pub struct Command {
     pub name: &'static str,
     pub flags: u16,
@@ -179,6 +180,9 @@ pub struct Outcome {
     /// logged instead of the call.
     pub log_as: Option<(&'static str, Vec<u8>)>,
     method: &'static str,
+    /// The table entry of the last method looked up (`entry_for`): consecutive requests
+    /// mostly name the same method, and comparing the name is cheaper than hashing it.
+    last_entry: Option<&'static Entry>,
     /// Whether anything changed in the current operation.
     changed: bool,
     op_changes: usize,
@@ -203,6 +207,16 @@ impl Outcome {
         self.changed = false;
         self.op_changes = self.changes.len();
         self.ops += 1;
+    }
+
+    /// The table entry of `method` (as `entry`), remembering the last one found.
+    pub fn entry_for(&mut self, method: &str) -> Option<&'static Entry> {
+        if let Some(e) = self.last_entry.filter(|e| e.cmd.name == method) {
+            return Some(e);
+        }
+        let e = entry(method)?;
+        self.last_entry = Some(e);
+        Some(e)
     }
 
     /// Whether the current operation changed something.
@@ -247,6 +261,7 @@ impl Outcome {
 
 /// A command table entry: the command and the parameter names its method accepts
 /// (`signature`), so one lookup by name per request finds both.
+#[derive(Debug)]
 pub struct Entry {
     pub cmd: &'static Command,
     /// None: the method is not in `clients/methods.json` (any parameter passes).

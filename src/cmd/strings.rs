@@ -1,7 +1,7 @@
 //! `string.*`: plain values with optional TTL (Redis strings).
 
 use super::{ms_to_ttl_secs, secs_to_ms, Command, Ctx, Outcome, DENYOOM, READ, WRITE};
-use crate::proto::{Code, Error, Json, Params, Result};
+use crate::proto::{Code, Error, Json, Params, Raw, Result};
 use crate::store::{Value, ValueKind};
 
 pub const COMMANDS: &[Command] = &[
@@ -39,8 +39,8 @@ fn get(ctx: &mut Ctx, p: &Params, out: &mut Json, _: &mut Outcome) -> Result<()>
 }
 
 /// An absolute deadline from a `ttl` parameter in seconds; `ttl <= 0` is refused.
-fn deadline(p: &Params, now_ms: u64) -> Result<u64> {
-    match p.opt_f64("ttl")? {
+fn deadline(ttl: Option<Raw>, now_ms: u64) -> Result<u64> {
+    match Params::opt_f64_of("ttl", ttl)? {
         None => Ok(0),
         Some(t) if t <= 0.0 => Err(Error::invalid_params("Parameter 'ttl' must be greater than 0")),
         Some(t) => Ok(now_ms.saturating_add(secs_to_ms(t).max(1))),
@@ -48,10 +48,15 @@ fn deadline(p: &Params, now_ms: u64) -> Result<u64> {
 }
 
 fn set(ctx: &mut Ctx, p: &Params, out: &mut Json, fx: &mut Outcome) -> Result<()> {
-    let key = p.str("key")?;
-    let value = p.value("value")?;
-    let exp = deadline(p, ctx.now_ms)?;
-    let (nx, xx, want_prev) = (p.opt_bool("nx")?, p.opt_bool("xx")?, p.opt_bool("get")?);
+    // All six parameters in one pass over the fields; checked in the order they always
+    // were (key, value, ttl, nx, xx, get), so a request with several bad ones gets the
+    // same error.
+    let [key, value, ttl, nx, xx, get] = p.pick(["key", "value", "ttl", "nx", "xx", "get"]);
+    let key = Params::str_of("key", key)?;
+    let value = Params::value_of("value", value)?;
+    let exp = deadline(ttl, ctx.now_ms)?;
+    let (nx, xx, want_prev) =
+        (Params::opt_bool_of("nx", nx)?, Params::opt_bool_of("xx", xx)?, Params::opt_bool_of("get", get)?);
     if nx && xx {
         return Err(Error::invalid_params("Parameters 'nx' and 'xx' exclude each other"));
     }

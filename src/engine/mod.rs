@@ -118,6 +118,8 @@ pub struct Engine {
     rng: u64,
     /// Reused from request to request: the commands' outcome.
     fx: cmd::Outcome,
+    /// The last request's params vector, emptied: the next request parses into it.
+    spare: proto::SpareFields,
     /// Replies completed after `handle` returned (always empty here).
     done: Vec<(usize, u64, Vec<u8>)>,
     /// Gateway mode (`DBX_BACKEND=redis://…`): the data lives in Redis and requests
@@ -181,6 +183,7 @@ impl Engine {
             stamp,
             rng: seed | 1,
             fx: cmd::Outcome::default(),
+            spare: proto::SpareFields::new(),
             done: Vec::new(),
             gateway: None,
         })
@@ -229,7 +232,7 @@ impl Engine {
 
     /// Run one text frame (see the module docs).
     pub fn handle(&mut self, s: &mut Session, text: &str, out: &mut Vec<u8>) -> Outcome {
-        let req = match proto::parse_incoming(text) {
+        let req = match proto::parse_incoming_with(text, std::mem::take(&mut self.spare)) {
             Incoming::Heartbeat => {
                 return Outcome { reply: Reply::None, method: None, error: None, ops: 0, identity_changed: false }
             }
@@ -262,7 +265,7 @@ impl Engine {
         self.facts.writes_refused = self.persist.refusing_for(text.len());
         self.facts.snapshot_running = self.persist.snapshot_running();
         self.fx.reset(true);
-        let log = self.persist.op_log();
+        let log = self.persist.op_log(self.unix_ms);
         let mut ctx = Ctx {
             store: &mut self.store,
             hub: Some(&mut self.hub),
@@ -287,6 +290,7 @@ impl Engine {
             "" => "unknown",
             ran => ran,
         };
+        self.spare = proto::recycle(req.params.into_fields());
         Outcome { reply: Reply::Now, method: Some(method), error: err.map(|e| e.code), ops, identity_changed }
     }
 
@@ -294,7 +298,7 @@ impl Engine {
     /// new epoch, a snapshot; then queue the events its changes cause.
     fn apply(&mut self, s: &mut Session) -> bool {
         // Into the log before the reply leaves (`flush_log` runs before any flush).
-        self.persist.append_ops(self.store.rev(), self.unix_ms);
+        self.persist.append_ops(self.store.rev());
         let (mut identity_changed, mut flushed, mut save) = (false, false, false);
         for e in self.fx.effects.drain(..) {
             match e {

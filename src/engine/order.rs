@@ -23,6 +23,20 @@ impl ReplyOrder {
         seq
     }
 
+    /// Whether request `seq`'s reply may go out now without any parked one (it is
+    /// due and nothing waits): then it counts as sent, and the caller sends it. The
+    /// embedded engine's every reply, checked without moving the order out of its
+    /// connection (`complete` takes a closure that needs the connection again).
+    #[inline]
+    pub fn take_turn(&mut self, seq: u64) -> bool {
+        if seq == self.due && self.parked.is_empty() {
+            self.due += 1;
+            true
+        } else {
+            false
+        }
+    }
+
     /// The reply of request `seq` is complete (`None`: it has none). `send` gets every
     /// reply that may go out now, in order — at once, when nothing earlier is pending
     /// (always, with the embedded engine).

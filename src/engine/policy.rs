@@ -55,7 +55,7 @@ pub fn execute(
     if method == "batch" {
         return batch(ctx, fx, log, params, out);
     }
-    let entry = cmd::entry(method).ok_or_else(|| unknown(method))?;
+    let entry = fx.entry_for(method).ok_or_else(|| unknown(method))?;
     run(ctx, fx, log, entry, params, out)
 }
 

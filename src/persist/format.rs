@@ -36,8 +36,9 @@ pub const MAX_FRAME: u32 = 1 << 30;
 /// Header of every file: generation, the rev and epoch when it was started, and the
 /// wall clock (unix ms) it was created at.
 pub const K_HEADER: u8 = b'H';
-/// Log: one request that changed something, as `{"method","params"}` JSON, with the
-/// rev after it and the clock it ran at (`rev:u64 now_ms:u64 json…`).
+/// Log: the requests of a loop turn that changed something (one or more; see
+/// `aof::OpLog`), as a JSON array of `{"method","params"}`, with the rev after the last
+/// of them and the clock they ran at (`rev:u64 now_ms:u64 json…`).
 pub const K_OPS: u8 = b'O';
 /// Log: the rev moved without a logged operation (active expiry): `rev:u64 now_ms:u64`,
 /// the clock the expiry ran at (absent in logs of older versions: `rev:u64` only).

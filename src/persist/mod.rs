@@ -12,7 +12,8 @@
 //!
 //! - The log records each request that changed something *as executed*: the
 //!   operations (`{"method","params"}`, a batch as the list of its operations that
-//!   changed something), the clock they ran at and the rev after them. Replaying with
+//!   changed something), the clock they ran at and the rev after them — the requests
+//!   of one loop turn in one record (`aof::OpLog`). Replaying with
 //!   the recorded clock resolves relative TTLs to the same absolute deadlines — that is
 //!   the normalisation; effects that are not a function of the request and the store
 //!   are logged as their effect (evictions as `key.del`, `cmd::Outcome::log_as` for

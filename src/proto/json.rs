@@ -16,6 +16,9 @@ impl<'b> Json<'b> {
         Json { buf, first }
     }
 
+    /// Inlined: keys are constants where replies are written, so the copy is of a
+    /// known length.
+    #[inline]
     fn key(&mut self, k: &str) {
         if !self.first {
             self.buf.push(b',');

@@ -16,8 +16,10 @@ pub mod scan;
 pub use envelope::{rfc3339_ms, write_error};
 pub use error::{Code, Error, Result};
 pub use json::{write_f64, write_i64, write_str, write_u64, Arr, Json};
-pub use params::{array_elements, first_duplicate, object_fields, raw_str, value_text, Fields, Params, Raw};
-pub use request::{parse_incoming, Incoming, Request, MAX_DEPTH};
+pub use params::{
+    array_elements, first_duplicate, object_fields, raw_str, recycle, value_text, Fields, Params, Raw, SpareFields,
+};
+pub use request::{parse_incoming, parse_incoming_with, Incoming, Request, MAX_DEPTH};
 
 #[cfg(test)]
 mod tests;

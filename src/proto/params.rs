@@ -25,14 +25,24 @@ impl<'a> Raw<'a> {
 
 /// A key or string token as text: borrowed when it holds no escape. Escapes are rare,
 /// so serde_json decodes them; it refuses a lone surrogate, which has no text.
+/// Inlined: it runs for every key and string of a request (seven for a `string.set`),
+/// and the common case is a borrow; the decoding is out of line.
+#[inline]
 pub(super) fn token_text(t: StrToken<'_>) -> Option<Cow<'_, str>> {
     if t.escaped {
-        serde_json::from_str::<String>(t.quoted).ok().map(Cow::Owned)
+        decode_escaped(t.quoted)
     } else {
         Some(Cow::Borrowed(t.inner()))
     }
 }
 
+#[cold]
+#[inline(never)]
+fn decode_escaped(quoted: &str) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+}
+
+#[inline]
 pub(super) fn key_text<'a>(t: StrToken<'a>, s: &Scanner<'a>) -> scan::Scan<Cow<'a, str>> {
     token_text(t).ok_or_else(|| s.error_here("key is not a valid string (lone surrogate escape)"))
 }
@@ -40,10 +50,44 @@ pub(super) fn key_text<'a>(t: StrToken<'a>, s: &Scanner<'a>) -> scan::Scan<Cow<'
 /// An object's fields in document order: (name, raw value).
 pub type Fields<'a> = Vec<(Cow<'a, str>, Raw<'a>)>;
 
+/// An empty field list kept from one request to the next (`recycle`, `lend`): the
+/// params vector was the one allocation (and free) of a plain request.
+pub type SpareFields = Vec<(Cow<'static, str>, Raw<'static>)>;
+
+/// A spare list holding more fields than this is not kept (a request with a large
+/// params object must not pin its memory for good).
+const SPARE_MAX: usize = 16;
+
+/// Empty `fields` and keep its allocation, no longer tied to the text it borrowed from.
+/// Without `unsafe`: an empty vector collected in place into the same element type
+/// (lifetimes aside) keeps its buffer; were the standard library ever to stop doing
+/// that, this would allocate again, never misbehave. (`filter_map` because it changes
+/// the element type's lifetime, which `filter` cannot.)
+#[allow(clippy::unnecessary_filter_map)]
+pub fn recycle(mut fields: Fields<'_>) -> SpareFields {
+    if fields.capacity() > SPARE_MAX {
+        return SpareFields::new();
+    }
+    fields.clear();
+    fields.into_iter().filter_map(|_| None).collect()
+}
+
+/// A spare list, empty, ready to borrow from a new text (see `recycle`).
+#[allow(clippy::unnecessary_filter_map)]
+fn lend<'a>(spare: SpareFields) -> Fields<'a> {
+    spare.into_iter().filter_map(|_| None).collect()
+}
+
 /// The fields of the object at the scanner's position, each value validated and kept
 /// as raw text.
 pub(super) fn scan_fields<'a>(s: &mut Scanner<'a>) -> scan::Scan<Fields<'a>> {
-    let mut fields = Vec::with_capacity(4);
+    scan_fields_into(s, SpareFields::new())
+}
+
+/// `scan_fields` into the allocation of `spare`.
+pub(super) fn scan_fields_into<'a>(s: &mut Scanner<'a>, spare: SpareFields) -> scan::Scan<Fields<'a>> {
+    let mut fields = lend(spare);
+    fields.reserve(4);
     s.object(|k, s| {
         let name = key_text(k, s)?;
         fields.push((name, Raw(s.value()?)));
@@ -59,9 +103,10 @@ pub fn raw_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     if !s.starts_with('"') {
         return None;
     }
-    // A scanned string ends at its closing quote, so a plain run that reaches the
-    // last byte means no escape.
-    let escaped = scan::plain_run(s.as_bytes().get(1..).unwrap_or_default()) + 2 < s.len();
+    // The scanner has validated the string, so it holds an escape exactly when it holds
+    // a backslash: one test per byte instead of the scanner's three (quote, backslash,
+    // control character).
+    let escaped = scan::has_backslash(s.as_bytes());
     token_text(StrToken { quoted: s, escaped })
 }
 
@@ -76,6 +121,16 @@ pub fn first_duplicate<'x>(names: impl Iterator<Item = &'x str> + Clone) -> Opti
     }
     let mut seen = hashbrown::HashSet::with_capacity(n);
     names.into_iter().find(|&k| !seen.insert(k))
+}
+
+/// `first_duplicate` of a field list's names, with the lists of requests — one or two
+/// fields — answered without the general walk (which counts the names first).
+pub fn duplicate_field<'x>(fields: &'x [(Cow<'_, str>, Raw<'_>)]) -> Option<&'x str> {
+    match fields {
+        [] | [_] => None,
+        [(a, _), (b, _)] => (a == b).then_some(&**a),
+        _ => first_duplicate(fields.iter().map(|(k, _)| &**k)),
+    }
 }
 
 /// The `params` object as a flat list of (name, raw value): parsing it costs one small
@@ -121,7 +176,7 @@ impl<'a> Params<'a> {
             return Ok(Params::default());
         }
         match object_fields(raw) {
-            Some(fields) => match first_duplicate(fields.iter().map(|(k, _)| &**k)) {
+            Some(fields) => match duplicate_field(&fields) {
                 Some(k) => Err(format!("Invalid JSON: duplicate field '{k}' in 'params'")),
                 None => Ok(Params { fields, json: Some(raw) }),
             },
@@ -131,6 +186,11 @@ impl<'a> Params<'a> {
 
     pub fn from_fields(fields: Vec<(Cow<'a, str>, Raw<'a>)>) -> Params<'a> {
         Params { fields, json: None }
+    }
+
+    /// The fields, given back (to `recycle` them).
+    pub fn into_fields(self) -> Fields<'a> {
+        self.fields
     }
 
     /// The parameter names, in document order.
@@ -166,21 +226,49 @@ impl<'a> Params<'a> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v).filter(|v| v.get() != "null")
     }
 
+    /// The raw values of several parameters in one pass over the fields, as `raw` gives
+    /// each (`null` counts as absent). For a command that reads many optional
+    /// parameters on a hot path: `string.set` asked for six one by one, each a pass
+    /// with a `memcmp` per field. Inlined so the names are constants where it is called
+    /// and each comparison compiles to a length test and a load or two.
+    #[inline(always)]
+    pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<Raw<'a>>; N] {
+        let mut found = [None; N];
+        // Backwards, so that the first field of a name is the one kept, as in `raw`
+        // (names are unique in parsed params anyway: duplicates are refused).
+        for (k, v) in self.fields.iter().rev() {
+            for (name, slot) in names.iter().zip(found.iter_mut()) {
+                if k.len() == name.len() && k.as_bytes() == name.as_bytes() {
+                    *slot = (v.get() != "null").then_some(*v);
+                    break;
+                }
+            }
+        }
+        found
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.raw(name).is_some()
     }
 
+    #[cold]
     fn missing(name: &str) -> Error {
         Error::invalid_params(format!("Missing parameter '{name}'"))
     }
 
+    #[cold]
     fn wrong(name: &str, what: &str) -> Error {
         Error::invalid_params(format!("Parameter '{name}' must be {what}"))
     }
 
     /// A required string parameter (keys, fields, members, channels …).
     pub fn str(&self, name: &str) -> Result<Cow<'a, str>> {
-        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        Self::str_of(name, self.raw(name))
+    }
+
+    /// `str` of a value found by `pick`.
+    pub fn str_of(name: &str, raw: Option<Raw<'a>>) -> Result<Cow<'a, str>> {
+        let raw = raw.ok_or_else(|| Self::missing(name))?;
         raw_str(raw).ok_or_else(|| Self::wrong(name, "a string"))
     }
 
@@ -193,12 +281,22 @@ impl<'a> Params<'a> {
 
     /// A stored value: a JSON string, or a number stored as its decimal text.
     pub fn value(&self, name: &str) -> Result<Cow<'a, str>> {
-        let raw = self.raw(name).ok_or_else(|| Self::missing(name))?;
+        Self::value_of(name, self.raw(name))
+    }
+
+    /// `value` of a value found by `pick`.
+    pub fn value_of(name: &str, raw: Option<Raw<'a>>) -> Result<Cow<'a, str>> {
+        let raw = raw.ok_or_else(|| Self::missing(name))?;
         value_text(raw).ok_or_else(|| Self::wrong(name, "a string or a number"))
     }
 
     pub fn opt_bool(&self, name: &str) -> Result<bool> {
-        match self.raw(name).map(|r| r.get()) {
+        Self::opt_bool_of(name, self.raw(name))
+    }
+
+    /// `opt_bool` of a value found by `pick`.
+    pub fn opt_bool_of(name: &str, raw: Option<Raw<'_>>) -> Result<bool> {
+        match raw.map(|r| r.get()) {
             None => Ok(false),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
@@ -209,10 +307,15 @@ impl<'a> Params<'a> {
     pub fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
         match self.raw(name) {
             None => Ok(None),
-            Some(raw) => {
-                serde_json::from_str::<i64>(raw.get()).map(Some).map_err(|_| Self::wrong(name, "an integer (64-bit)"))
-            }
+            Some(raw) => Self::parse_i64(name, raw).map(Some),
         }
+    }
+
+    /// Out of line: the lookups above are inlined where commands call them, the number
+    /// parsing need not be.
+    #[inline(never)]
+    fn parse_i64(name: &str, raw: Raw<'_>) -> Result<i64> {
+        serde_json::from_str::<i64>(raw.get()).map_err(|_| Self::wrong(name, "an integer (64-bit)"))
     }
 
     pub fn i64(&self, name: &str) -> Result<i64> {
@@ -233,12 +336,22 @@ impl<'a> Params<'a> {
 
     /// A finite number.
     pub fn opt_f64(&self, name: &str) -> Result<Option<f64>> {
-        match self.raw(name) {
+        Self::opt_f64_of(name, self.raw(name))
+    }
+
+    /// `opt_f64` of a value found by `pick`.
+    pub fn opt_f64_of(name: &str, raw: Option<Raw<'_>>) -> Result<Option<f64>> {
+        match raw {
             None => Ok(None),
-            Some(raw) => match serde_json::from_str::<f64>(raw.get()) {
-                Ok(v) if v.is_finite() => Ok(Some(v)),
-                _ => Err(Self::wrong(name, "a number")),
-            },
+            Some(raw) => Self::parse_f64(name, raw).map(Some),
+        }
+    }
+
+    #[inline(never)]
+    fn parse_f64(name: &str, raw: Raw<'_>) -> Result<f64> {
+        match serde_json::from_str::<f64>(raw.get()) {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(Self::wrong(name, "a number")),
         }
     }
 

@@ -2,9 +2,10 @@
 //! operation and a logged operation on replay (`op`) are all read here, with the
 //! validating scanner, into a method and typed `Params`.
 
-use super::params::{key_text, scan_fields, Fields};
+use super::params::duplicate_field;
+use super::params::{key_text, scan_fields_into, Fields, SpareFields};
 use super::scan::Scanner;
-use super::{first_duplicate, raw_str, Code, Error, Params, Raw};
+use super::{raw_str, Code, Error, Params, Raw};
 use std::borrow::Cow;
 
 /// One request, borrowed from the frame's text.
@@ -38,6 +39,13 @@ pub const MAX_DEPTH: usize = 128;
 /// not a stack overflow), the envelope's fields picked out and `params` split into its
 /// fields on the way. Never panics.
 pub fn parse_incoming(text: &str) -> Incoming<'_> {
+    parse_incoming_with(text, SpareFields::new())
+}
+
+/// `parse_incoming`, the params fields going into the allocation of `spare` (the engine
+/// hands back the previous request's, see `params::recycle`).
+pub fn parse_incoming_with(text: &str, spare: SpareFields) -> Incoming<'_> {
+    let mut spare = Some(spare);
     let mut s = Scanner::new(text, MAX_DEPTH);
     if s.next_byte() != Some(b'{') {
         return Incoming::Invalid { id: None, message: "Request must be a JSON object".into() };
@@ -60,7 +68,7 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
                 }
                 params = Some(if s.next_byte() == Some(b'{') {
                     let start = s.pos();
-                    let fields = scan_fields(s)?;
+                    let fields = scan_fields_into(s, spare.take().unwrap_or_default())?;
                     params_json = Raw(s.span(start));
                     Some(fields)
                 } else {
@@ -113,8 +121,7 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
         }
     };
     // Refused like a duplicate envelope field (which value was meant?), with the id.
-    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| first_duplicate(f.iter().map(|(k, _)| &**k)))
-    {
+    if let Some(k) = params.as_ref().and_then(|p| p.as_ref()).and_then(|f| duplicate_field(f)) {
         return Incoming::Invalid { id, message: format!("Invalid JSON: duplicate field '{k}' in 'params'") };
     }
     match params {

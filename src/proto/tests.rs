@@ -155,3 +155,59 @@ fn params_are_written_back_as_the_request_sent_them_and_read_back_the_same() {
         assert_eq!(buf, b"{}");
     }
 }
+
+/// `pick` finds what `raw` finds, name by name: absent, `null`, present, and a name
+/// given twice in hand-built fields (the first one counts, in both).
+#[test]
+fn pick_agrees_with_raw() {
+    use super::Raw;
+    let fields = vec![
+        ("key".into(), Raw("\"k\"")),
+        ("ttl".into(), Raw("null")),
+        ("nx".into(), Raw("true")),
+        ("nx".into(), Raw("false")),
+        ("value".into(), Raw("12")),
+    ];
+    let p = Params::from_fields(fields);
+    let names = ["key", "value", "ttl", "nx", "xx", "get"];
+    let got = p.pick(names);
+    for (name, g) in names.iter().zip(got) {
+        assert_eq!(g, p.raw(name), "{name}");
+    }
+    assert_eq!(got[3], Some(Raw("true")));
+}
+
+/// The params vector of one request is parsed into by the next (`recycle`): same
+/// allocation, same results.
+#[test]
+fn params_vector_is_reused() {
+    use super::{parse_incoming_with, recycle, SpareFields};
+    let mut spare = SpareFields::new();
+    let mut seen = None;
+    for i in 0..3 {
+        let text = format!(r#"{{"id":{i},"method":"string.set","params":{{"key":"k{i}","value":"v"}}}}"#);
+        let Incoming::Request(r) = parse_incoming_with(&text, spare) else { panic!("{text}") };
+        assert_eq!(r.params.str("key").unwrap(), format!("k{i}"));
+        assert_eq!(r.params.str("value").unwrap(), "v");
+        let fields = r.params.into_fields();
+        let at = fields.as_ptr() as usize;
+        spare = recycle(fields);
+        assert!(spare.is_empty() && spare.capacity() >= 2);
+        if let Some(p) = seen {
+            assert_eq!(p, at, "request {i} parsed into the same allocation");
+        }
+        seen = Some(at);
+    }
+}
+
+/// `duplicate_field` names what `first_duplicate` names, for short and long lists.
+#[test]
+fn duplicate_field_agrees_with_first_duplicate() {
+    use super::params::duplicate_field;
+    use super::Raw;
+    for names in [&[][..], &["a"], &["a", "b"], &["a", "a"], &["a", "b", "a"], &["a", "b", "b", "a"], &["x", "y", "z"]]
+    {
+        let fields: Vec<_> = names.iter().map(|n| (std::borrow::Cow::Borrowed(*n), Raw("1"))).collect();
+        assert_eq!(duplicate_field(&fields), first_duplicate(names.iter().copied()), "{names:?}");
+    }
+}

@@ -442,6 +442,12 @@ pub(super) fn complete_in_order(
     reply: Option<&[u8]>,
 ) {
     let Some(c) = conns.get_mut(t) else { return };
+    if c.order.take_turn(seq) {
+        if let Some(r) = reply {
+            push_frame(conns, dirty, t, r);
+        }
+        return;
+    }
     let mut order = std::mem::take(&mut c.order);
     order.complete(seq, reply, |r| push_frame(conns, dirty, t, r));
     if let Some(c) = conns.get_mut(t) {

@@ -271,15 +271,24 @@ impl Store {
             return;
         };
         let Some(it) = self.item_mut(idx) else { return };
-        let before = it.value.mem();
-        match &mut it.value {
-            Value::Str(old) if old.len() == value.len() => overwrite(old, value),
-            other => *other = Value::Str(value.into()),
-        }
-        let after = it.value.mem();
+        // A string of the same length keeps its allocation, so its size is unchanged:
+        // only a replacement needs the accounting.
+        let sizes = match &mut it.value {
+            Value::Str(old) if old.len() == value.len() => {
+                overwrite(old, value);
+                None
+            }
+            other => {
+                let before = other.mem();
+                *other = Value::Str(value.into());
+                Some((before, other.mem()))
+            }
+        };
         let old_exp = std::mem::replace(&mut it.expires_at, expires_at);
         it.lru = lru_clock(now_ms);
-        self.adjust_mem(before, after);
+        if let Some((before, after)) = sizes {
+            self.adjust_mem(before, after);
+        }
         self.ttl_changed(idx, old_exp, expires_at);
     }
 
@@ -308,7 +317,15 @@ impl Store {
         idx
     }
 
+    /// Inlined for the common write, of a key without a TTL before and after.
+    #[inline]
     fn ttl_changed(&mut self, idx: u32, old: u64, new: u64) {
+        if old != 0 || new != 0 {
+            self.ttl_moved(idx, old, new);
+        }
+    }
+
+    fn ttl_moved(&mut self, idx: u32, old: u64, new: u64) {
         if old == 0 && new != 0 {
             self.with_ttl += 1;
         } else if old != 0 && new == 0 {

@@ -104,3 +104,20 @@ fn errors_say_where() {
     assert_eq!(e, SyntaxError { at: 5, what: "expected a value" });
     assert_eq!(e.to_string(), "expected a value at byte 5");
 }
+
+#[test]
+fn has_backslash_matches_the_byte_loop() {
+    // A backslash (or none) at every position of strings up to 20 bytes, over
+    // backgrounds next to it in value and with the high bit set.
+    for bg in [b'a', 0x5B, 0x5D, 0x5C ^ 0x80, 0xDC, 0xFF, 0x00, b'"'] {
+        for len in 0..20 {
+            let base = vec![bg; len];
+            assert!(!has_backslash(&base), "{base:?}");
+            for at in 0..len {
+                let mut s = base.clone();
+                s[at] = b'\\';
+                assert!(has_backslash(&s), "{s:?}");
+            }
+        }
+    }
+}
