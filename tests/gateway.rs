@@ -125,10 +125,7 @@ fn a_batch_is_atomic_across_connections() {
 #[test]
 fn watch_on_one_gateway_sees_writes_on_another_in_rev_order() {
     let r = Redis::start();
-    let a = r.gateway(|_| {});
-    let b = r.gateway(|_| {});
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_gateways(&r);
     let mut w = a.client();
     let start = w.ok("key.watch", json!({"keys": ["k"], "patterns": ["p:*"]}));
     let rev0 = start["rev"].as_u64().unwrap();
@@ -189,10 +186,7 @@ fn a_watcher_resumes_on_another_gateway_after_a_kill() {
 #[test]
 fn pubsub_crosses_gateways() {
     let r = Redis::start();
-    let a = r.gateway(|_| {});
-    let b = r.gateway(|_| {});
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_gateways(&r);
     let mut sa = a.client();
     sa.ok("pubsub.subscribe", json!({"channels": ["news"], "patterns": ["n*"]}));
     let mut sb = b.client();
@@ -232,10 +226,7 @@ fn pubsub_crosses_gateways() {
 #[test]
 fn expiry_is_recorded_once_across_gateways() {
     let r = Redis::start();
-    let a = r.gateway(|_| {});
-    let b = r.gateway(|_| {});
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_gateways(&r);
     let mut wa = a.client();
     let mut wb = b.client();
     wa.ok("key.watch", json!({"keys": ["t"]}));
@@ -983,10 +974,7 @@ fn backend_latency_histograms_in_metrics() {
 #[test]
 fn runs_of_plain_sets_reach_a_watcher_on_another_gateway_with_their_revs() {
     let r = Redis::start();
-    let a = r.gateway(|_| {});
-    let b = r.gateway(|_| {});
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_gateways(&r);
     let mut w = a.client();
     let rev0 = w.ok("key.watch", json!({"patterns": ["r:*"]}))["rev"].as_u64().unwrap();
     let addr = b.addr;
@@ -1037,6 +1025,14 @@ fn runs_of_plain_sets_reach_a_watcher_on_another_gateway_with_their_revs() {
     // what the last writes left is what Redis holds
     let mut c = b.client();
     assert_eq!(c.ok("string.get", json!({"key": "r:0:4"}))["value"], "0:298");
+}
+
+/// Two gateways on one Redis, both ready.
+fn two_gateways(r: &Redis) -> (TestServer, TestServer) {
+    let (a, b) = (r.gateway(|_| {}), r.gateway(|_| {}));
+    wait_ready(&a);
+    wait_ready(&b);
+    (a, b)
 }
 
 fn key_of(params: &serde_json::Value) -> String {
