@@ -964,3 +964,36 @@ fn pipelined_writes_of_a_turn_replay_to_the_same_state() {
     assert_eq!(c.hello["rev"].as_u64().unwrap(), rev, "rev restored exactly after SIGKILL");
     assert_same(&before, &dump(&mut c));
 }
+
+/// A plain `string.set` is logged in its short form, `[key,value]` with both as the JSON
+/// text that was sent, and replays exactly: escaped keys and values, a number kept as
+/// the text written, a value with brackets and commas; any other `string.set` keeps the
+/// general form.
+#[test]
+fn plain_sets_are_logged_short_and_replay_exactly() {
+    let dir = TempDir::new("short-sets");
+    let data = dir.path().join("data");
+    let o = Opts::new(&data).env("DBX_APPENDFSYNC", "always");
+    let mut s = Dbx::start(&o);
+    let mut c = s.client();
+    c.ok("string.set", json!({"key": "plain", "value": "v"}));
+    c.send_raw(r#"{"id":9001,"method":"string.set","params":{"key":"we\"ird\\key\n","value":"[1,2]\u00e9"}}"#);
+    assert_eq!(c.reply(9001)["result"]["set"], true);
+    c.send_raw(r#"{"id":9002,"method":"string.set","params":{"value":1.50,"key":"num"}}"#);
+    assert_eq!(c.reply(9002)["result"]["set"], true);
+    c.ok("string.set", json!({"key": "ttl", "value": "t", "ttl": 600}));
+    let before = dump(&mut c);
+    let rev = c.ok("server.info", json!({}))["rev"].as_u64().unwrap();
+    s.kill();
+    let log = std::fs::read(log_file(&data)).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains(r#"["plain","v"]"#), "short form in the log");
+    assert!(text.contains(r#"["num",1.50]"#), "the number as written");
+    assert!(text.contains(r#""method":"string.set","params":{"key":"ttl""#), "general form with a ttl");
+    let s = Dbx::start(&o);
+    let mut c = s.client();
+    assert_eq!(c.hello["rev"].as_u64().unwrap(), rev);
+    assert_same(&before, &dump(&mut c));
+    assert_eq!(c.ok("string.get", json!({"key": "num"}))["value"], "1.50");
+    assert_eq!(c.ok("string.get", json!({"key": "we\"ird\\key\n"}))["value"], "[1,2]é");
+}

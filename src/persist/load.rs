@@ -7,8 +7,9 @@
 //! fsynced; `*.tmp` files are leftovers of an interrupted snapshot and are removed.
 
 use super::format::{self, Cursor, FrameReader, Next, AOF_MAGIC, SNAP_MAGIC};
-use crate::proto::{request, Params};
+use crate::proto::{array_elements, request, Params};
 use crate::store::Store;
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -349,7 +350,18 @@ fn apply(store: &mut Store, now_ms: u64, json: &[u8], replay: &mut Replay) -> bo
     // nothing (it may be cut away by --aof-truncate-corrupt).
     let mut parsed = Vec::with_capacity(ops.len());
     for raw in ops {
-        let Some(op) = request::op(raw).ok().and_then(|op| op.params().ok().map(|p| (op.method, p))) else {
+        let op = match array_elements(raw) {
+            // The short form of a plain `string.set` (`OpLog::set`): `[key,value]`.
+            Some(kv) => match kv.as_slice() {
+                [key, value] => Some((
+                    Cow::Borrowed("string.set"),
+                    Params::from_fields(vec![(Cow::Borrowed("key"), *key), (Cow::Borrowed("value"), *value)]),
+                )),
+                _ => None,
+            },
+            None => request::op(raw).ok().and_then(|op| op.params().ok().map(|p| (op.method, p))),
+        };
+        let Some(op) = op else {
             return false;
         };
         parsed.push(op);
