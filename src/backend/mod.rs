@@ -1598,14 +1598,12 @@ fn redis_error(msg: &str) -> Error {
     }
 }
 
-/// A `string.set` with a key and a value and nothing else (no ttl, nx, xx or get), as
-/// the text to store: sent to the library in compact form. Anything else, including
-/// every input the library must refuse, goes as JSON and gets the library's error.
-fn plain_set<'p>(method: &str, params: &'p Params) -> Option<(std::borrow::Cow<'p, str>, std::borrow::Cow<'p, str>)> {
-    if method != "string.set" || params.names().count() != 2 {
-        return None;
-    }
-    Some((params.str("key").ok()?, params.value("value").ok()?))
+/// A plain `string.set` (`cmd::plain_set`) as the key and value texts to store,
+/// for its compact form in `dbx_run`; None when either is not what `string.set` takes
+/// (the library then words the error from the JSON form).
+fn plain_set<'p>(method: &str, params: &Params<'p>) -> Option<(std::borrow::Cow<'p, str>, std::borrow::Cow<'p, str>)> {
+    let (key, value) = cmd::plain_set(method, params)?;
+    Some((crate::proto::raw_str(key)?, Params::value_of("value", Some(value)).ok()?))
 }
 
 /// `key.scan` by a credential confined to some keys: its results need filtering.

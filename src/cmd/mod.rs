@@ -13,6 +13,7 @@ mod realtime;
 mod set;
 pub mod signature;
 mod strings;
+pub use strings::plain_set;
 mod zset;
 
 /// `key.watch`'s parameters and the start of its result, shared with the gateway.

@@ -4,6 +4,16 @@ use super::{ms_to_ttl_secs, secs_to_ms, Command, Ctx, Outcome, DENYOOM, READ, WR
 use crate::proto::{Code, Error, Json, Params, Raw, Result};
 use crate::store::{Value, ValueKind};
 
+/// A `string.set` with `key` and `value` and nothing else (the commonest write): the
+/// raw JSON of both. The log writes it in a short form (`OpLog::set`) and the gateway
+/// sends it to Redis as part of a run of plain sets (`dbx.lua`'s `set_run`).
+pub fn plain_set<'p>(method: &str, params: &Params<'p>) -> Option<(Raw<'p>, Raw<'p>)> {
+    if method != "string.set" || params.names().count() != 2 {
+        return None;
+    }
+    params.raw("key").zip(params.raw("value"))
+}
+
 pub const COMMANDS: &[Command] = &[
     Command { name: "string.get", flags: READ, run: get },
     Command { name: "string.set", flags: WRITE | DENYOOM, run: set },

@@ -8,7 +8,7 @@ use crate::cmd::{self, Command, Ctx, Outcome, ServerFacts, ALL_KEYS, DENYOOM, KE
 use crate::config::MaxMemoryPolicy;
 use crate::persist::aof::OpLog;
 use crate::proto::envelope;
-use crate::proto::{request, Code, Error, Json, Params, Raw, Result};
+use crate::proto::{request, Code, Error, Json, Params, Result};
 use crate::store::{Gone, Store};
 
 /// Tokens a request costs against the rate limit: one per operation, the `batch`
@@ -181,7 +181,7 @@ fn run(
         if fx.changed() {
             match &rewrite {
                 Some((method, params)) => log.op_json(method, params),
-                None => match plain_set(cmd.name, params) {
+                None => match cmd::plain_set(cmd.name, params) {
                     Some((key, value)) => log.set(key, value),
                     None => log.op(cmd.name, params),
                 },
@@ -198,15 +198,6 @@ fn run(
         out.u64("rev", ctx.store.rev());
     }
     Ok(())
-}
-
-/// A `string.set` with `key` and `value` and nothing else: the raw JSON of both, for
-/// the log's short form (`OpLog::set`; replay reads it back as this `string.set`).
-fn plain_set<'p>(method: &str, params: &Params<'p>) -> Option<(Raw<'p>, Raw<'p>)> {
-    if method != "string.set" || params.names().count() != 2 {
-        return None;
-    }
-    params.raw("key").zip(params.raw("value"))
 }
 
 /// Start-up replay of the log: each logged operation runs again, through the same
