@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use dbx::cmd::{Ctx, Outcome, ServerFacts};
 use dbx::engine::policy;
-use dbx::proto::{parse_incoming, Incoming};
+use dbx::proto::{parse_incoming, parse_incoming_with, recycle, Incoming, SpareFields};
 use dbx::store::{Store, Value};
 use std::hint::black_box;
 
@@ -23,6 +23,15 @@ fn request(c: &mut Criterion) {
     let get = r#"{"id":12345,"method":"string.get","params":{"key":"key:00004242"}}"#;
     let set = r#"{"id":12346,"method":"string.set","params":{"key":"key:00004243","value":"0123456789abcdef0123456789abcdef"}}"#;
     for (name, text) in [("string.get", get), ("string.set", set)] {
+        // The parse alone, its field list recycled as the engine does.
+        let mut spare = SpareFields::new();
+        c.bench_function(&format!("parse {name}"), |b| {
+            b.iter(|| {
+                if let Incoming::Request(req) = parse_incoming_with(black_box(text), std::mem::take(&mut spare)) {
+                    spare = recycle(req.params.into_fields());
+                }
+            })
+        });
         c.bench_function(&format!("request path {name}"), |b| {
             b.iter(|| {
                 let Incoming::Request(req) = parse_incoming(black_box(text)) else { unreachable!() };

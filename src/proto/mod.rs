@@ -1,6 +1,7 @@
 //! The JSON protocol (PROTOCOL.md §2, §3), no store, no socket:
 //! - `scan`: the validating JSON scanner everything reads with;
 //! - `request`: the one parser of operations (requests, batch operations, log replay);
+//! - `fast`: the common request shape read in one tight pass before `request`'s parser;
 //! - `params`: typed parameter access whose errors name the parameter;
 //! - `envelope`: the one writer of replies, errors, events, hello and heartbeat;
 //! - `json`: the writer that appends JSON into a reused byte buffer;
@@ -8,6 +9,7 @@
 
 pub mod envelope;
 pub mod error;
+mod fast;
 pub mod json;
 pub mod params;
 pub mod request;

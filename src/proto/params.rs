@@ -74,7 +74,7 @@ pub fn recycle(mut fields: Fields<'_>) -> SpareFields {
 
 /// A spare list, empty, ready to borrow from a new text (see `recycle`).
 #[allow(clippy::unnecessary_filter_map)]
-fn lend<'a>(spare: SpareFields) -> Fields<'a> {
+pub(super) fn lend<'a>(spare: SpareFields) -> Fields<'a> {
     spare.into_iter().filter_map(|_| None).collect()
 }
 

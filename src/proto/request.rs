@@ -3,7 +3,7 @@
 //! validating scanner, into a method and typed `Params`.
 
 use super::params::duplicate_field;
-use super::params::{key_text, scan_fields_into, Fields, SpareFields};
+use super::params::{key_text, lend, recycle, scan_fields_into, Fields, SpareFields};
 use super::scan::Scanner;
 use super::{raw_str, Code, Error, Params, Raw};
 use std::borrow::Cow;
@@ -45,6 +45,16 @@ pub fn parse_incoming(text: &str) -> Incoming<'_> {
 /// `parse_incoming`, the params fields going into the allocation of `spare` (the engine
 /// hands back the previous request's, see `params::recycle`).
 pub fn parse_incoming_with(text: &str, spare: SpareFields) -> Incoming<'_> {
+    let mut fields = lend(spare);
+    match super::fast::request(text, &mut fields) {
+        Some(incoming) => incoming,
+        None => parse_general(text, recycle(fields)),
+    }
+}
+
+/// `parse_incoming_with` by the general scanner alone: every frame the fast path
+/// (`proto::fast`) leaves, and the words of every error.
+pub(super) fn parse_general(text: &str, spare: SpareFields) -> Incoming<'_> {
     let mut spare = Some(spare);
     let mut s = Scanner::new(text, MAX_DEPTH);
     if s.next_byte() != Some(b'{') {

@@ -60,6 +60,12 @@ impl<'a> Scanner<'a> {
         Scanner { text, pos: 0, depth: 0, max_depth }
     }
 
+    /// A scanner at `pos` of `text`, inside `depth` containers already (for a reader
+    /// that scans the outer levels itself: `proto::fast`).
+    pub(super) fn resume(text: &'a str, pos: usize, depth: usize, max_depth: usize) -> Scanner<'a> {
+        Scanner { text, pos, depth, max_depth }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.text.as_bytes().get(self.pos).copied()
     }
@@ -85,6 +91,7 @@ impl<'a> Scanner<'a> {
         self.text.get(start..self.pos).unwrap_or("")
     }
 
+    #[inline(always)]
     pub fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
@@ -101,11 +108,13 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next non-whitespace byte, not consumed.
+    #[inline(always)]
     pub fn next_byte(&mut self) -> Option<u8> {
         self.skip_ws();
         self.peek()
     }
 
+    #[inline(always)]
     fn eat(&mut self, b: u8, what: &'static str) -> Scan<()> {
         self.skip_ws();
         if self.peek() == Some(b) {
@@ -119,6 +128,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// One value of any type; returns its text.
+    #[inline(always)]
     pub fn value(&mut self) -> Scan<&'a str> {
         self.skip_ws();
         let start = self.pos;
@@ -205,7 +215,7 @@ impl<'a> Scanner<'a> {
     /// to the closing quote — is read inline; anything else (an escape, an error) by
     /// `string_rest`. As one function this cost ~14 instructions of register saving
     /// per string, more than scanning a short key.
-    #[inline]
+    #[inline(always)]
     pub fn string(&mut self) -> Scan<StrToken<'a>> {
         let start = self.pos;
         let bytes = self.text.as_bytes();
@@ -325,8 +335,10 @@ impl<'a> Scanner<'a> {
 
 /// How many leading bytes of `b` may stand in a JSON string as they are: up to the
 /// first `"`, `\\` or control character. Eight bytes at a time (SWAR), because string
-/// scanning is most of the work of reading a request and of writing a reply.
-#[inline]
+/// scanning is most of the work of reading a request and of writing a reply. Always
+/// inlined: as a call, saving registers and loading the constants cost more than
+/// scanning a short key.
+#[inline(always)]
 pub fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;

@@ -211,3 +211,93 @@ fn duplicate_field_agrees_with_first_duplicate() {
         assert_eq!(duplicate_field(&fields), first_duplicate(names.iter().copied()), "{names:?}");
     }
 }
+
+/// Whenever the fast path (`fast::request`) reads a frame, the general parser reads
+/// the same request from it: checked on the common shapes (which the fast path must
+/// take) and on random mutations of them, which cross every way out of the fast path
+/// (escapes, whitespace, `null`, duplicates, nesting, bad numbers, truncation).
+#[test]
+fn fast_path_agrees_with_the_general_parser() {
+    use super::fast;
+    use super::request::parse_general;
+    let seeds = [
+        r#"{"id":12346,"method":"string.set","params":{"key":"key:00004243","value":"0123456789abcdef0123456789abcdef"}}"#,
+        r#"{"id":"msg_1","method":"string.get","params":{"key":"my-key"},"timestamp":"2024-01-15T10:30:00.123Z"}"#,
+        r#"{ "id": 7, "method": "string.set", "params": { "key": "k", "value": 42, "ttl": 1.5e3, "nx": true } }"#,
+        r#"{"id":-1,"method":"hash.set","params":{"key":"h","fields":{"a":"1","b":[1,{"c":null}]}}}"#,
+        r#"{"method":"server.ping"}"#,
+        r#"{"id":0,"method":"zset.add","params":{"key":"z","members":[{"member":"m","score":-0.5}],"xx":false}}"#,
+        r#"{"id":3,"method":"string.set","params":{}}"#,
+        "{\"id\":9,\"method\":\"string.set\",\"params\":{\"key\":\"caf\u{e9}\",\"value\":\"\u{1f600}\"}}",
+    ];
+    for seed in seeds {
+        let mut fields = Vec::new();
+        let fast = fast::request(seed, &mut fields).unwrap_or_else(|| panic!("the fast path leaves {seed}"));
+        assert_eq!(format!("{fast:?}"), format!("{:?}", parse_general(seed, SpareFields::new())), "{seed}");
+    }
+    // Frames the fast path must leave to the general parser.
+    for other in [
+        r#"{"type":"heartbeat"}"#,
+        r#"{"id":1,"method":"m","type":"a","type":"b"}"#,
+        r#"{"id":1,"method":"m","params":{"k\u0065y":"v"}}"#,
+        r#"{"id":1,"method":"m","params":{"key":"a\nb"}}"#,
+        r#"{"id":null,"method":"m"}"#,
+        r#"{"id":1.5,"method":"m"}"#,
+        r#"{"id":1,"method":"m","params":null}"#,
+        r#"{"id":1,"id":2,"method":"m"}"#,
+        r#"{"id":1,"method":"m","params":{"a":1,"a":2}}"#,
+        r#"{"id":1,"method":"m"} x"#,
+        r#"{"id":1,"method":"m""#,
+    ] {
+        assert!(fast::request(other, &mut Vec::new()).is_none(), "{other}");
+    }
+    // Bytes that matter to JSON, and a multi-byte character (inserted whole).
+    let alphabet: Vec<String> = [
+        "\"", "\\", "{", "}", "[", "]", ":", ",", " ", "\n", "\t", "0", "1", "-", "+", ".", "e", "E", "n", "u", "l",
+        "t", "r", "f", "a", "s", "\u{1}", "\u{e9}", "id", "method", "params", "type", "null", "\\u0041", "\\ud800",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let (mut taken, mut total) = (0, 0);
+    for seed in seeds {
+        for _ in 0..4000 {
+            let mut text = seed.to_string();
+            for _ in 0..1 + next(3) {
+                // Cut only at character boundaries, so the text stays a `str`.
+                let mut at = next(text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let piece = &alphabet[next(alphabet.len())];
+                match next(3) {
+                    0 => text.insert_str(at, piece),
+                    1 => {
+                        let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+                        text.replace_range(at..end, "");
+                    }
+                    _ => {
+                        let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+                        text.replace_range(at..end, piece);
+                    }
+                }
+            }
+            total += 1;
+            let mut fields = Vec::new();
+            if let Some(fast) = fast::request(&text, &mut fields) {
+                taken += 1;
+                let general = parse_general(&text, SpareFields::new());
+                assert_eq!(format!("{fast:?}"), format!("{general:?}"), "{text}");
+            }
+        }
+    }
+    // The mutations must exercise both sides: many frames still taken, many left.
+    assert!(taken > total / 10 && taken < total * 9 / 10, "fast path took {taken} of {total}");
+}
