@@ -334,15 +334,22 @@ impl<'a> Scanner<'a> {
 }
 
 /// How many leading bytes of `b` may stand in a JSON string as they are: up to the
-/// first `"`, `\\` or control character. Eight bytes at a time (SWAR), because string
-/// scanning is most of the work of reading a request and of writing a reply. Always
-/// inlined: as a call, saving registers and loading the constants cost more than
-/// scanning a short key.
+/// first `"`, `\\` or control character. Sixteen bytes at a time with SSE2 (part of
+/// every x86-64 CPU; these intrinsics are safe to call since Rust 1.87), eight at a
+/// time (SWAR) elsewhere, because string scanning is most of the work of reading a
+/// request and of writing a reply. Always inlined: as a call, saving registers and
+/// loading the constants cost more than scanning a short key.
 #[inline(always)]
 pub fn plain_run(b: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    while let Some(chunk) = b.get(i..i + 16) {
+        let hits = sse2::flags(chunk, true);
+        if hits != 0 {
+            return i + hits.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
     while let Some(chunk) = b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
         let x = u64::from_le_bytes(chunk);
         let quote = x ^ (ONES * u64::from(b'"'));
@@ -368,11 +375,21 @@ pub fn plain_run(b: &[u8]) -> usize {
     i
 }
 
-/// Whether `b` holds a backslash, eight bytes at a time (SWAR, as `plain_run`).
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Whether `b` holds a backslash, sixteen or eight bytes at a time (as `plain_run`).
+#[inline]
 pub fn has_backslash(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = b.chunks_exact(8);
+    let mut rest = b;
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    while let (Some(chunk), Some(tail)) = (rest.get(..16), rest.get(16..)) {
+        if sse2::flags(chunk, false) != 0 {
+            return true;
+        }
+        rest = tail;
+    }
+    let mut chunks = rest.chunks_exact(8);
     for chunk in &mut chunks {
         let Ok(c) = <[u8; 8]>::try_from(chunk) else { break };
         let x = u64::from_le_bytes(c) ^ (ONES * u64::from(b'\\'));
@@ -382,6 +399,44 @@ pub fn has_backslash(b: &[u8]) -> bool {
         }
     }
     chunks.remainder().contains(&b'\\')
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+    };
+
+    /// One bit per byte of a 16-byte `chunk` (shorter: no bits): set for a backslash,
+    /// and with `string` also for a `"` or a control character.
+    #[inline(always)]
+    pub(super) fn flags(chunk: &[u8], string: bool) -> u32 {
+        let (Some(lo), Some(hi)) = (half(chunk.get(..8)), half(chunk.get(8..16))) else { return 0 };
+        // SAFETY: `flags_sse2` needs SSE2, and this module is only compiled where the
+        // target has it (every x86-64 CPU does). It takes integers: no pointer, no
+        // memory access the compiler does not check.
+        unsafe { flags_sse2(lo, hi, string) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn flags_sse2(lo: i64, hi: i64, string: bool) -> u32 {
+        let x = _mm_set_epi64x(hi, lo);
+        let mut hits = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        if string {
+            let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+            // x <= 0x1f (unsigned) exactly when max(x, 0x1f) == 0x1f.
+            let low = _mm_set1_epi8(0x1f);
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(x, low), low);
+            hits = _mm_or_si128(hits, _mm_or_si128(quote, control));
+        }
+        _mm_movemask_epi8(hits) as u32
+    }
+
+    #[inline(always)]
+    fn half(b: Option<&[u8]>) -> Option<i64> {
+        Some(i64::from_le_bytes(b?.try_into().ok()?))
+    }
 }
 
 /// Whether `text` is exactly one JSON value (with surrounding whitespace) nested no

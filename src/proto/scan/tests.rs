@@ -55,10 +55,11 @@ fn accepts_what_serde_json_accepts() {
 #[test]
 fn plain_run_matches_the_byte_loop() {
     let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(b.len());
-    // Every special byte at every position of strings up to 20 bytes, over
+    // Every special byte at every position of strings up to 40 bytes (two 16-byte
+    // chunks, an 8-byte one and a tail), over
     // backgrounds of ASCII, high bytes and bytes just above/below the thresholds.
     for bg in [b'a', 0xC3, 0x7F, 0x20, 0x21, 0x5D, 0x5B, 0x23, 0xFF, 0x80] {
-        for len in 0..20 {
+        for len in 0..40 {
             let base = vec![bg; len];
             assert_eq!(plain_run(&base), naive(&base));
             for at in 0..len {
@@ -107,10 +108,11 @@ fn errors_say_where() {
 
 #[test]
 fn has_backslash_matches_the_byte_loop() {
-    // A backslash (or none) at every position of strings up to 20 bytes, over
+    // A backslash (or none) at every position of strings up to 40 bytes (two 16-byte
+    // chunks, an 8-byte one and a tail), over
     // backgrounds next to it in value and with the high bit set.
     for bg in [b'a', 0x5B, 0x5D, 0x5C ^ 0x80, 0xDC, 0xFF, 0x00, b'"'] {
-        for len in 0..20 {
+        for len in 0..40 {
             let base = vec![bg; len];
             assert!(!has_backslash(&base), "{base:?}");
             for at in 0..len {
