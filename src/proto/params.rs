@@ -98,16 +98,19 @@ pub(super) fn scan_fields_into<'a>(s: &mut Scanner<'a>, spare: SpareFields) -> s
 
 /// A JSON string as text, borrowed when it holds no escapes. None if not a string (or
 /// a string with a lone surrogate escape, which no text can hold).
+#[inline]
 pub fn raw_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     let s = raw.get();
-    if !s.starts_with('"') {
-        return None;
-    }
+    // A scanned string token is `"…"` (`strip_*` with an ASCII char slices without the
+    // char-boundary checks of a range).
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
     // The scanner has validated the string, so it holds an escape exactly when it holds
     // a backslash: one test per byte instead of the scanner's three (quote, backslash,
     // control character).
-    let escaped = scan::has_backslash(s.as_bytes());
-    token_text(StrToken { quoted: s, escaped })
+    if !scan::has_backslash(inner.as_bytes()) {
+        return Some(Cow::Borrowed(inner));
+    }
+    token_text(StrToken { quoted: s, escaped: true })
 }
 
 /// The first name that occurs twice, if any. Objects in requests are small (a pairwise
