@@ -100,7 +100,9 @@ impl<'a> Cursor<'a> {
 
     #[inline(always)]
     fn bump(&mut self) {
-        self.rest = self.rest.get(1..).unwrap_or_default();
+        if let [_, tail @ ..] = self.rest {
+            self.rest = tail;
+        }
     }
 
     /// The next byte that is not JSON whitespace, not consumed.
@@ -166,8 +168,9 @@ impl<'a> Cursor<'a> {
         before - self.rest.len()
     }
 
-    /// `-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`, as the scanner reads numbers.
-    fn number(&mut self) -> Option<()> {
+    /// `-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`, as the scanner reads numbers; whether
+    /// it is an integer (no fraction, no exponent).
+    fn number(&mut self) -> Option<bool> {
         if self.byte() == Some(b'-') {
             self.bump();
         }
@@ -178,11 +181,13 @@ impl<'a> Cursor<'a> {
             }
             _ => return None,
         }
+        let mut integer = true;
         if self.byte() == Some(b'.') {
             self.bump();
             if self.digits() == 0 {
                 return None;
             }
+            integer = false;
         }
         if let Some(b'e' | b'E') = self.byte() {
             self.bump();
@@ -192,8 +197,9 @@ impl<'a> Cursor<'a> {
             if self.digits() == 0 {
                 return None;
             }
+            integer = false;
         }
-        Some(())
+        Some(integer)
     }
 
     #[inline(always)]
@@ -220,7 +226,9 @@ impl<'a> Cursor<'a> {
             b'"' => {
                 self.plain_bytes()?;
             }
-            b'-' | b'0'..=b'9' => self.number()?,
+            b'-' | b'0'..=b'9' => {
+                self.number()?;
+            }
             b't' => self.word(b"true")?,
             b'f' => self.word(b"false")?,
             b'n' => self.word(b"null")?,
@@ -240,12 +248,9 @@ impl<'a> Cursor<'a> {
                 self.plain_bytes()?;
             }
             b'-' | b'0'..=b'9' => {
-                self.number()?;
-                let t = self.text_from(start)?;
-                if t.len() > MAX_ID_DIGITS || !t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+                if !self.number()? || self.pos() - start > MAX_ID_DIGITS {
                     return None;
                 }
-                return Some(t);
             }
             _ => return None,
         }
