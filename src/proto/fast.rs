@@ -209,7 +209,9 @@ impl<'a> Cursor<'a> {
     }
 
     /// An object or array inside `params`, read by the general scanner (two levels
-    /// deep already: the envelope and `params`).
+    /// deep already: the envelope and `params`). The value of another envelope field is
+    /// one level up, so it is counted one deeper than the general parser counts it: a
+    /// value at the very limit fails here and the general parser reads the frame again.
     #[inline(never)]
     fn nested(&mut self) -> Option<()> {
         let mut s = Scanner::resume(self.text, self.pos(), 2, MAX_DEPTH);
