@@ -447,9 +447,12 @@ impl Server {
 
     /// One request through the engine; its reply goes out in request order, then the
     /// events it caused (also to the caller itself).
-    fn on_text(&mut self, t: usize, text: &str) {
-        let started = self.cycles.stamp();
-        let Some(c) = self.conns.get_mut(t) else { return };
+    /// Handle one request frame. `started`: the stamp its handling time is counted
+    /// from. Returns the stamp taken at the end, which the next frame of the same batch
+    /// starts from (`read_ws`): one clock read per request instead of two (`rdtsc`
+    /// costs ~10 ns, ~1% of a request at 16 in flight).
+    fn on_text(&mut self, t: usize, text: &str, started: u64) -> u64 {
+        let Some(c) = self.conns.get_mut(t) else { return started };
         let seq = c.order.issue();
         let mut session = Session { conn: t, seq, identity: &mut c.identity, bucket: &mut c.bucket };
         let outcome = self.engine.handle(&mut session, text, &mut self.buf);
@@ -470,10 +473,11 @@ impl Server {
             Reply::Later => {}
         }
         self.deliver();
+        let ended = self.cycles.stamp();
         if let Some(name) = outcome.method {
-            let us = self.cycles.micros(started, self.cycles.stamp());
-            self.metrics.count_request(name, us);
+            self.metrics.count_request(name, self.cycles.micros(started, ended));
         }
+        ended
     }
 
     /// Send the reply in `self.buf` (`has_reply`) for request `seq` of `t` once every

@@ -187,6 +187,10 @@ impl Server {
         let max_out = self.cfg.ws_max_outbound as usize;
         let mut handled = 0;
         let bytes_in = self.conns.get(t).and_then(Conn::wire_ref).map_or(0, |w| w.bytes_in);
+        // The end stamp of the last request handled here, and the connection's byte
+        // count then: while no read came in between, the next request's handling time
+        // is counted from that stamp (its frame's unmasking and UTF-8 check included).
+        let mut last_end: Option<(u64, u64)> = None;
         loop {
             let Some(c) = self.conns.get_mut(t) else {
                 return;
@@ -234,7 +238,12 @@ impl Server {
                             self.mark_dirty(t);
                             continue;
                         }
-                        self.on_text(t, text);
+                        let read_so_far = wire.bytes_in;
+                        let started = match last_end {
+                            Some((stamp, read)) if read == read_so_far => stamp,
+                            _ => self.cycles.stamp(),
+                        };
+                        last_end = Some((self.on_text(t, text, started), read_so_far));
                         if let Some(w) = self.conns.get_mut(t).and_then(Conn::wire) {
                             w.put_in(buf);
                         }
@@ -383,7 +392,10 @@ impl Server {
             Message::Text(_) | Message::Binary(_) if closing => {}
             Message::Text(text) if echo => self.echo(t, Message::Text(text)),
             Message::Binary(data) if echo => self.echo(t, Message::Binary(data)),
-            Message::Text(text) => self.on_text(t, text.as_str()),
+            Message::Text(text) => {
+                let started = self.cycles.stamp();
+                self.on_text(t, text.as_str(), started);
+            }
             Message::Binary(_) => {
                 let e = proto::Error::new(
                     Code::InvalidRequest,
