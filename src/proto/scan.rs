@@ -335,9 +335,8 @@ impl<'a> Scanner<'a> {
 
 /// How many leading bytes of `b` may stand in a JSON string as they are: up to the
 /// first `"`, `\\` or control character. Sixteen bytes at a time with SSE2 (part of
-/// every x86-64 CPU; these intrinsics are safe to call since Rust 1.87), eight at a
-/// time (SWAR) elsewhere, because string scanning is most of the work of reading a
-/// request and of writing a reply. Always inlined: as a call, saving registers and
+/// every x86-64 CPU), eight at a time (SWAR) for the rest and on other targets, because
+/// string scanning is most of the work of reading a request and of writing a reply. Always inlined: as a call, saving registers and
 /// loading the constants cost more than scanning a short key.
 #[inline(always)]
 pub fn plain_run(b: &[u8]) -> usize {

@@ -446,11 +446,10 @@ impl Server {
     }
 
     /// One request through the engine; its reply goes out in request order, then the
-    /// events it caused (also to the caller itself).
-    /// Handle one request frame. `started`: the stamp its handling time is counted
-    /// from. Returns the stamp taken at the end, which the next frame of the same batch
-    /// starts from (`read_ws`): one clock read per request instead of two (`rdtsc`
-    /// costs ~10 ns, ~1% of a request at 16 in flight).
+    /// events it caused (also to the caller itself). `started`: the stamp its handling
+    /// time is counted from. Returns the stamp taken at the end, which the next frame of
+    /// the same batch starts from (`read_ws`): one clock read per request instead of two
+    /// (`rdtsc` costs ~10 ns, ~1% of a request at 16 in flight).
     fn on_text(&mut self, t: usize, text: &str, started: u64) -> u64 {
         let Some(c) = self.conns.get_mut(t) else { return started };
         let seq = c.order.issue();
