@@ -1,8 +1,8 @@
 //! The common request read in one tight pass, before the general parser.
 //!
 //! Why: at 16 requests in flight the general parser (`request::parse_general`, built on
-//! the validating `Scanner` with its closures and precise errors) was ~1,900 of the
-//! server's ~4,700 instructions per `string.set`, for a 100-byte frame. Most frames
+//! the validating `Scanner` with its closures and precise errors) was ~2,100 of the
+//! server's ~4,760 instructions per `string.set`, for a 100-byte frame. Most frames
 //! have one shape: an object with `id`, `method` and a flat `params` object, keys and
 //! strings without escapes. This reader handles that shape with inlined byte loops
 //! and gives up (None) on anything else: an escape, `null` where it wants a value,
